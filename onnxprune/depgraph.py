@@ -1,0 +1,330 @@
+"""The dependency graph (DepGraph): pruning ends, inter/intra edges, grouping.
+
+Every node has input and output *ends*: a port of the node seen along some
+axes (a channel axis, or several axes flattened). Ends that share a tensor
+along the same axes are joined by inter-layer edges; the operator rules add
+intra-layer edges, each with an index mapping. Grouping is a graph search
+over channels: two channels are in one group when a chain of edges couples
+them. The engine knows no operator names: all operator knowledge comes from
+the rules in the registry.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from .ir import Graph
+from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose
+from .registry import Registry
+from .rules import Barrier, NodeView, Port
+
+
+@dataclass(frozen=True, order=True)
+class End:
+    """One place where channels live: a node port, a parameter, or a graph input/output."""
+
+    kind: str  # "op", "param", "input", "output"
+    tensor: str
+    axes: tuple[int, ...]
+    node: str = ""
+    port: Port | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.node}.{self.port}" if self.kind == "op" else f"{self.kind}:{self.tensor}"
+        return f"{where}{list(self.axes)}"
+
+
+@dataclass
+class Group:
+    """Coupled channels that must be removed together.
+
+    ``channels[k]`` maps each end to the indices that channel k occupies there
+    (usually one index; several for grouped convs or flattened features).
+    """
+
+    id: int
+    ends: tuple[End, ...]
+    channels: list[dict[End, np.ndarray]]
+    blocked: list[str] = field(default_factory=list)
+    root: End | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.channels)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.blocked and self.size > 1 and any(e.kind == "param" for e in self.ends)
+
+    def indices(self, end: End, channels) -> np.ndarray:
+        """Indices at ``end`` of the given group channels."""
+        parts = [self.channels[k].get(end, np.empty(0, np.int64)) for k in channels]
+        return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    def describe(self) -> str:
+        state = "prunable" if self.prunable else ("blocked: " + "; ".join(self.blocked) if self.blocked else "fixed")
+        return f"group {self.id}: {self.size} channels, root {self.root}, {len(self.ends)} ends ({state})"
+
+
+class DependencyGraph:
+    """Build from a :class:`Graph` and a rule registry; see :meth:`groups`."""
+
+    def __init__(self, graph: Graph, registry: Registry | None = None):
+        if registry is None:
+            from opspecs import default_registry
+            registry = default_registry()
+        self.graph = graph
+        self.registry = registry
+        self.nx = nx.MultiGraph()
+        self.barriers: dict[End, str] = {}
+        self._dims: dict[tuple[str, tuple[int, ...]], list[End]] = {}
+        self._expanded: set[End] = set()
+        self._order = {n.name: i for i, n in enumerate(graph.nodes)}
+        self._build()
+        self.groups: list[Group] = self._group()
+
+    # ---------------------------------------------------------------- build
+    def view(self, node_name: str) -> NodeView:
+        return NodeView(self.graph.node_by_name[node_name], self.graph)
+
+    def spec(self, node_name: str):
+        node = self.graph.node_by_name[node_name]
+        opset = self.graph.meta.opsets.get(node.domain, self.graph.opset)
+        return self.registry.lookup(node.domain, node.op_type, opset)
+
+    def size(self, end: End) -> int:
+        return int(self.nx.nodes[end]["size"])
+
+    def _build(self) -> None:
+        self._queue: deque = deque()
+        for node in self.graph.nodes:
+            spec = self.spec(node.name)
+            if spec is None:
+                continue
+            view = NodeView(node, self.graph)
+            for port, axes in spec.roots(view):
+                self._reach(view.tensor(port), axes)
+        while self._queue:
+            tensor, axes = self._queue.popleft()
+            for end in self._dims[(tensor, axes)]:
+                if end.kind == "op":
+                    self._expand(end)
+        self._join_overlapping_dims()
+        self._tie_multi_axis_dims()
+
+    def _reach(self, tensor: str, axes: tuple[int, ...]) -> tuple[str, tuple[int, ...]] | None:
+        key = (tensor, axes)
+        if key in self._dims:
+            return key
+        ends = self._ends_of(tensor, axes)
+        shape = self.graph.shape(tensor)
+        size = int(np.prod([shape[a] for a in axes])) if shape is not None else None
+        for end in ends:
+            self.nx.add_node(end, size=size, tensor=tensor)
+        hub = ends[0]
+        for end in ends[1:]:
+            self.nx.add_edge(hub, end, kind="inter", mapping=IDENTITY, a=hub)
+        if size is None:
+            for end in ends:
+                self._block(end, f"shape of {tensor} unknown (pass --input-shape)")
+        self._dims[key] = ends
+        self._queue.append(key)
+        return key
+
+    def _ends_of(self, tensor: str, axes) -> list[End]:
+        g = self.graph
+        ends: list[End] = []
+        if tensor in g.producers:
+            node, slot = g.producers[tensor]
+            ends.append(End("op", tensor, axes, node.name, Port("out", slot)))
+        elif tensor in g.params:
+            ends.append(End("param", tensor, axes))
+        else:
+            ends.append(End("input", tensor, axes))
+            self._block(ends[-1], f"graph input {tensor}")
+        for node, slot in g.consumers.get(tensor, []):
+            if slot < 0:
+                end = End("op", tensor, axes, node.name, Port("in", -1))
+                self._block(end, f"{node.op_type} {node.name} reads it inside a subgraph")
+            else:
+                end = End("op", tensor, axes, node.name, Port("in", slot))
+            ends.append(end)
+        if tensor in g.graph_output_names:
+            ends.append(End("output", tensor, axes))
+            self._block(ends[-1], f"graph output {tensor}")
+        return ends
+
+    def _block(self, end: End, reason: str) -> None:
+        self.barriers.setdefault(end, reason)
+
+    def _expand(self, end: End) -> None:
+        if end in self._expanded or end in self.barriers:
+            return
+        self._expanded.add(end)
+        node = self.graph.node_by_name[end.node]
+        spec = self.spec(end.node)
+        if spec is None:
+            opset = self.graph.meta.opsets.get(node.domain, self.graph.opset)
+            self._block(end, f"{node.op_type} {node.name}: no rule for "
+                             f"{node.domain + '::' if node.domain else ''}{node.op_type} at opset {opset}")
+            return
+        view = NodeView(node, self.graph)
+        try:
+            answer = spec.couple(view, end.port, end.axes)
+        except Exception as exc:  # a rule that cannot read this node must not prune through it
+            answer = Barrier(f"rule failed ({type(exc).__name__}: {exc})")
+        if isinstance(answer, Barrier):
+            self._block(end, f"{node.op_type} {node.name}: {answer.reason}")
+            return
+        for link in answer:
+            tensor = view.tensor(link.port)
+            if not tensor:
+                continue
+            rank = view.rank(link.port)
+            if rank is None:
+                self._block(end, f"{node.op_type} {node.name}: rank of {tensor} unknown")
+                return
+            axes, mapping = self._canonical(tensor, tuple(a % rank for a in link.axes), link.mapping)
+            if axes is None:
+                self._block(end, f"{node.op_type} {node.name}: cannot map axes {link.axes} of {tensor}")
+                return
+            self._reach(tensor, axes)
+            other = End("op", tensor, axes, node.name, link.port)
+            self.nx.add_edge(end, other, kind="intra", mapping=mapping, a=end)
+
+    def _canonical(self, tensor: str, axes: tuple[int, ...], mapping: Mapping):
+        """Sort the axes of an end so every end of a tensor flattens it the same way."""
+        shape = self.graph.shape(tensor)
+        if shape is None or len(set(axes)) != len(axes):
+            return None, mapping
+        if list(axes) == sorted(axes):
+            return axes, mapping
+        order = tuple(np.argsort(axes))
+        sizes = tuple(shape[a] for a in axes)
+        n_mid = int(np.prod(sizes))
+        return tuple(sorted(axes)), compose(mapping, Reorder(sizes, order), n_mid)
+
+    def _join_overlapping_dims(self) -> None:
+        """A tensor reached along axes (1,) and (1, 2) must prune consistently."""
+        by_tensor: dict[str, list[tuple[int, ...]]] = {}
+        for tensor, axes in self._dims:
+            by_tensor.setdefault(tensor, []).append(axes)
+        for tensor, variants in by_tensor.items():
+            if len(variants) < 2:
+                continue
+            shape = self.graph.shape(tensor)
+            variants.sort(key=len)
+            for i, short in enumerate(variants):
+                for long in variants[i + 1:]:
+                    hub_s, hub_l = self._dims[(tensor, short)][0], self._dims[(tensor, long)][0]
+                    if long[: len(short)] == short and shape is not None:
+                        tail = int(np.prod([shape[a] for a in long[len(short):]]))
+                        self.nx.add_edge(hub_s, hub_l, kind="alias", mapping=Overlap(tail, 1), a=hub_s)
+                    elif set(short) & set(long):
+                        reason = f"{tensor} would be pruned along {short} and {long}"
+                        for end in self._dims[(tensor, short)] + self._dims[(tensor, long)]:
+                            self._block(end, reason)
+
+    def _tie_multi_axis_dims(self) -> None:
+        """Ends spanning several axes prune along the innermost one (dense result)."""
+        for (tensor, axes), ends in self._dims.items():
+            shape = self.graph.shape(tensor)
+            if len(axes) < 2 or shape is None:
+                continue
+            sizes = tuple(shape[a] for a in axes)
+            real = [k for k, s in enumerate(sizes) if s > 1]
+            if len(real) > 1:
+                self.nx.add_edge(ends[0], ends[0], kind="dense", mapping=Project(sizes, real[-1]), a=ends[0])
+
+    # ------------------------------------------------------------- grouping
+    def _group(self) -> list[Group]:
+        ends = [e for e in self.nx.nodes if self.nx.nodes[e]["size"] is not None]
+        ends.sort(key=self._end_order)
+        offsets, total = {}, 0
+        for end in ends:
+            offsets[end] = total
+            total += self.size(end)
+        parent = np.arange(total, dtype=np.int64)
+        us, vs = [], []
+        for u, v, data in self.nx.edges(data=True):
+            if u not in offsets or v not in offsets:
+                continue
+            a, b = (u, v) if data["a"] == u else (v, u)
+            ia, ib = data["mapping"].pairs(self.size(a), self.size(b))
+            us.append(ia + offsets[a])
+            vs.append(ib + offsets[b])
+        if us:
+            parent = _union_find(parent, np.concatenate(us), np.concatenate(vs))
+        end_of = np.empty(total, dtype=np.int64)
+        for k, end in enumerate(ends):
+            end_of[offsets[end]: offsets[end] + self.size(end)] = k
+        order = np.lexsort((np.arange(total), parent))
+        labels = parent[order]
+        cuts = np.flatnonzero(np.diff(labels)) + 1
+        by_signature: dict[tuple[int, ...], list[np.ndarray]] = {}
+        for comp in np.split(order, cuts):
+            signature = tuple(np.unique(end_of[comp]))
+            by_signature.setdefault(signature, []).append(comp)
+        groups = []
+        for signature, comps in by_signature.items():
+            members = tuple(ends[k] for k in signature)
+            channels = []
+            for comp in sorted(comps, key=lambda c: int(c.min())):
+                per_end: dict[End, list[int]] = {}
+                for element in comp:
+                    end = ends[end_of[element]]
+                    per_end.setdefault(end, []).append(int(element - offsets[end]))
+                channels.append({e: np.asarray(sorted(ix), dtype=np.int64) for e, ix in per_end.items()})
+            blocked = sorted({self.barriers[e] for e in members if e in self.barriers})
+            root = next((e for e in members if e.kind == "op" and e.port.side == "out"), members[0])
+            groups.append(Group(0, members, channels, blocked, root))
+        groups.sort(key=lambda g: self._end_order(g.root))
+        for i, group in enumerate(groups):
+            group.id = i
+        return groups
+
+    def _end_order(self, end: End):
+        return (self._order.get(end.node, -1), end.kind, end.tensor, end.axes, str(end.port))
+
+    # ------------------------------------------------------------------ API
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    def blocked_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.blocked]
+
+    def group_of(self, node: str, channel: int | None = None, port: Port = Port("out", 0)) -> Group:
+        """The group holding ``node``'s channels at ``port`` (and ``channel`` if given)."""
+        for group in self.groups:
+            for end in group.ends:
+                if end.kind == "op" and end.node == node and end.port == port:
+                    if channel is None or any(channel in c.get(end, ()) for c in group.channels):
+                        return group
+        raise KeyError(f"no group holds channel {channel} of {node}.{port}")
+
+    def groups_matching(self, pattern: str) -> list[Group]:
+        """Groups whose output-side ends belong to nodes whose name matches ``pattern``."""
+        rx = re.compile(pattern)
+        return [g for g in self.groups
+                if any(e.kind == "op" and e.port.side == "out" and rx.search(e.node) for e in g.ends)]
+
+
+def _union_find(parent: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Connected components of pairs (u, v): each element ends labelled by its minimum."""
+    while True:
+        pu, pv = parent[u], parent[v]
+        low = np.minimum(pu, pv)
+        before = parent.copy()
+        np.minimum.at(parent, pu, low)
+        np.minimum.at(parent, pv, low)
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+        if np.array_equal(parent, before):
+            return parent

@@ -1,0 +1,233 @@
+"""The one place that reads protobuf: ONNX file or ModelProto -> :class:`Graph`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+from google.protobuf.message import DecodeError
+
+from .errors import InputError, ShapeError, UnsupportedModelError
+from .ir import Graph, ModelMeta, Node, Value
+
+MIN_OPSET = 9
+# Domains onnxruntime runs out of the box; anything else needs a plugin we cannot see into.
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and sanity-check an ONNX file, with clear errors for every bad input."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not an ONNX model or truncated ({_first_line(exc)})") from None
+    if not model.graph.node or not model.opset_import:
+        raise InputError(f"{path}: not an ONNX model or truncated (no graph nodes or opset)")
+    if _uses_external_data(model):
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: external data could not be read ({_first_line(exc)})") from None
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
+    """Refuse opsets and domains we cannot reason about, before any analysis."""
+    opsets = {o.domain: o.version for o in model.opset_import}
+    version = opsets.get("", opsets.get("ai.onnx"))
+    newest = onnx.defs.onnx_opset_version()
+    if version is None:
+        raise UnsupportedModelError(f"{origin}: no default-domain opset import")
+    if not MIN_OPSET <= version <= newest:
+        raise UnsupportedModelError(
+            f"{origin}: opset {version} is not supported (supported: {MIN_OPSET}..{newest}); "
+            "convert it with onnx.version_converter first")
+    local = {f.domain for f in model.functions}
+    for node in model.graph.node:
+        if node.domain not in KNOWN_DOMAINS and node.domain not in local:
+            raise UnsupportedModelError(
+                f"{origin}: node '{node.name or node.op_type}' uses custom domain '{node.domain}' "
+                f"(op {node.op_type}); onnxprune only handles standard ONNX and com.microsoft ops")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise InputError(f"{origin}: invalid ONNX model ({_first_line(exc)})") from None
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """Parse ``name:1x3x224x224`` options into a dict."""
+    shapes: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            raise InputError(f"--input-shape '{spec}': expected NAME:D1xD2x..., e.g. input:1x3x224x224") from None
+    return shapes
+
+
+def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> onnx.ModelProto:
+    """Run onnx shape inference (with data propagation) on a copy, fixing input dims first."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    graph_inputs = {i.name: i for i in work.graph.input}
+    for name, dims in (input_shapes or {}).items():
+        if name not in graph_inputs:
+            raise ShapeError(f"--input-shape: the model has no input '{name}' "
+                             f"(inputs: {', '.join(graph_inputs) or 'none'})")
+        shape = graph_inputs[name].type.tensor_type.shape
+        if len(shape.dim) not in (0, len(dims)):
+            raise ShapeError(f"--input-shape {name}: rank {len(dims)} given, model says {len(shape.dim)}")
+        del shape.dim[:]
+        for d in dims:
+            shape.dim.add().dim_value = d
+    del work.graph.value_info[:]
+    try:
+        return shape_inference.infer_shapes(work, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # inference failing on an exotic op must not stop analysis
+        return work
+
+
+def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> Graph:
+    """Convert a (checked) ModelProto to the engine's plain representation."""
+    inferred = infer_shapes(model, input_shapes)
+    values = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        values[vi.name] = _value(vi)
+    params = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = []
+    for index, proto in enumerate(model.graph.node):
+        if _is_constant_node(proto) and proto.output[0] not in {o.name for o in model.graph.output}:
+            params[proto.output[0]] = _constant_value(proto)
+            continue
+        nodes.append(_node(proto, index))
+    _ensure_unique_names(nodes)
+    meta = ModelMeta(
+        ir_version=model.ir_version,
+        opsets={o.domain: o.version for o in model.opset_import},
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        domain=model.domain,
+        model_version=model.model_version,
+        doc_string=model.doc_string,
+        metadata={p.key: p.value for p in model.metadata_props},
+        graph_name=model.graph.name,
+        graph_doc=model.graph.doc_string,
+        functions=list(model.functions),
+        sparse_initializers=list(model.graph.sparse_initializer),
+    )
+    initializer_names = set(params)
+    return Graph(
+        nodes=nodes,
+        inputs=[values.get(i.name) or _value(i) for i in model.graph.input if i.name not in initializer_names],
+        outputs=[_value(o) for o in model.graph.output],
+        params=params,
+        values=values,
+        declared=[vi.name for vi in model.graph.value_info],
+        meta=meta,
+    )
+
+
+def load(path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None) -> Graph:
+    model = read_model(path)
+    check_supported(model, str(path))
+    return to_graph(model, input_shapes)
+
+
+def from_model(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> Graph:
+    check_supported(model)
+    return to_graph(model, input_shapes)
+
+
+def _value(vi: onnx.ValueInfoProto) -> Value:
+    tensor_type = vi.type.tensor_type
+    shape = None
+    if tensor_type.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim)
+    return Value(vi.name, tensor_type.elem_type, shape)
+
+
+def _is_constant_node(proto: onnx.NodeProto) -> bool:
+    return proto.op_type == "Constant" and proto.domain in ("", "ai.onnx") and len(proto.attribute) == 1
+
+
+def _constant_value(proto: onnx.NodeProto) -> np.ndarray:
+    attr = proto.attribute[0]
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    value = onnx.helper.get_attribute_value(attr)
+    if attr.name in ("value_float", "value_floats"):
+        return np.asarray(value, dtype=np.float32)
+    if attr.name in ("value_int", "value_ints"):
+        return np.asarray(value, dtype=np.int64)
+    if attr.name == "sparse_value":
+        return numpy_helper.to_array(attr.sparse_tensor.values)  # rare; shape info lost is acceptable
+    return np.asarray(value)
+
+
+def _node(proto: onnx.NodeProto, index: int) -> Node:
+    attrs, types, implicit = {}, {}, []
+    for attr in proto.attribute:
+        attrs[attr.name] = onnx.helper.get_attribute_value(attr)
+        types[attr.name] = attr.type
+        if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in graphs:
+                implicit.extend(_outer_names(sub))
+    return Node(
+        name=proto.name or f"{proto.op_type}_{index}",
+        op_type=proto.op_type,
+        domain=proto.domain if proto.domain != "ai.onnx" else "",
+        inputs=list(proto.input),
+        outputs=list(proto.output),
+        attrs=attrs,
+        attr_types=types,
+        doc=proto.doc_string,
+        implicit_inputs=sorted(set(implicit)),
+    )
+
+
+def _outer_names(graph: onnx.GraphProto) -> list[str]:
+    """Names a subgraph reads from the enclosing scope."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    used = []
+    for node in graph.node:
+        for name in node.input:
+            if name and name not in defined:
+                used.append(name)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                used.extend(n for n in _outer_names(attr.g) if n not in defined)
+        defined.update(node.output)
+    return used
+
+
+def _ensure_unique_names(nodes: list[Node]) -> None:
+    seen: set[str] = set()
+    for node in nodes:
+        base, k = node.name, 1
+        while node.name in seen:
+            node.name = f"{base}__{k}"
+            k += 1
+        seen.add(node.name)

@@ -1,0 +1,87 @@
+"""The one place that writes protobuf: :class:`Graph` -> ONNX ModelProto / file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from onnx import helper, numpy_helper
+
+from .ir import Graph, Node, Value
+
+# Protobuf cannot serialise a single message above 2 GB.
+PROTO_LIMIT = 2**31 - 1
+
+
+def to_model(graph: Graph) -> onnx.ModelProto:
+    meta = graph.meta
+    referenced = _referenced_names(graph)
+    initializers = [numpy_helper.from_array(arr, name) for name, arr in graph.params.items() if name in referenced]
+    proto_graph = helper.make_graph(
+        nodes=[_node(n) for n in graph.nodes],
+        name=meta.graph_name,
+        inputs=[_value_info(v) for v in graph.inputs],
+        outputs=[_value_info(v) for v in graph.outputs],
+        initializer=initializers,
+        doc_string=meta.graph_doc or None,
+        value_info=[_value_info(graph.values[n]) for n in graph.declared
+                    if n in graph.values and n not in graph.params],
+    )
+    proto_graph.sparse_initializer.extend(meta.sparse_initializers)
+    model = helper.make_model(
+        proto_graph,
+        opset_imports=[helper.make_opsetid(d, v) for d, v in meta.opsets.items()],
+        producer_name=meta.producer_name,
+        producer_version=meta.producer_version,
+        domain=meta.domain,
+        model_version=meta.model_version,
+        doc_string=meta.doc_string,
+        functions=meta.functions,
+    )
+    model.ir_version = meta.ir_version
+    if meta.metadata:
+        helper.set_model_props(model, meta.metadata)
+    return model
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool = False) -> None:
+    """Write atomically: a temp file in the same folder, renamed at the end."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if external_data or model.ByteSize() > PROTO_LIMIT:
+            location = f"{path.name}.data"
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=location, size_threshold=1024)
+            # external data is written next to tmp under `location`; it already has its final name
+        else:
+            onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _referenced_names(graph: Graph) -> set[str]:
+    names = {v.name for v in graph.outputs} | {v.name for v in graph.inputs}
+    for node in graph.nodes:
+        names.update(node.inputs)
+        names.update(node.implicit_inputs)
+    return names
+
+
+def _node(node: Node) -> onnx.NodeProto:
+    proto = helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name,
+                             domain=node.domain or None, doc_string=node.doc or None)
+    for key, value in node.attrs.items():
+        proto.attribute.append(helper.make_attribute(key, value, attr_type=node.attr_types.get(key)))
+    return proto
+
+
+def _value_info(value: Value) -> onnx.ValueInfoProto:
+    if value.shape is None:
+        return helper.make_tensor_value_info(value.name, value.dtype, None)
+    return helper.make_tensor_value_info(value.name, value.dtype, list(value.shape))

@@ -1,0 +1,42 @@
+"""Operator rules keyed by (domain, op_type), resolved by opset like onnx's reference ops."""
+from __future__ import annotations
+
+from .errors import RuleError
+from .rules import OpSpec
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._specs: dict[tuple[str, str], list[OpSpec]] = {}
+
+    def register(self, spec: OpSpec) -> OpSpec:
+        for op_type in spec.op_types:
+            versions = self._specs.setdefault((spec.domain, op_type), [])
+            for other in versions:
+                if _overlaps(other, spec):
+                    raise RuleError(f"duplicate rule for {spec.domain or 'ai.onnx'}::{op_type} "
+                                    f"(opsets {spec.since}..{spec.until or 'newest'}) in family "
+                                    f"'{spec.family}', already registered by '{other.family}'")
+            versions.append(spec)
+            versions.sort(key=lambda s: s.since)
+        return spec
+
+    def lookup(self, domain: str, op_type: str, opset: int) -> OpSpec | None:
+        """The rule with the highest ``since`` <= opset whose range covers opset."""
+        best = None
+        for spec in self._specs.get((domain or "", op_type), []):
+            if spec.since <= opset and (spec.until is None or opset <= spec.until):
+                best = spec
+        return best
+
+    def op_types(self) -> list[str]:
+        return sorted(f"{d}::{t}" if d else t for d, t in self._specs)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._specs
+
+
+def _overlaps(a: OpSpec, b: OpSpec) -> bool:
+    a_end = a.until if a.until is not None else 10**9
+    b_end = b.until if b.until is not None else 10**9
+    return a.since <= b_end and b.since <= a_end

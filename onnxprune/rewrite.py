@@ -1,0 +1,120 @@
+"""Applying a plan: slice parameters, let rules fix attributes/constants, update shapes."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+
+from .depgraph import DependencyGraph
+from .errors import PlanError
+from .ir import Graph, Value
+from .plan import Plan
+from .rules import NodeView, Port, PortChange
+
+
+def removed_per_dim(dg: DependencyGraph, plan: Plan) -> dict[tuple[str, tuple[int, ...]], np.ndarray]:
+    """Indices removed from each (tensor, axes) the plan touches."""
+    removed: dict[tuple[str, tuple[int, ...]], set] = {}
+    for decision in plan.decisions:
+        if decision.group >= len(dg.groups):
+            raise PlanError(f"plan names group {decision.group}, the graph has {len(dg.groups)}")
+        group = dg.groups[decision.group]
+        if group.size != decision.size:
+            raise PlanError(f"group {decision.group} has {group.size} channels, the plan expects {decision.size}")
+        if not group.prunable:
+            raise PlanError(f"group {decision.group} is not prunable ({'; '.join(group.blocked) or 'fixed'})")
+        for end in group.ends:
+            removed.setdefault((end.tensor, end.axes), set()).update(group.indices(end, decision.removed).tolist())
+    return {k: np.asarray(sorted(v), dtype=np.int64) for k, v in removed.items() if v}
+
+
+def kept_per_axis(graph: Graph, removed) -> dict[str, dict[int, np.ndarray]]:
+    """Turn removed flat indices into kept indices per tensor axis (dense tensors only)."""
+    kept: dict[str, dict[int, np.ndarray]] = {}
+    for (tensor, axes), gone in removed.items():
+        shape = graph.shape(tensor)
+        sizes = tuple(shape[a] for a in axes)
+        real = [k for k, s in enumerate(sizes) if s > 1] or [len(axes) - 1]
+        axis_pos = real[-1]
+        coords = np.unravel_index(gone, sizes)
+        gone_on_axis = np.unique(coords[axis_pos])
+        expected = len(gone_on_axis) * int(np.prod(sizes)) // sizes[axis_pos]
+        if expected != len(gone):
+            raise PlanError(f"removing {len(gone)} of {tensor} along {axes} would not leave a dense tensor")
+        axis = axes[axis_pos]
+        keep = np.setdiff1d(np.arange(shape[axis]), gone_on_axis)
+        if len(keep) == 0:
+            raise PlanError(f"{tensor} would lose every channel along axis {axis}")
+        previous = kept.setdefault(tensor, {}).get(axis)
+        if previous is not None and not np.array_equal(previous, keep):
+            raise PlanError(f"{tensor} is pruned inconsistently along axis {axis}")
+        kept[tensor][axis] = keep
+    return kept
+
+
+def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
+    """A new Graph with the plan's channels removed; the input graph is not modified."""
+    graph = dg.graph
+    kept = kept_per_axis(graph, removed_per_dim(dg, plan))
+    params = dict(graph.params)
+    for name, axes in kept.items():
+        if name in params:
+            value = params[name]
+            for axis, keep in axes.items():
+                value = np.take(value, keep, axis=axis)
+            params[name] = value
+    consumers = graph.consumers
+    nodes = []
+    for node in graph.nodes:
+        new = copy.copy(node)
+        new.attrs, new.inputs = dict(node.attrs), list(node.inputs)
+        nodes.append(new)
+        changes = _changes(graph, node, kept)
+        spec = dg.spec(node.name)
+        if not changes or spec is None or spec.rewrite is None:
+            continue
+        updates = spec.rewrite(NodeView(node, graph), changes)
+        for key, value in updates.attrs.items():
+            if value is None:
+                new.attrs.pop(key, None)
+                new.attr_types.pop(key, None)
+            else:
+                new.attrs[key] = value
+        for slot, value in updates.inputs.items():
+            while len(new.inputs) <= slot:
+                new.inputs.append("")
+            name = new.inputs[slot]
+            shared = not name or name not in graph.params or len(consumers.get(name, [])) > 1 \
+                or name in graph.graph_output_names
+            if shared:
+                name = _fresh_name(f"{node.name}_in{slot}_pruned", params)
+                new.inputs[slot] = name
+            params[name] = value
+    values = {}
+    for name, value in graph.values.items():
+        if name in kept and value.shape is not None:
+            shape = list(value.shape)
+            for axis, keep in kept[name].items():
+                shape[axis] = len(keep)
+            value = Value(name, value.dtype, tuple(shape))
+        values[name] = value
+    return dataclasses.replace(graph, nodes=nodes, params=params, values=values,
+                               inputs=list(graph.inputs), outputs=list(graph.outputs),
+                               declared=list(graph.declared))
+
+
+def _changes(graph: Graph, node, kept) -> dict[Port, PortChange]:
+    changes = {}
+    for side, names in (("in", node.inputs), ("out", node.outputs)):
+        for slot, name in enumerate(names):
+            if name in kept:
+                changes[Port(side, slot)] = PortChange(graph.shape(name), kept[name])
+    return changes
+
+
+def _fresh_name(base: str, taken) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name

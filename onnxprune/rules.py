@@ -1,0 +1,150 @@
+"""The vocabulary operator rules (in ``opspecs/``) are written in.
+
+A rule answers one question: "if channels along ``axes`` of this port of the
+node are removed, which other ports/axes must lose channels too, and which?"
+It returns :class:`Couple` links (with an index mapping from the queried end
+to the other one), an empty list (the port takes the pruning with nothing
+else to do) or a :class:`Barrier` (the node cannot be pruned that way).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from .ir import Graph, Node
+from .mapping import IDENTITY, Mapping
+
+
+class Port(NamedTuple):
+    side: str  # "in" or "out"
+    slot: int
+
+    def __str__(self) -> str:
+        return f"{self.side}[{self.slot}]"
+
+
+def IN(slot: int) -> Port:
+    return Port("in", slot)
+
+
+def OUT(slot: int) -> Port:
+    return Port("out", slot)
+
+
+@dataclass(frozen=True)
+class Couple:
+    port: Port
+    axes: tuple[int, ...]
+    mapping: Mapping = IDENTITY
+
+
+@dataclass(frozen=True)
+class Barrier:
+    reason: str
+
+
+Answer = list[Couple] | Barrier
+
+
+@dataclass
+class NodeView:
+    """Read-only access to one node and the shapes/constants around it."""
+
+    node: Node
+    graph: Graph
+
+    @property
+    def opset(self) -> int:
+        return self.graph.meta.opsets.get(self.node.domain, self.graph.opset)
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        value = self.node.attrs.get(name, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def tensor(self, port: Port) -> str:
+        names = self.node.inputs if port.side == "in" else self.node.outputs
+        return names[port.slot] if port.slot < len(names) else ""
+
+    def shape(self, port: Port) -> tuple[int, ...] | None:
+        name = self.tensor(port)
+        return self.graph.shape(name) if name else None
+
+    def rank(self, port: Port) -> int | None:
+        name = self.tensor(port)
+        if not name:
+            return None
+        if name in self.graph.params:
+            return self.graph.params[name].ndim
+        value = self.graph.values.get(name)
+        return len(value.shape) if value and value.shape is not None else None
+
+    def const(self, slot: int) -> np.ndarray | None:
+        """Value of a constant input (initializer/Constant), else None."""
+        name = self.node.inputs[slot] if slot < len(self.node.inputs) else ""
+        return self.graph.params.get(name) if name else None
+
+    def has_input(self, slot: int) -> bool:
+        return slot < len(self.node.inputs) and bool(self.node.inputs[slot])
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.node.inputs)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.node.outputs)
+
+
+@dataclass(frozen=True)
+class PortChange:
+    """How one port's tensor is pruned: kept indices per changed axis."""
+
+    old_shape: tuple[int, ...]
+    kept: dict[int, np.ndarray]
+
+    def new_size(self, axis: int) -> int:
+        axis = axis % len(self.old_shape)
+        return len(self.kept[axis]) if axis in self.kept else self.old_shape[axis]
+
+    @property
+    def new_shape(self) -> tuple[int, ...]:
+        return tuple(self.new_size(a) for a in range(len(self.old_shape)))
+
+
+@dataclass
+class Updates:
+    """What a rule's ``rewrite`` asks the engine to change on its node."""
+
+    attrs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[int, np.ndarray] = field(default_factory=dict)  # new constant input values
+
+
+CoupleFn = Callable[[NodeView, Port, tuple[int, ...]], Answer]
+RootsFn = Callable[[NodeView], list[tuple[Port, tuple[int, ...]]]]
+RewriteFn = Callable[[NodeView, dict[Port, PortChange]], Updates]
+MacsFn = Callable[[NodeView], int]
+
+
+def no_roots(view: NodeView) -> list[tuple[Port, tuple[int, ...]]]:
+    return []
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything onnxprune knows about one operator (for an opset range)."""
+
+    op_types: tuple[str, ...]
+    couple: CoupleFn
+    domain: str = ""
+    since: int = 1
+    until: int | None = None
+    roots: RootsFn = no_roots
+    rewrite: RewriteFn | None = None
+    macs: MacsFn | None = None
+    # input slot -> role name, e.g. {1: "bn_scale"}; criteria look roles up
+    param_roles: dict[int, str] = field(default_factory=dict)
+    # input slot -> value that makes a channel vanish (used to mask, not prune)
+    neutral: dict[int, float] = field(default_factory=dict)
+    family: str = ""

@@ -1,0 +1,116 @@
+"""Conv and ConvTranspose: input and output channels prune independently.
+
+Grouped convs keep equal-size groups: the same in-group positions go in every
+group. Depthwise convs (one input channel per group) couple input and output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.mapping import IDENTITY, Modulo, Overlap
+from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
+
+from ._common import unknown_shape
+
+
+def _layout(view: NodeView, transposed: bool):
+    w = view.shape(IN(1))
+    x = view.shape(IN(0))
+    if w is None or x is None:
+        return None
+    group = int(view.attr("group", 1))
+    cin = x[1]
+    cout = w[1] * group if transposed else w[0]
+    return cin, cout, group
+
+
+def _couple_conv(view: NodeView, port, axes):
+    layout = _layout(view, transposed=False)
+    if layout is None:
+        return unknown_shape(view, IN(1))
+    cin, cout, group = layout
+    depthwise = group > 1 and cin == group
+    per_in, per_out = cin // group, cout // group
+    if port == IN(0) and axes == (1,):
+        if depthwise:
+            return [Couple(OUT(0), (1,), Overlap(per_out, 1))]
+        return [Couple(IN(1), (1,), Modulo(per_in))]
+    if port == IN(1) and axes == (1,):
+        return [] if depthwise else [Couple(IN(0), (1,), Modulo(per_in).inverse())]
+    if port in (IN(1), IN(2)) and axes == (0,):
+        return [Couple(OUT(0), (1,))]
+    if port != OUT(0) or axes != (1,):
+        return Barrier(f"Conv cannot prune axes {axes} of {port}")
+    links = [Couple(IN(1), (0,))]
+    if view.has_input(2):
+        links.append(Couple(IN(2), (0,)))
+    if depthwise:
+        links.append(Couple(IN(0), (1,), Overlap(1, per_out)))
+    elif group > 1:
+        links.append(Couple(OUT(0), (1,), Modulo(per_out)))
+    return links
+
+
+def _couple_conv_transpose(view: NodeView, port, axes):
+    layout = _layout(view, transposed=True)
+    if layout is None:
+        return unknown_shape(view, IN(1))
+    cin, cout, group = layout
+    depthwise = group > 1 and cin == group
+    per_in, per_out = cin // group, cout // group
+    if port == IN(0) and axes == (1,):
+        links = [Couple(IN(1), (0,))]
+        if depthwise:
+            links.append(Couple(OUT(0), (1,), Overlap(per_out, 1)))
+        elif group > 1:
+            links.append(Couple(IN(0), (1,), Modulo(per_in)))
+        return links
+    if port == IN(1) and axes == (0,):
+        return [Couple(IN(0), (1,))]
+    if port == IN(1) and axes == (1,):
+        return [Couple(OUT(0), (1,), Modulo(per_out).inverse())] if not depthwise else []
+    if port == IN(2) and axes == (0,):
+        return [Couple(OUT(0), (1,))]
+    if port == OUT(0) and axes == (1,):
+        links = [Couple(IN(2), (0,))] if view.has_input(2) else []
+        if depthwise:
+            return links + [Couple(IN(0), (1,), Overlap(1, per_out))]
+        links.append(Couple(IN(1), (1,), Modulo(per_out)))
+        if group > 1:
+            links.append(Couple(OUT(0), (1,), Modulo(per_out)))
+        return links
+    return Barrier(f"ConvTranspose cannot prune axes {axes} of {port}")
+
+
+def _roots(view: NodeView):
+    return [(OUT(0), (1,))]
+
+
+def _rewrite_group(view: NodeView, changes) -> Updates:
+    """Depthwise convs lose whole groups; everything else keeps its group count."""
+    group = int(view.attr("group", 1))
+    x = view.shape(IN(0))
+    if group > 1 and x is not None and x[1] == group and IN(0) in changes:
+        return Updates(attrs={"group": changes[IN(0)].new_size(1)})
+    return Updates()
+
+
+def _macs_conv(view: NodeView) -> int:
+    w, y = view.shape(IN(1)), view.shape(OUT(0))
+    if w is None or y is None:
+        return 0
+    return int(np.prod(y)) * int(np.prod(w[1:]))
+
+
+def _macs_conv_transpose(view: NodeView) -> int:
+    w, x = view.shape(IN(1)), view.shape(IN(0))
+    if w is None or x is None:
+        return 0
+    return int(np.prod(x)) * int(np.prod(w[1:]))
+
+
+def register(registry) -> None:
+    registry.register(OpSpec(("Conv",), _couple_conv, roots=_roots, rewrite=_rewrite_group,
+                             macs=_macs_conv, family="conv"))
+    registry.register(OpSpec(("ConvTranspose",), _couple_conv_transpose, roots=_roots,
+                             rewrite=_rewrite_group, macs=_macs_conv_transpose, family="conv"))

@@ -1,0 +1,40 @@
+"""Per-channel normalizations: channel axis 1 couples input, output and every parameter."""
+from __future__ import annotations
+
+from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec
+
+
+def _per_channel(n_params: int, spatial_coupled: bool):
+    """Input/output share all axes; params (inputs 1..n) carry axis 1 on their axis 0."""
+
+    def couple(view: NodeView, port, axes):
+        params = [IN(i) for i in range(1, 1 + n_params) if view.has_input(i)]
+        extra_outs = [OUT(i) for i in range(1, view.n_outputs) if view.node.outputs[i]]
+        if port in params or port in extra_outs:
+            return [Couple(OUT(0), (1,))] if axes == (0,) else Barrier(f"parameter axis {axes}")
+        if port not in (IN(0), OUT(0)):
+            return Barrier(f"unexpected port {port}")
+        other = OUT(0) if port == IN(0) else IN(0)
+        if 1 not in axes:
+            if not spatial_coupled and any(a >= 2 for a in axes):
+                return Barrier("normalization statistics span these axes")
+            return [Couple(other, axes)]
+        if axes != (1,):
+            return Barrier(f"channel axis merged with {axes}")
+        return [Couple(other, (1,))] + [Couple(p, (0,)) for p in params + extra_outs]
+
+    return couple
+
+
+def _lrn(view: NodeView, port, axes):
+    """LRN normalizes over neighbouring channels: pruning keeps shapes valid but
+    changes each kept channel's window, so it is not equivalent to zeroing."""
+    return [Couple(OUT(0) if port == IN(0) else IN(0), axes)]
+
+
+def register(registry) -> None:
+    registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
+                             param_roles={1: "bn_scale"}, neutral={4: 1.0}, family="norm"))
+    registry.register(OpSpec(("InstanceNormalization",), _per_channel(2, spatial_coupled=False),
+                             param_roles={1: "norm_scale"}, family="norm"))
+    registry.register(OpSpec(("LRN",), _lrn, family="norm"))
