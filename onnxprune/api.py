@@ -1,0 +1,157 @@
+"""The Python API: load a model, look at its groups, prune, validate, save."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from . import onnx_in, onnx_out
+from .depgraph import DependencyGraph, Group
+from .errors import InputError
+from .importance import CRITERIA
+from .ir import Graph
+from .metrics import count_macs, count_params
+from .plan import GroupDecision, Plan, make_plan
+from .registry import Registry
+from .rewrite import apply_plan
+from .rules import Port
+from .validate import ValidationResult, check, make_inputs, validate
+
+
+@dataclass
+class PruneOptions:
+    ratio: float = 0.5
+    criterion: str = "l2"
+    round_to: int = 1
+    ignore: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+class Pruner:
+    """Holds a model and its dependency graph; each prune returns to a consistent state.
+
+    >>> p = Pruner.load("model.onnx")
+    >>> group = p.group_of("Conv_0")              # the channels coupled to Conv_0's outputs
+    >>> p.prune_group(group, [0, 3])              # remove two of them, everywhere
+    >>> p.prune(ratio=0.5)                        # or: every prunable group, by importance
+    >>> p.save("pruned.onnx")
+    """
+
+    def __init__(self, graph: Graph, registry: Registry | None = None, source: onnx.ModelProto | None = None,
+                 input_shapes: dict[str, list[int]] | None = None):
+        if registry is None:
+            from opspecs import default_registry
+            registry = default_registry()
+        self.registry = registry
+        self.input_shapes = input_shapes or {}
+        self.original = source
+        self._set(graph)
+        self.original_graph = graph
+        self.plans: list[Plan] = []
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
+             registry: Registry | None = None) -> "Pruner":
+        model = onnx_in.read_model(path)
+        onnx_in.check_supported(model, str(path))
+        return cls(onnx_in.to_graph(model, input_shapes), registry, model, input_shapes)
+
+    @classmethod
+    def from_model(cls, model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
+                   registry: Registry | None = None) -> "Pruner":
+        onnx_in.check_supported(model)
+        return cls(onnx_in.to_graph(model, input_shapes), registry, model, input_shapes)
+
+    def _set(self, graph: Graph) -> None:
+        self.graph = graph
+        self.depgraph = DependencyGraph(graph, self.registry)
+
+    # --- looking
+    @property
+    def groups(self) -> list[Group]:
+        return self.depgraph.groups
+
+    def prunable_groups(self) -> list[Group]:
+        return self.depgraph.prunable_groups()
+
+    def group_of(self, node: str, channel: int | None = None, port: Port = Port("out", 0)) -> Group:
+        return self.depgraph.group_of(node, channel, port)
+
+    def params(self) -> int:
+        return count_params(self.graph)
+
+    def macs(self) -> int:
+        return count_macs(self.graph, self.registry)
+
+    # --- pruning
+    def plan(self, options: PruneOptions | None = None, **kwargs) -> Plan:
+        options = options or PruneOptions(**kwargs)
+        return make_plan(self.depgraph, options.ratio, options.criterion, options.round_to,
+                         options.ignore, options.seed)
+
+    def apply(self, plan: Plan) -> None:
+        """Apply a plan made on the current graph; group ids refer to the current groups."""
+        self._set(self._reinfer(apply_plan(self.depgraph, plan)))
+        self.plans.append(plan)
+
+    def prune(self, options: PruneOptions | None = None, **kwargs) -> Plan:
+        plan = self.plan(options, **kwargs)
+        self.apply(plan)
+        return plan
+
+    def prune_group(self, group: Group, channels) -> None:
+        """Remove the given channels (indices into ``group.channels``) of one group."""
+        plan = Plan((GroupDecision(group.id, str(group.root), group.size, tuple(sorted(int(c) for c in channels))),))
+        self.apply(plan)
+
+    def _reinfer(self, graph: Graph) -> Graph:
+        """Re-read the pruned graph so shapes come from onnx inference, not bookkeeping."""
+        return onnx_in.to_graph(onnx_out.to_model(graph), self.input_shapes)
+
+    # --- output
+    def to_model(self) -> onnx.ModelProto:
+        return onnx_out.to_model(self.graph)
+
+    def validate(self, inputs: str | None = None, provider: str = "cpu", runs: int = 20) -> ValidationResult:
+        original = self.original if self.original is not None else onnx_out.to_model(self.original_graph)
+        feeds = make_inputs(self.original_graph, inputs)
+        return validate(original, self.to_model(), feeds, provider, runs)
+
+    def save(self, path: str | os.PathLike, check_model: bool = True) -> None:
+        model = self.to_model()
+        if check_model:
+            check(model)
+        onnx_out.save(model, path)
+
+
+def ensure_distinct(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Refuse to overwrite the input model (also through links or other spellings)."""
+    src_path, dst_path = Path(src), Path(dst)
+    if src_path.resolve() == dst_path.resolve() or (dst_path.exists() and src_path.exists()
+                                                    and os.path.samefile(src_path, dst_path)):
+        raise InputError(f"output {dst} is the input file; choose another path")
+    if dst_path.is_dir():
+        raise InputError(f"output {dst} is a directory; give a file name")
+
+
+Progress = Callable[[str], None]
+
+
+def timed(progress: Progress | None, label: str):
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+            return self
+
+        def __exit__(self, *exc):
+            self.seconds = time.perf_counter() - self.start
+            if progress and exc[0] is None:
+                progress(f"{label}: {self.seconds:.2f}s")
+    return _Timer()
+
+
+__all__ = ["Pruner", "PruneOptions", "ensure_distinct", "CRITERIA"]

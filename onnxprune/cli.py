@@ -1,0 +1,122 @@
+"""Command line: ``onnxprune [prune] IN OUT --ratio R`` and ``onnxprune analyze IN``.
+
+A thin layer over :mod:`onnxprune.api`; every expected failure is one line on
+stderr and a non-zero exit, and nothing is written unless everything passed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import onnx_in
+from .api import Pruner, PruneOptions, ensure_distinct, timed
+from .errors import OnnxPruneError
+from .importance import CRITERIA
+from .report import Report, describe_groups, format_analysis, format_summary, record_plan
+from .validate import PROVIDERS, check
+
+COMMANDS = ("prune", "analyze")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="ONNX model to read")
+    parser.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224",
+                        help="fix an input's shape for analysis (repeatable)")
+    parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every blocked group")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnxprune", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    prune = sub.add_parser("prune", help="prune channels and write a smaller model (default command)")
+    _common(prune)
+    prune.add_argument("output", help="where to write the pruned model (never the input)")
+    prune.add_argument("--ratio", type=float, default=0.5, help="fraction of each group's channels to remove")
+    prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l2", help="channel importance")
+    prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    prune.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                       help="regex on node names whose output channels stay (repeatable)")
+    prune.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
+    prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
+    prune.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
+    prune.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
+    prune.add_argument("--save-plan", metavar="FILE.json", help="also write the pruning plan as JSON")
+    analyze = sub.add_parser("analyze", help="show groups, what blocks them, params and MACs")
+    _common(analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "prune")
+    args = build_parser().parse_args(argv)
+    progress = None if args.quiet else (lambda msg: print(f"[onnxprune] {msg}", file=sys.stderr))
+    try:
+        report = run_analyze(args, progress) if args.command == "analyze" else run_prune(args, progress)
+    except OnnxPruneError as exc:
+        print(f"onnxprune: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("onnxprune: interrupted, nothing written", file=sys.stderr)
+        return 130
+    if args.report:
+        Path(args.report).write_text(report.to_json())
+    return 0
+
+
+def _load(args, report, progress) -> Pruner:
+    shapes = onnx_in.parse_input_shapes(args.input_shape)
+    with timed(progress, "load") as t:
+        model = onnx_in.read_model(args.input)
+        onnx_in.check_supported(model, args.input)
+    report.timings_s["load"] = t.seconds
+    with timed(progress, "dependency graph") as t:
+        pruner = Pruner(onnx_in.to_graph(model, shapes), source=model, input_shapes=shapes)
+    report.timings_s["analyze"] = t.seconds
+    describe_groups(pruner.depgraph, report)
+    report.params_before, report.macs_before = pruner.params(), pruner.macs()
+    return pruner
+
+
+def run_analyze(args, progress) -> Report:
+    report = Report(input=args.input)
+    _load(args, report, progress)
+    print(format_analysis(report, verbose=args.verbose))
+    return report
+
+
+def run_prune(args, progress) -> Report:
+    ensure_distinct(args.input, args.output)
+    options = PruneOptions(args.ratio, args.criterion, args.round_to, args.ignore, args.seed)
+    report = Report(input=args.input, output=None, options=vars(options).copy())
+    pruner = _load(args, report, progress)
+    with timed(progress, "plan") as t:
+        plan = pruner.plan(options)
+    report.timings_s["plan"] = t.seconds
+    record_plan(plan, report)
+    with timed(progress, "rewrite") as t:
+        pruner.apply(plan)
+        model = pruner.to_model()
+        check(model)
+    report.timings_s["rewrite"] = t.seconds
+    report.valid["checker"] = True
+    report.params_after, report.macs_after = pruner.params(), pruner.macs()
+    if not args.no_validate:
+        with timed(progress, "validate") as t:
+            result = pruner.validate(args.inputs, args.provider, args.runs)
+        report.timings_s["validate"] = t.seconds
+        report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
+        report.latency_ms_before, report.latency_ms_after = result.latency_ms_before, result.latency_ms_after
+        report.provider = args.provider
+    from . import onnx_out
+    onnx_out.save(model, args.output)
+    report.output = args.output
+    if args.save_plan:
+        Path(args.save_plan).write_text(plan.to_json())
+    print(format_summary(report))
+    return report

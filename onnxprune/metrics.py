@@ -1,0 +1,22 @@
+"""Model size and cost: parameters and multiply-accumulates (MACs from the rules)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import Graph
+from .registry import Registry
+from .rules import NodeView
+
+
+def count_params(graph: Graph) -> int:
+    """Elements of floating-point initializers (weights, not shape constants)."""
+    return int(sum(v.size for v in graph.params.values() if np.issubdtype(v.dtype, np.floating)))
+
+
+def count_macs(graph: Graph, registry: Registry) -> int:
+    total = 0
+    for node in graph.nodes:
+        spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+        if spec is not None and spec.macs is not None:
+            total += int(spec.macs(NodeView(node, graph)))
+    return total

@@ -1,0 +1,112 @@
+"""What a run did, as a dataclass that prints as a short summary or dumps as JSON."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .depgraph import DependencyGraph
+from .plan import Plan
+
+
+@dataclass
+class Report:
+    input: str
+    output: str | None = None
+    options: dict = field(default_factory=dict)
+    groups_total: int = 0
+    groups_prunable: int = 0
+    groups_blocked: list[dict] = field(default_factory=list)
+    channels_prunable: int = 0
+    channels_removed: int = 0
+    params_before: int = 0
+    params_after: int | None = None
+    macs_before: int = 0
+    macs_after: int | None = None
+    latency_ms_before: float | None = None
+    latency_ms_after: float | None = None
+    provider: str | None = None
+    valid: dict = field(default_factory=dict)
+    decisions: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    timings_s: dict = field(default_factory=dict)
+
+    @staticmethod
+    def ratio(after, before):
+        return None if after is None or not before else after / before
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["params_ratio"] = self.ratio(self.params_after, self.params_before)
+        data["macs_ratio"] = self.ratio(self.macs_after, self.macs_before)
+        data["latency_ratio"] = self.ratio(self.latency_ms_after, self.latency_ms_before)
+        return json.dumps(data, indent=1)
+
+
+def describe_groups(dg: DependencyGraph, report: Report) -> None:
+    """Fill the analysis part: which groups can shrink, and what blocks the others."""
+    report.groups_total = len(dg.groups)
+    prunable = dg.prunable_groups()
+    report.groups_prunable = len(prunable)
+    report.channels_prunable = sum(g.size for g in prunable)
+    for g in dg.blocked_groups():
+        if any(e.kind == "param" for e in g.ends) and g.size > 1:
+            report.groups_blocked.append({"group": g.id, "root": str(g.root), "channels": g.size,
+                                          "blocked_by": g.blocked})
+
+
+def record_plan(plan: Plan, report: Report) -> None:
+    report.channels_removed = plan.removed_channels
+    report.decisions = [{"group": d.group, "root": d.root, "channels": d.size, "removed": list(d.removed)}
+                        for d in plan.decisions]
+    report.skipped = list(plan.skipped)
+
+
+def _count(n) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _before_after(label, before, after, fmt=_count) -> str:
+    if after is None:
+        return f"{label:<10}{fmt(before)}"
+    ratio = Report.ratio(after, before)
+    return f"{label:<10}{fmt(before)} -> {fmt(after)}" + (f"  (x{ratio:.3f})" if ratio is not None else "")
+
+
+def format_analysis(report: Report, verbose: bool = False) -> str:
+    lines = [f"{report.input}",
+             f"groups    {report.groups_total} found, {report.groups_prunable} prunable "
+             f"({report.channels_prunable} channels), {len(report.groups_blocked)} blocked",
+             _before_after("params", report.params_before, report.params_after),
+             _before_after("MACs", report.macs_before, report.macs_after)]
+    blocked = report.groups_blocked if verbose else report.groups_blocked[:20]
+    for g in blocked:
+        lines.append(f"  blocked group {g['group']} ({g['channels']} ch, root {g['root']}): "
+                     + "; ".join(g["blocked_by"]))
+    if len(blocked) < len(report.groups_blocked):
+        lines.append(f"  ... {len(report.groups_blocked) - len(blocked)} more (use --verbose or --report)")
+    return "\n".join(lines)
+
+
+def format_summary(report: Report) -> str:
+    lines = [format_analysis(report),
+             f"removed   {report.channels_removed} channels in {len(report.decisions)} groups"]
+    if report.latency_ms_before is not None:
+        lines.append(_before_after(f"latency", report.latency_ms_before, report.latency_ms_after,
+                                   lambda v: f"{v:.2f} ms") + f"  [{report.provider}]")
+    v = report.valid
+    if v:
+        parts = [f"checker {'OK' if v.get('checker') else 'FAILED'}"]
+        if "onnxruntime" in v:
+            parts.append(f"onnxruntime {'OK' if v['onnxruntime'] else 'FAILED'}")
+            parts.append("output shapes unchanged" if v.get("output_shapes_unchanged") else "output shapes CHANGED")
+        else:
+            parts.append("onnxruntime not run (--no-validate)")
+        lines.append("valid:    " + ", ".join(parts))
+    if report.output:
+        lines.append(f"wrote     {report.output}")
+    return "\n".join(lines)
