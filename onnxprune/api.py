@@ -12,6 +12,7 @@ import onnx
 from . import onnx_in, onnx_out
 from .depgraph import DependencyGraph, Group
 from .errors import InputError
+from .fold import fold_shape_arithmetic
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
@@ -31,6 +32,11 @@ class PruneOptions:
     seed: int = 0
 
 
+def _default_registry() -> Registry:
+    from opspecs import default_registry
+    return default_registry()
+
+
 class Pruner:
     """Holds a model and its dependency graph; each prune returns to a consistent state.
 
@@ -43,10 +49,7 @@ class Pruner:
 
     def __init__(self, graph: Graph, registry: Registry | None = None, source: onnx.ModelProto | None = None,
                  input_shapes: dict[str, list[int]] | None = None):
-        if registry is None:
-            from opspecs import default_registry
-            registry = default_registry()
-        self.registry = registry
+        self.registry = registry or _default_registry()
         self.input_shapes = input_shapes or {}
         self.original = source
         self._set(graph)
@@ -58,13 +61,20 @@ class Pruner:
              registry: Registry | None = None) -> "Pruner":
         model = onnx_in.read_model(path)
         onnx_in.check_supported(model, str(path))
-        return cls(onnx_in.to_graph(model, input_shapes), registry, model, input_shapes)
+        return cls.from_model(model, input_shapes, registry, checked=True)
 
     @classmethod
     def from_model(cls, model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
-                   registry: Registry | None = None) -> "Pruner":
-        onnx_in.check_supported(model)
-        return cls(onnx_in.to_graph(model, input_shapes), registry, model, input_shapes)
+                   registry: Registry | None = None, checked: bool = False) -> "Pruner":
+        if not checked:
+            onnx_in.check_supported(model)
+        registry = registry or _default_registry()
+        graph = onnx_in.to_graph(model, input_shapes)
+        if onnx_in.declared_static(model):
+            folded, count = fold_shape_arithmetic(graph, registry)
+            if count:
+                graph = onnx_in.to_graph(onnx_out.to_model(folded), input_shapes)
+        return cls(graph, registry, model, input_shapes)
 
     def _set(self, graph: Graph) -> None:
         self.graph = graph

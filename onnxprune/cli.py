@@ -76,7 +76,7 @@ def _load(args, report, progress) -> Pruner:
         onnx_in.check_supported(model, args.input)
     report.timings_s["load"] = t.seconds
     with timed(progress, "dependency graph") as t:
-        pruner = Pruner(onnx_in.to_graph(model, shapes), source=model, input_shapes=shapes)
+        pruner = Pruner.from_model(model, shapes, checked=True)
     report.timings_s["analyze"] = t.seconds
     describe_groups(pruner.depgraph, report)
     report.params_before, report.macs_before = pruner.params(), pruner.macs()

@@ -148,6 +148,18 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
     )
 
 
+def declared_static(model: onnx.ModelProto) -> bool:
+    """True when every graph input has a fixed shape in the file itself."""
+    initializers = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        shape = vi.type.tensor_type.shape
+        if not vi.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in shape.dim):
+            return False
+    return True
+
+
 def load(path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None) -> Graph:
     model = read_model(path)
     check_supported(model, str(path))

@@ -19,7 +19,7 @@ def to_model(graph: Graph) -> onnx.ModelProto:
     referenced = _referenced_names(graph)
     initializers = [numpy_helper.from_array(arr, name) for name, arr in graph.params.items() if name in referenced]
     proto_graph = helper.make_graph(
-        nodes=[_node(n) for n in graph.nodes],
+        nodes=[node_proto(n) for n in graph.nodes],
         name=meta.graph_name,
         inputs=[_value_info(v) for v in graph.inputs],
         outputs=[_value_info(v) for v in graph.outputs],
@@ -73,7 +73,7 @@ def _referenced_names(graph: Graph) -> set[str]:
     return names
 
 
-def _node(node: Node) -> onnx.NodeProto:
+def node_proto(node: Node) -> onnx.NodeProto:
     proto = helper.make_node(node.op_type, node.inputs, node.outputs, name=node.name,
                              domain=node.domain or None, doc_string=node.doc or None)
     for key, value in node.attrs.items():

@@ -148,3 +148,7 @@ class OpSpec:
     # input slot -> value that makes a channel vanish (used to mask, not prune)
     neutral: dict[int, float] = field(default_factory=dict)
     family: str = ""
+    # for ops whose output is known from input shapes alone (Shape, Size): compute it
+    fold: Callable[[NodeView], np.ndarray | None] | None = None
+    # False for ops that must never be evaluated at analysis time (random generators)
+    foldable: bool = True

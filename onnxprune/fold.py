@@ -1,0 +1,84 @@
+"""Fold shape arithmetic into constants when the model's shapes are fully static.
+
+Exporters compute split points and reshape targets at run time
+(``Shape -> Gather -> Div -> Slice``); with static shapes these are constants,
+and only as constants can rules read them and rewrite them for the pruned
+channel counts. Folding uses onnx's reference evaluator, one node at a time,
+and only for small integer results (never weights).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+from .ir import Graph
+from .onnx_out import node_proto
+from .registry import Registry
+from .rules import NodeView
+
+MAX_FOLDED_ELEMENTS = 1 << 16
+
+
+def is_static(graph: Graph) -> bool:
+    return all(v.static_shape is not None for v in graph.inputs)
+
+
+def fold_shape_arithmetic(graph: Graph, registry: Registry) -> tuple[Graph, int]:
+    """Return (graph with foldable nodes replaced by constants, number of nodes folded)."""
+    if not is_static(graph):
+        return graph, 0
+    params = dict(graph.params)
+    keep, folded = [], 0
+    outputs = graph.graph_output_names
+    for node in graph.nodes:
+        values = _try_fold(node, graph, params, registry)
+        if values is None or any(name in outputs for name in node.outputs):
+            keep.append(node)
+            continue
+        params.update(values)
+        folded += 1
+    if not folded:
+        return graph, 0
+    return dataclasses.replace(graph, nodes=keep, params=params), folded
+
+
+def _try_fold(node, graph: Graph, params, registry: Registry):
+    opset = graph.meta.opsets.get(node.domain, graph.opset)
+    spec = registry.lookup(node.domain, node.op_type, opset)
+    if spec is not None and spec.fold is not None:
+        view = NodeView(node, dataclasses.replace(graph, params=params))
+        result = spec.fold(view)
+        return None if result is None else {node.outputs[0]: result}
+    if node.domain or node.implicit_inputs or not node.inputs:
+        return None
+    if spec is not None and not spec.foldable:
+        return None
+    inputs = [params.get(name) if name else None for name in node.inputs]
+    if any(name and value is None for name, value in zip(node.inputs, inputs)):
+        return None
+    if any(v is not None and v.dtype.kind == "f" for v in inputs):
+        return None  # weights stay weights
+    try:
+        results = _evaluate(node, inputs, opset)
+    except Exception:
+        return None
+    if any(r.dtype.kind == "f" or r.size > MAX_FOLDED_ELEMENTS for r in results):
+        return None
+    return dict(zip(node.outputs, results))
+
+
+def _evaluate(node, inputs, opset: int) -> list[np.ndarray]:
+    proto = node_proto(node)
+    names = [name for name in node.inputs if name]
+    graph = helper.make_graph(
+        [proto], "fold",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for n, v in zip(node.inputs, inputs) if n],
+        [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.outputs if o])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    feeds = {n: v for n, v in zip(node.inputs, inputs) if n}
+    return [np.asarray(r) for r in ReferenceEvaluator(model).run(None, {n: feeds[n] for n in names})]
