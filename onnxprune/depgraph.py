@@ -257,6 +257,8 @@ class DependencyGraph:
             ia, ib = data["mapping"].pairs(self.size(a), self.size(b))
             us.append(ia + offsets[a])
             vs.append(ib + offsets[b])
+        if total == 0:
+            return []
         if us:
             parent = _union_find(parent, np.concatenate(us), np.concatenate(vs))
         end_of = np.empty(total, dtype=np.int64)

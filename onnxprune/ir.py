@@ -73,7 +73,7 @@ class Graph:
     outputs: list[Value]
     params: dict[str, np.ndarray]
     values: dict[str, Value]
-    declared: list[str]  # names that had value_info in the source file
+    declared: dict[str, Value]  # value_info as written in the source file
     meta: ModelMeta
 
     @property

@@ -108,9 +108,28 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | No
         return work
 
 
+def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> dict[str, list[int]]:
+    """Input shapes to analyse with: the user's, else a dynamic batch (dim 0 only) read as 1."""
+    shapes = dict(input_shapes or {})
+    initializers = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in shapes or vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        dynamic = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
+        if dynamic == [0]:
+            shapes[vi.name] = [1] + [d.dim_value for d in dims[1:]]
+    return shapes
+
+
 def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> Graph:
-    """Convert a (checked) ModelProto to the engine's plain representation."""
-    inferred = infer_shapes(model, input_shapes)
+    """Convert a (checked) ModelProto to the engine's plain representation.
+
+    ``values`` hold the shapes analysis uses (user shapes, batch 1 where the
+    batch is dynamic); ``inputs``/``outputs``/``declared`` keep what the file
+    declares, so the written model keeps its dynamic dims.
+    """
+    inferred = infer_shapes(model, analysis_shapes(model, input_shapes))
     values = {}
     for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         values[vi.name] = _value(vi)
@@ -139,11 +158,11 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
     initializer_names = set(params)
     return Graph(
         nodes=nodes,
-        inputs=[values.get(i.name) or _value(i) for i in model.graph.input if i.name not in initializer_names],
+        inputs=[_value(i) for i in model.graph.input if i.name not in initializer_names],
         outputs=[_value(o) for o in model.graph.output],
         params=params,
         values=values,
-        declared=[vi.name for vi in model.graph.value_info],
+        declared={vi.name: _value(vi) for vi in model.graph.value_info},
         meta=meta,
     )
 

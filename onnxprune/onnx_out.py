@@ -25,8 +25,7 @@ def to_model(graph: Graph) -> onnx.ModelProto:
         outputs=[_value_info(v) for v in graph.outputs],
         initializer=initializers,
         doc_string=meta.graph_doc or None,
-        value_info=[_value_info(graph.values[n]) for n in graph.declared
-                    if n in graph.values and n not in graph.params],
+        value_info=[_value_info(v) for n, v in graph.declared.items() if n not in graph.params],
     )
     proto_graph.sparse_initializer.extend(meta.sparse_initializers)
     model = helper.make_model(

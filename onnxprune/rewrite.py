@@ -91,17 +91,22 @@ def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
                 name = _fresh_name(f"{node.name}_in{slot}_pruned", params)
                 new.inputs[slot] = name
             params[name] = value
-    values = {}
-    for name, value in graph.values.items():
+    return dataclasses.replace(graph, nodes=nodes, params=params, values=_resized(graph.values, kept),
+                               inputs=list(graph.inputs), outputs=list(graph.outputs),
+                               declared=_resized(graph.declared, kept))
+
+
+def _resized(values: dict[str, Value], kept) -> dict[str, Value]:
+    """Shapes with pruned axes shrunk; other (possibly symbolic) dims untouched."""
+    out = {}
+    for name, value in values.items():
         if name in kept and value.shape is not None:
             shape = list(value.shape)
             for axis, keep in kept[name].items():
                 shape[axis] = len(keep)
             value = Value(name, value.dtype, tuple(shape))
-        values[name] = value
-    return dataclasses.replace(graph, nodes=nodes, params=params, values=values,
-                               inputs=list(graph.inputs), outputs=list(graph.outputs),
-                               declared=list(graph.declared))
+        out[name] = value
+    return out
 
 
 def _changes(graph: Graph, node, kept) -> dict[Port, PortChange]:

@@ -53,7 +53,8 @@ def make_inputs(graph: Graph, npz: str | None = None, seed: int = 0) -> dict[str
         return {v.name: data[v.name] for v in graph.inputs}
     rng = np.random.default_rng(seed)
     feeds = {}
-    for value in graph.inputs:
+    for declared in graph.inputs:
+        value = graph.values.get(declared.name, declared)
         shape = list(value.shape or [])
         for i, d in enumerate(shape):
             if not isinstance(d, int) or d <= 0:
