@@ -192,9 +192,23 @@ class DependencyGraph:
             if axes is None:
                 self._block(end, f"{node.op_type} {node.name}: cannot map axes {link.axes} of {tensor}")
                 return
+            if self._already_linked(end, link.port, axes):
+                continue
             self._reach(tensor, axes)
             other = End("op", tensor, axes, node.name, link.port)
             self.nx.add_edge(end, other, kind="intra", mapping=mapping, a=end)
+
+    def _already_linked(self, end: End, port: Port, axes) -> bool:
+        """The rule already coupled this end to ``port`` along other axes (from that side).
+
+        Reshapes are ambiguous backwards: [N, C*H*W] maps to [N, C, H, W]
+        either channel-wise or element-wise. The direction the search came
+        from has already fixed the coupling, so the other reading is skipped.
+        """
+        for _, other, data in self.nx.edges(end, data=True):
+            if data["kind"] == "intra" and other.node == end.node and other.port == port and other.axes != axes:
+                return True
+        return False
 
     def _canonical(self, tensor: str, axes: tuple[int, ...], mapping: Mapping):
         """Sort the axes of an end so every end of a tensor flattens it the same way."""

@@ -40,3 +40,26 @@ def test_prune_half_is_valid(name):
     assert pruner.macs() < macs_before
     if name in PLAIN_OR_RESIDUAL:
         assert pruner.macs() / macs_before <= 0.35, pruner.macs() / macs_before
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_oracle_at_newest_opset(name):
+    newest = onnx.defs.onnx_opset_version()
+    model = onnx.version_converter.convert_version(ARCHITECTURES[name](), newest)
+    assert assert_all_groups_oracle(model, MIN_GROUPS[name]).graph.opset == newest
+
+
+def test_opset9_cnn():
+    """Opset 9: Upsample, attribute-style Clip and Slice, BatchNormalization-9."""
+    from support.builder import GraphBuilder
+
+    g = GraphBuilder(opset=9)
+    x = g.input("input", [1, 3, 16, 16])
+    y = g.relu(g.bn(g.conv(x, 8, bias=False)))
+    y = g.op("Clip", [g.conv(y, 8)], min=0.0, max=6.0)
+    y = g.op("Upsample", [y, g.const(np.asarray([1, 1, 2, 2], dtype=np.float32))], mode="nearest")
+    y = g.op("Slice", [y], starts=[2], ends=[30], axes=[2])
+    y = g.op("MaxPool", [g.conv(y, 8)], kernel_shape=[2, 2], strides=[2, 2])
+    g.output(g.gemm(g.op("Flatten", [y], axis=1), 4))
+    dg = assert_all_groups_oracle(g.build(), 3)
+    assert dg.graph.opset == 9
