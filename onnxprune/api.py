@@ -138,14 +138,21 @@ class Pruner:
         onnx_out.save(model, path)
 
 
-def ensure_distinct(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def ensure_distinct(src: str | os.PathLike, dst: str | os.PathLike, what: str = "output") -> None:
     """Refuse to overwrite the input model (also through links or other spellings)."""
     src_path, dst_path = Path(src), Path(dst)
     if src_path.resolve() == dst_path.resolve() or (dst_path.exists() and src_path.exists()
                                                     and os.path.samefile(src_path, dst_path)):
-        raise InputError(f"output {dst} is the input file; choose another path")
+        raise InputError(f"{what} {dst} is the input file; choose another path")
     if dst_path.is_dir():
-        raise InputError(f"output {dst} is a directory; give a file name")
+        raise InputError(f"{what} {dst} is a directory; give a file name")
+
+
+def ensure_writable(dst: str | os.PathLike, what: str = "output") -> None:
+    """Fail before any work when ``dst`` cannot be created, so a late write cannot leave half the results."""
+    folder = next(p for p in Path(dst).absolute().parents if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputError(f"{what} {dst}: {folder} is not a writable folder")
 
 
 Progress = Callable[[str], None]
@@ -164,4 +171,4 @@ def timed(progress: Progress | None, label: str):
     return _Timer()
 
 
-__all__ = ["Pruner", "PruneOptions", "ensure_distinct", "CRITERIA"]
+__all__ = ["Pruner", "PruneOptions", "ensure_distinct", "ensure_writable", "CRITERIA"]

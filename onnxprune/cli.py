@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from . import onnx_in
-from .api import Pruner, PruneOptions, ensure_distinct, timed
+from .api import Pruner, PruneOptions, ensure_distinct, ensure_writable, timed
 from .errors import OnnxPruneError
 from .importance import CRITERIA
+from .plan import check_options
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .validate import PROVIDERS, check
 
@@ -51,22 +52,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
-        argv.insert(0, "prune")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_with_command(list(sys.argv[1:] if argv is None else argv)))
     progress = None if args.quiet else (lambda msg: print(f"[onnxprune] {msg}", file=sys.stderr))
     try:
         report = run_analyze(args, progress) if args.command == "analyze" else run_prune(args, progress)
-    except OnnxPruneError as exc:
+        if args.report:
+            _write_text(args.report, report.to_json())
+    except (OnnxPruneError, OSError) as exc:  # OSError: an unwritable output folder, a full disk...
         print(f"onnxprune: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("onnxprune: interrupted, nothing written", file=sys.stderr)
         return 130
-    if args.report:
-        Path(args.report).write_text(report.to_json())
     return 0
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """Put the command first, as argparse needs: ``-q IN OUT`` means ``prune -q IN OUT``."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in COMMANDS:
+        argv.remove(first)
+        return [first] + argv
+    return argv if first is None else ["prune"] + argv
+
+
+def _check_destinations(args) -> None:
+    """Every file the run will write: not the input, not a folder, in a folder we can write to."""
+    for option in ("output", "report", "save_plan"):
+        path = getattr(args, option, None)
+        if path:
+            what = "output" if option == "output" else "--" + option.replace("_", "-")
+            ensure_distinct(args.input, path, what)
+            ensure_writable(path, what)
+
+
+def _write_text(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
 
 
 def _load(args, report, progress) -> Pruner:
@@ -74,6 +96,7 @@ def _load(args, report, progress) -> Pruner:
     with timed(progress, "load") as t:
         model = onnx_in.read_model(args.input)
         onnx_in.check_supported(model, args.input)
+        onnx_in.check_input_shapes(model, shapes)
     report.timings_s["load"] = t.seconds
     with timed(progress, "dependency graph") as t:
         pruner = Pruner.from_model(model, shapes, checked=True)
@@ -84,6 +107,7 @@ def _load(args, report, progress) -> Pruner:
 
 
 def run_analyze(args, progress) -> Report:
+    _check_destinations(args)
     report = Report(input=args.input)
     _load(args, report, progress)
     print(format_analysis(report, verbose=args.verbose))
@@ -91,8 +115,9 @@ def run_analyze(args, progress) -> Report:
 
 
 def run_prune(args, progress) -> Report:
-    ensure_distinct(args.input, args.output)
+    _check_destinations(args)
     options = PruneOptions(args.ratio, args.criterion, args.round_to, args.ignore, args.seed)
+    check_options(options.ratio, options.criterion, options.round_to, options.ignore)  # fail before loading
     report = Report(input=args.input, output=None, options=vars(options).copy())
     pruner = _load(args, report, progress)
     with timed(progress, "plan") as t:
@@ -117,6 +142,6 @@ def run_prune(args, progress) -> Report:
     onnx_out.save(model, args.output)
     report.output = args.output
     if args.save_plan:
-        Path(args.save_plan).write_text(plan.to_json())
+        _write_text(args.save_plan, plan.to_json())
     print(format_summary(report))
     return report

@@ -35,8 +35,9 @@ class Mapping:
     def inverse(self) -> "Mapping":
         return Inverse(self)
 
-    def then(self, other: "Mapping") -> "Mapping":
-        return Compose(self, other)
+    def then(self, other: "Mapping", n_mid: int) -> "Mapping":
+        """This mapping followed by ``other``; a Compose cannot compute pairs without ``n_mid``."""
+        return compose(self, other, n_mid)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     if _uses_external_data(model):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is the latter
             raise InputError(f"{path}: external data could not be read ({_first_line(exc)})") from None
     return model
 
@@ -81,16 +81,16 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
             if not sep or not name:
                 raise ValueError
             shapes[name] = [int(d) for d in dims.lower().split("x")]
+            if any(d <= 0 for d in shapes[name]):
+                raise ValueError
         except ValueError:
             raise InputError(f"--input-shape '{spec}': expected NAME:D1xD2x..., e.g. input:1x3x224x224") from None
     return shapes
 
 
-def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> onnx.ModelProto:
-    """Run onnx shape inference (with data propagation) on a copy, fixing input dims first."""
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    graph_inputs = {i.name: i for i in work.graph.input}
+def check_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> None:
+    """--input-shape must name a model input and match its rank (checked right after loading)."""
+    graph_inputs = {i.name: i for i in model.graph.input}
     for name, dims in (input_shapes or {}).items():
         if name not in graph_inputs:
             raise ShapeError(f"--input-shape: the model has no input '{name}' "
@@ -98,6 +98,16 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | No
         shape = graph_inputs[name].type.tensor_type.shape
         if len(shape.dim) not in (0, len(dims)):
             raise ShapeError(f"--input-shape {name}: rank {len(dims)} given, model says {len(shape.dim)}")
+
+
+def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> onnx.ModelProto:
+    """Run onnx shape inference (with data propagation) on a copy, fixing input dims first."""
+    check_input_shapes(model, input_shapes)
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    graph_inputs = {i.name: i for i in work.graph.input}
+    for name, dims in (input_shapes or {}).items():
+        shape = graph_inputs[name].type.tensor_type.shape
         del shape.dim[:]
         for d in dims:
             shape.dim.add().dim_value = d

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,23 +46,27 @@ def to_model(graph: Graph) -> onnx.ModelProto:
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool = False) -> None:
-    """Write atomically: a temp file in the same folder, renamed at the end."""
+    """Write atomically: files are staged in a fresh folder next to ``path``, then renamed.
+
+    Staging external data in a fresh folder matters: onnx appends tensors to
+    an existing data file, so writing over an earlier ``.data`` would grow it
+    with stale bytes (and change it before the new model is complete).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        staged = staging / path.name
         if external_data or model.ByteSize() > PROTO_LIMIT:
-            location = f"{path.name}.data"
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+            location = f"{path.name}.data"  # relative to the model, so it keeps its final name
+            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=location, size_threshold=1024)
-            # external data is written next to tmp under `location`; it already has its final name
+            os.replace(staging / location, path.parent / location)
         else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, path)
+            onnx.save_model(model, str(staged))
+        os.replace(staged, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _referenced_names(graph: Graph) -> set[str]:

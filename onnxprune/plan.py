@@ -53,20 +53,27 @@ def n_to_remove(size: int, ratio: float, round_to: int = 1) -> int:
     return max(0, min(size - 1, size - keep))
 
 
-def make_plan(dg: DependencyGraph, ratio: float, criterion: str = "l2", round_to: int = 1,
-              ignore: list[str] | None = None, seed: int = 0) -> Plan:
+def check_options(ratio: float, criterion: str = "l2", round_to: int = 1, ignore: list[str] | None = None) -> None:
+    """Raise PlanError for unusable options; callers run it before the (slow) model load too."""
     if not 0.0 <= ratio < 1.0:
         raise PlanError(f"--ratio must be in [0, 1), got {ratio}")
     if criterion not in CRITERIA:
         raise PlanError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
     if round_to < 1:
         raise PlanError(f"--round-to must be >= 1, got {round_to}")
-    protected = set()
     for pattern in ignore or []:
         try:
-            protected.update(g.id for g in dg.groups_matching(pattern))
+            re.compile(pattern)
         except re.error as exc:
             raise PlanError(f"--ignore '{pattern}': bad regular expression ({exc})") from None
+
+
+def make_plan(dg: DependencyGraph, ratio: float, criterion: str = "l2", round_to: int = 1,
+              ignore: list[str] | None = None, seed: int = 0) -> Plan:
+    check_options(ratio, criterion, round_to, ignore)
+    protected = set()
+    for pattern in ignore or []:
+        protected.update(g.id for g in dg.groups_matching(pattern))
     rng = np.random.default_rng(seed)
     decisions, skipped = [], []
     for group in dg.prunable_groups():

@@ -10,13 +10,17 @@ class Registry:
         self._specs: dict[tuple[str, str], list[OpSpec]] = {}
 
     def register(self, spec: OpSpec) -> OpSpec:
+        """Add a rule for all its op types, or (on a clash) for none of them."""
+        if len(set(spec.op_types)) != len(spec.op_types):
+            raise RuleError(f"rule family '{spec.family}' lists an op type twice: {spec.op_types}")
         for op_type in spec.op_types:
-            versions = self._specs.setdefault((spec.domain, op_type), [])
-            for other in versions:
+            for other in self._specs.get((spec.domain, op_type), []):
                 if _overlaps(other, spec):
                     raise RuleError(f"duplicate rule for {spec.domain or 'ai.onnx'}::{op_type} "
                                     f"(opsets {spec.since}..{spec.until or 'newest'}) in family "
                                     f"'{spec.family}', already registered by '{other.family}'")
+        for op_type in spec.op_types:
+            versions = self._specs.setdefault((spec.domain, op_type), [])
             versions.append(spec)
             versions.sort(key=lambda s: s.since)
         return spec

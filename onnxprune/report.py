@@ -16,6 +16,7 @@ class Report:
     groups_total: int = 0
     groups_prunable: int = 0
     groups_blocked: list[dict] = field(default_factory=list)
+    unanalysed: list[str] = field(default_factory=list)  # why some channels form no group at all
     channels_prunable: int = 0
     channels_removed: int = 0
     params_before: int = 0
@@ -52,6 +53,9 @@ def describe_groups(dg: DependencyGraph, report: Report) -> None:
         if any(e.kind == "param" for e in g.ends) and g.size > 1:
             report.groups_blocked.append({"group": g.id, "root": str(g.root), "channels": g.size,
                                           "blocked_by": g.blocked})
+    # ends of unknown size join no group, so their reasons (usually a missing --input-shape) show here
+    report.unanalysed = sorted({reason for end, reason in dg.barriers.items()
+                                if end.kind == "op" and dg.nx.nodes[end].get("size") is None})
 
 
 def record_plan(plan: Plan, report: Report) -> None:
@@ -89,6 +93,10 @@ def format_analysis(report: Report, verbose: bool = False) -> str:
                      + "; ".join(g["blocked_by"]))
     if len(blocked) < len(report.groups_blocked):
         lines.append(f"  ... {len(report.groups_blocked) - len(blocked)} more (use --verbose or --report)")
+    if report.unanalysed:
+        shown = report.unanalysed if verbose else report.unanalysed[:3]
+        more = len(report.unanalysed) - len(shown)
+        lines.append("  not analysed: " + "; ".join(shown) + (f"; ... {more} more" if more else ""))
     return "\n".join(lines)
 
 

@@ -81,7 +81,7 @@ def session(model: onnx.ModelProto | str | Path, provider: str = "cpu") -> ort.I
         raise InputError(f"--provider {provider}: onnxruntime here has no {name} "
                          f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu")
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures come back as exceptions; ORT's own log would add stderr lines
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=[name])
 

@@ -1,0 +1,94 @@
+"""Folding static shape arithmetic so run-time Slice bounds become rewritable constants."""
+import numpy as np
+import onnx
+
+from onnxprune import Pruner, onnx_in
+from onnxprune.fold import MAX_FOLDED_ELEMENTS, fold_shape_arithmetic, is_static
+from opspecs import default_registry
+from support.builder import GraphBuilder
+from support.oracle import assert_group_oracle, random_feeds, run
+from support.small_models import slice_halves
+
+SHAPE_CHAIN = {"Shape", "Gather", "Div", "Mul"}
+
+
+def ops(graph):
+    return [n.op_type for n in graph.nodes]
+
+
+def test_static_chain_is_folded_into_constants():
+    graph = onnx_in.from_model(slice_halves())
+    assert is_static(graph)
+    folded, count = fold_shape_arithmetic(graph, default_registry())
+    assert count == 4
+    assert not SHAPE_CHAIN & set(ops(folded))
+    assert ops(folded) == ["Conv", "Relu", "Slice", "Slice", "Concat", "Conv"]
+    slices = [n for n in folded.nodes if n.op_type == "Slice"]
+    assert folded.params[slices[0].inputs[2]].tolist() == [4]   # half = 8 / 2
+    assert folded.params[slices[1].inputs[1]].tolist() == [4]
+    assert folded.params[slices[1].inputs[2]].tolist() == [8]   # half * 2
+    assert SHAPE_CHAIN <= set(ops(graph))  # the input graph is not modified
+
+
+def test_folding_makes_the_slices_prunable_and_the_prune_exact():
+    model = slice_halves()
+    unfolded = Pruner(onnx_in.from_model(model))
+    assert unfolded.prunable_groups() == []
+    assert any("computed at run time" in r for r in unfolded.groups[0].blocked)
+
+    pruner = Pruner.from_model(model)
+    groups = pruner.prunable_groups()
+    assert [g.size for g in groups] == [4, 4]  # the two halves of Conv_0 prune independently
+    feeds = random_feeds(model)
+    assert_group_oracle(pruner.depgraph, groups[1], [0, 3], feeds)
+
+    pruner.prune(ratio=0.5)
+    pruned = pruner.to_model()
+    onnx.checker.check_model(pruned, full_check=True)
+    w = {t.name: t for t in pruned.graph.initializer}[pruned.graph.node[0].input[1]]
+    assert list(w.dims)[0] == 4
+    slices = [n for n in pruned.graph.node if n.op_type == "Slice"]
+    bounds = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer}
+    assert [bounds[slices[0].input[2]], bounds[slices[1].input[1]], bounds[slices[1].input[2]]] == [[2], [2], [4]]
+    assert run(pruned, feeds)[0].shape == run(model, feeds)[0].shape
+
+
+def test_dynamic_batch_models_are_not_folded():
+    model = slice_halves(batch="N")
+    graph = onnx_in.from_model(model)
+    assert not is_static(graph)
+    same, count = fold_shape_arithmetic(graph, default_registry())
+    assert count == 0 and same is graph
+    for shapes in (None, {"input": [1, 3, 8, 8]}):  # fixing the shape for analysis does not fold either
+        pruner = Pruner.from_model(model, shapes)
+        assert SHAPE_CHAIN <= set(ops(pruner.graph))
+        assert pruner.prunable_groups() == []
+
+
+def test_float_arithmetic_and_graph_outputs_are_never_folded():
+    b = GraphBuilder(seed=0)
+    x = b.input("input", [1, 2, 3, 3])
+    scaled = b.op("Mul", [b.const(np.full([2, 1, 1], 2.0, np.float32)), b.const(np.ones([2, 1, 1], np.float32))])
+    b.output(b.rename(b.op("Mul", [x, scaled]), "output"))
+    b.output(b.rename(b.op("Shape", [x]), "shape_out"))  # a graph output must stay a node output
+    graph = onnx_in.from_model(b.build())
+    folded, count = fold_shape_arithmetic(graph, default_registry())
+    assert count == 0 and ops(folded) == ["Mul", "Mul", "Shape"]
+
+
+def test_large_integer_results_are_not_folded():
+    b = GraphBuilder(seed=0)
+    x = b.input("input", [1, 2])
+    side = int(np.sqrt(MAX_FOLDED_ELEMENTS)) + 1
+    big = b.op("ConstantOfShape", [b.const(np.array([side, side], np.int64))],
+               value=onnx.helper.make_tensor("v", onnx.TensorProto.INT64, [1], [1]))
+    small = b.op("ConstantOfShape", [b.const(np.array([2, 2], np.int64))],
+                 value=onnx.helper.make_tensor("v", onnx.TensorProto.INT64, [1], [1]))
+    total = b.op("Add", [b.op("ReduceSum", [big], keepdims=0), b.op("ReduceSum", [small], keepdims=0)])
+    b.output(b.rename(b.op("Add", [x, b.op("Cast", [total], to=onnx.TensorProto.FLOAT)]), "output"))
+    graph = onnx_in.from_model(b.build())
+    folded, count = fold_shape_arithmetic(graph, default_registry())
+    # the small one and its ReduceSum fold; the big one (and all that depends on it) stays
+    assert count == 2
+    assert [n.name for n in folded.nodes] == ["ConstantOfShape_0", "ReduceSum_0", "Add_0", "Cast_0", "Add_1"]
+    assert all(v.size <= MAX_FOLDED_ELEMENTS for v in folded.params.values())
