@@ -67,7 +67,10 @@ def _rewrite_split(view: NodeView, changes) -> Updates:
         return Updates()
     if "split" in view.node.attrs:
         return Updates(attrs={"split": new})
-    if view.opset >= 18 and "num_outputs" in view.node.attrs and len(set(new)) > 1:
+    if view.opset >= 18 and "num_outputs" in view.node.attrs:
+        # num_outputs and the split input are exclusive: keep num_outputs only while it splits evenly
+        if len(set(new)) == 1:
+            return Updates()
         return Updates(attrs={"num_outputs": None}, inputs={1: np.asarray(new, dtype=np.int64)})
     if view.opset >= 13:
         return Updates(inputs={1: np.asarray(new, dtype=np.int64)})

@@ -38,6 +38,17 @@ def _rewrite_reshape(view: NodeView, changes) -> Updates:
     return Updates(inputs={1: np.asarray(new, dtype=np.int64)})
 
 
+def _rewrite_squeeze(view: NodeView, changes) -> Updates:
+    """Squeeze without axes drops every size-1 axis: pin the originally size-1 axes,
+    so an axis pruned down to a single channel is not squeezed away too."""
+    if IN(0) not in changes or view.has_input(1) or "axes" in view.node.attrs:
+        return Updates()
+    axes = [a for a, d in enumerate(changes[IN(0)].old_shape) if d == 1]
+    if view.opset >= 13:
+        return Updates(inputs={1: np.asarray(axes, dtype=np.int64)})
+    return Updates(attrs={"axes": axes})
+
+
 def _transpose(view: NodeView, port, axes):
     rank = view.rank(IN(0))
     if rank is None:
@@ -50,5 +61,6 @@ def _transpose(view: NodeView, port, axes):
 
 def register(registry) -> None:
     registry.register(OpSpec(("Reshape",), _reshape, rewrite=_rewrite_reshape, family="shape"))
-    registry.register(OpSpec(("Flatten", "Squeeze", "Unsqueeze"), _reshape_like, family="shape"))
+    registry.register(OpSpec(("Flatten", "Unsqueeze"), _reshape_like, family="shape"))
+    registry.register(OpSpec(("Squeeze",), _reshape_like, rewrite=_rewrite_squeeze, family="shape"))
     registry.register(OpSpec(("Transpose",), _transpose, family="shape"))

@@ -1,0 +1,123 @@
+"""Normalization rules (opspecs/norm.py): BatchNormalization, InstanceNormalization, LRN."""
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.rules import IN, OUT
+from support.builder import GraphBuilder
+from support.oracle import assert_all_groups_oracle, depgraph, prune_channels, random_feeds, run
+
+
+def _inits(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _node(model, name):
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def _sandwich(mid, c=8, seed=0):
+    b = GraphBuilder(seed=seed)
+    x = b.conv(b.input("input", [1, 3, 8, 8]), c)
+    y = mid(b, x)
+    b.output(b.rename(b.conv(y, 4), "output"))
+    return b.build()
+
+
+def test_batchnorm_couples_all_four_parameters():
+    model = _sandwich(lambda b, x: b.relu(b.bn(x)))
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    assert group is dg.group_of("BatchNormalization_0") and group.size == 8 and group.prunable
+    bn = _node(model, "BatchNormalization_0")
+    params = {e.tensor: e.axes for e in group.ends if e.kind == "param"}
+    for name in bn.input[1:]:
+        assert params[name] == (0,)
+    assert dg.prunable_groups() == [group]
+    assert_all_groups_oracle(model)
+    pruned = prune_channels(dg, group, [0, 4, 5])
+    inits = _inits(pruned)
+    assert all(inits[name].shape == (5,) for name in _node(pruned, "BatchNormalization_0").input[1:])
+
+
+def test_batchnorm_masks_variance_with_one():
+    """The oracle's masked model must stay finite: variance is neutralised with 1, not 0."""
+    from onnxprune import onnx_out
+    from onnxprune.masking import mask_group
+
+    model = _sandwich(lambda b, x: b.bn(x))
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    masked = onnx_out.to_model(mask_group(dg, group, [1, 2]))
+    var = _inits(masked)[_node(model, "BatchNormalization_0").input[4]]
+    np.testing.assert_array_equal(var[[1, 2]], [1.0, 1.0])
+    assert all(np.isfinite(y).all() for y in run(masked, random_feeds(model)))
+
+
+def test_batchnorm_on_channels_last_tensor_prunes_through_spatial_axes():
+    """BN is a per-position affine map (inference): an axis other than 1 passes through."""
+    def mid(b, x):
+        y = b.op("Transpose", [x], perm=[0, 2, 3, 1])  # [1, 8(H), 8(W), C]
+        y = b.bn(y)  # normalizes axis 1 (= H) with per-H params
+        return b.op("Transpose", [y], perm=[0, 3, 1, 2])
+
+    model = _sandwich(mid, c=6)
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    assert group.prunable and group.size == 6
+    bn_in = next(e for e in group.ends if e.node == "BatchNormalization_0" and e.port == IN(0))
+    assert bn_in.axes == (3,)
+    bn = _node(model, "BatchNormalization_0")
+    assert not any(e.tensor in bn.input[1:] for e in group.ends)  # BN params are per-H, untouched
+    assert_all_groups_oracle(model)
+
+
+def test_instance_norm_couples_scale_and_bias():
+    def mid(b, x):
+        c = b.shape_of(x)[1]
+        scale = b.param(np.random.default_rng(1).uniform(0.5, 1.5, c).astype(np.float32))
+        return b.relu(b.op("InstanceNormalization", [x, scale, b.param((c,), scale=0.1)], epsilon=1e-5))
+
+    model = _sandwich(mid)
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    assert group is dg.group_of("InstanceNormalization_0") and group.size == 8 and group.prunable
+    inorm = _node(model, "InstanceNormalization_0")
+    params = {e.tensor: e.axes for e in group.ends if e.kind == "param"}
+    assert params[inorm.input[1]] == (0,) and params[inorm.input[2]] == (0,)
+    assert_all_groups_oracle(model)
+    pruned = prune_channels(dg, group, [7])
+    inits = _inits(pruned)
+    assert [inits[n].shape for n in _node(pruned, "InstanceNormalization_0").input[1:]] == [(7,), (7,)]
+
+
+def test_instance_norm_statistics_axes_are_a_barrier():
+    """Channels on axis 3 of an InstanceNorm input are inside its statistics."""
+    def mid(b, x):
+        y = b.op("Transpose", [x], perm=[0, 2, 3, 1])  # [1, H, W, C]: InstanceNorm normalizes over W, C
+        h = b.shape_of(y)[1]
+        y = b.op("InstanceNormalization", [y, b.param((h,)), b.param((h,))])
+        return b.op("Transpose", [y], perm=[0, 3, 1, 2])
+
+    model = _sandwich(mid)
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    assert not group.prunable
+    assert any("InstanceNormalization" in r and "statistics" in r for r in group.blocked), group.blocked
+
+
+def test_lrn_is_prunable_and_pruned_model_is_valid():
+    model = _sandwich(lambda b, x: b.op("LRN", [b.relu(x)], size=3, alpha=1e-4, beta=0.75, bias=1.0))
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    assert group is dg.group_of("LRN_0") and group.prunable and group.size == 8
+    assert {e.port for e in group.ends if e.node == "LRN_0"} == {IN(0), OUT(0)}
+    feeds = random_feeds(model)
+    before = run(model, feeds)
+    pruned = prune_channels(dg, group, [0, 2, 3])  # runs checker.full_check
+    after = run(pruned, feeds)
+    assert [a.shape for a in after] == [b.shape for b in before]
+    assert all(np.isfinite(a).all() for a in after)
+    inferred = onnx.shape_inference.infer_shapes(pruned, strict_mode=True)
+    lrn_out = next(vi for vi in inferred.graph.value_info if vi.name == "LRN_0")
+    assert [d.dim_value for d in lrn_out.type.tensor_type.shape.dim] == [1, 5, 8, 8]
