@@ -18,7 +18,7 @@ import networkx as nx
 import numpy as np
 
 from .ir import Graph
-from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose
+from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry
 from .rules import Barrier, NodeView, Port
 
@@ -244,7 +244,7 @@ class DependencyGraph:
                             self._block(end, reason)
 
     def _tie_multi_axis_dims(self) -> None:
-        """Ends spanning several axes prune along the innermost one (dense result)."""
+        """Ends spanning several axes prune along one of them (see ``dense_axis``), so the tensor stays dense."""
         for (tensor, axes), ends in self._dims.items():
             shape = self.graph.shape(tensor)
             if len(axes) < 2 or shape is None:
@@ -252,7 +252,8 @@ class DependencyGraph:
             sizes = tuple(shape[a] for a in axes)
             real = [k for k, s in enumerate(sizes) if s > 1]
             if len(real) > 1:
-                self.nx.add_edge(ends[0], ends[0], kind="dense", mapping=Project(sizes, real[-1]), a=ends[0])
+                self.nx.add_edge(ends[0], ends[0], kind="dense", mapping=Project(sizes, dense_axis(sizes)),
+                                 a=ends[0])
 
     # ------------------------------------------------------------- grouping
     def _group(self) -> list[Group]:

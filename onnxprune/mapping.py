@@ -175,6 +175,17 @@ def compose(first: Mapping, second: Mapping, n_mid: int) -> Mapping:
 IDENTITY = Identity()
 
 
+def dense_axis(sizes: tuple[int, ...]) -> int:
+    """The axis a multi-axis end prunes along: the largest (innermost on ties).
+
+    Sizes survive transposes, so every end of a Reshape-Transpose-Reshape
+    chain picks the same logical axis (the channels within a shuffle group,
+    not the groups).
+    """
+    best = max(sizes)
+    return max(k for k, s in enumerate(sizes) if s == best)
+
+
 @dataclass(frozen=True)
 class Project(Mapping):
     """Ties every channel of a multi-axis end to the one sharing its coordinate on ``axis``.

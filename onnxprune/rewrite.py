@@ -9,6 +9,7 @@ import numpy as np
 from .depgraph import DependencyGraph
 from .errors import PlanError
 from .ir import Graph, Value
+from .mapping import dense_axis
 from .plan import Plan
 from .rules import NodeView, Port, PortChange
 
@@ -35,8 +36,7 @@ def kept_per_axis(graph: Graph, removed) -> dict[str, dict[int, np.ndarray]]:
     for (tensor, axes), gone in removed.items():
         shape = graph.shape(tensor)
         sizes = tuple(shape[a] for a in axes)
-        real = [k for k, s in enumerate(sizes) if s > 1] or [len(axes) - 1]
-        axis_pos = real[-1]
+        axis_pos = dense_axis(sizes)
         coords = np.unravel_index(gone, sizes)
         gone_on_axis = np.unique(coords[axis_pos])
         expected = len(gone_on_axis) * int(np.prod(sizes)) // sizes[axis_pos]
