@@ -148,3 +148,15 @@ def test_flatten_couples_one_channel_to_its_spatial_block():
     assert group.prunable and group.size == 3
     gemm_w = End("param", dg.graph.node_by_name["Gemm_0"].inputs[1], (1,))
     assert group.channels[1][gemm_w].tolist() == list(range(16, 32))
+
+
+def test_channels_coupled_to_a_tensor_of_unknown_size_are_blocked():
+    """If shape inference lost a tensor the rules couple to, its producer's group must not be pruned."""
+    graph = onnx_in.from_model(conv_chain())
+    relu_out = next(n for n in graph.nodes if n.op_type == "Relu").outputs[0]
+    shape = graph.values[relu_out].shape
+    graph.values[relu_out].shape = (shape[0], "unknown_channels") + tuple(shape[2:])
+    dg = DependencyGraph(graph)
+    group = dg.group_of("Conv_0")
+    assert not group.prunable
+    assert any(relu_out in reason for reason in group.blocked)
