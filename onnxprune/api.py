@@ -20,6 +20,7 @@ from .plan import GroupDecision, Plan, make_plan
 from .registry import Registry
 from .rewrite import apply_plan
 from .rules import Port
+from .sharing import reshare_params, unshare_params
 from .validate import ValidationResult, check, make_inputs, validate
 
 
@@ -52,6 +53,7 @@ class Pruner:
         self.registry = registry or _default_registry()
         self.input_shapes = input_shapes or {}
         self.original = source
+        graph, self._copies = unshare_params(graph)
         self._set(graph)
         self.original_graph = graph
         self.plans: list[Plan] = []
@@ -92,7 +94,7 @@ class Pruner:
         return self.depgraph.group_of(node, channel, port)
 
     def params(self) -> int:
-        return count_params(self.graph)
+        return count_params(reshare_params(self.graph, self._copies))
 
     def macs(self) -> int:
         return count_macs(self.graph, self.registry)
@@ -124,10 +126,11 @@ class Pruner:
 
     # --- output
     def to_model(self) -> onnx.ModelProto:
-        return onnx_out.to_model(self.graph)
+        return onnx_out.to_model(reshare_params(self.graph, self._copies))
 
     def validate(self, inputs: str | None = None, provider: str = "cpu", runs: int = 20) -> ValidationResult:
-        original = self.original if self.original is not None else onnx_out.to_model(self.original_graph)
+        original = self.original if self.original is not None else \
+            onnx_out.to_model(reshare_params(self.original_graph, self._copies))
         feeds = make_inputs(self.original_graph, inputs)
         return validate(original, self.to_model(), feeds, provider, runs)
 
