@@ -123,7 +123,7 @@ def run_prune(args, progress) -> Report:
     with timed(progress, "plan") as t:
         plan = pruner.plan(options)
     report.timings_s["plan"] = t.seconds
-    record_plan(plan, report)
+    record_plan(plan, report, pruner.depgraph)
     with timed(progress, "rewrite") as t:
         pruner.apply(plan)
         model = pruner.to_model()

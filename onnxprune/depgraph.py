@@ -323,6 +323,11 @@ class DependencyGraph:
                         return group
         raise KeyError(f"no group holds channel {channel} of {node}.{port}")
 
+    def inexact_nodes(self, group: Group) -> list[str]:
+        """Nodes in the group whose rule says removal is not the same as zeroing."""
+        names = {e.node for e in group.ends if e.kind == "op"}
+        return sorted(n for n in names if (spec := self.spec(n)) is not None and not spec.exact)
+
     def groups_matching(self, pattern: str) -> list[Group]:
         """Groups whose output-side ends belong to nodes whose name matches ``pattern``."""
         rx = re.compile(pattern)

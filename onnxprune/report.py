@@ -58,9 +58,10 @@ def describe_groups(dg: DependencyGraph, report: Report) -> None:
                                 if end.kind == "op" and dg.nx.nodes[end].get("size") is None})
 
 
-def record_plan(plan: Plan, report: Report) -> None:
+def record_plan(plan: Plan, report: Report, dg: DependencyGraph) -> None:
     report.channels_removed = plan.removed_channels
-    report.decisions = [{"group": d.group, "root": d.root, "channels": d.size, "removed": list(d.removed)}
+    report.decisions = [{"group": d.group, "root": d.root, "channels": d.size, "removed": list(d.removed),
+                         "inexact_through": dg.inexact_nodes(dg.groups[d.group])}
                         for d in plan.decisions]
     report.skipped = list(plan.skipped)
 
@@ -103,6 +104,11 @@ def format_analysis(report: Report, verbose: bool = False) -> str:
 def format_summary(report: Report) -> str:
     lines = [format_analysis(report),
              f"removed   {report.channels_removed} channels in {len(report.decisions)} groups"]
+    inexact = [d for d in report.decisions if d["inexact_through"]]
+    if inexact:
+        nodes = {n for d in inexact for n in d["inexact_through"]}
+        lines.append(f"note      {len(inexact)} groups pass through {len(nodes)} nodes whose statistics span "
+                     "channels (e.g. LayerNorm): there, removal is not the same as zeroing (see --report)")
     if report.latency_ms_before is not None:
         lines.append(_before_after(f"latency", report.latency_ms_before, report.latency_ms_after,
                                    lambda v: f"{v:.2f} ms") + f"  [{report.provider}]")

@@ -152,3 +152,6 @@ class OpSpec:
     fold: Callable[[NodeView], np.ndarray | None] | None = None
     # False for ops that must never be evaluated at analysis time (random generators)
     foldable: bool = True
+    # False where removing a channel is not the same as zeroing it (statistics over
+    # channels: LayerNorm, LRN); such groups are still valid to prune, and reported
+    exact: bool = True

@@ -32,9 +32,34 @@ def _lrn(view: NodeView, port, axes):
     return [Couple(OUT(0) if port == IN(0) else IN(0), axes)]
 
 
+def _layer_norm(view: NodeView, port, axes):
+    """LayerNormalization over axes [axis, rank): a single normalized axis (channels-last
+    LayerNorm, as in ConvNeXt and Transformers) prunes with its scale and bias; removing a
+    channel changes the mean/variance of the others, so this is not zero-equivalent."""
+    rank = view.rank(IN(0))
+    if rank is None:
+        return Barrier("rank unknown")
+    axis = int(view.attr("axis", -1)) % rank
+    normalized = list(range(axis, rank))
+    stats = [OUT(i) for i in (1, 2) if i < view.n_outputs and view.node.outputs[i]]
+    if port in (IN(1), IN(2)):
+        return [Couple(OUT(0), tuple(a + axis for a in axes))]
+    if port in stats:
+        return [Couple(OUT(0), axes)] if not set(axes) & set(normalized) else Barrier("statistics axis")
+    other = OUT(0) if port == IN(0) else IN(0)
+    if not set(axes) & set(normalized):
+        return [Couple(other, axes)] + [Couple(p, axes) for p in stats]
+    if len(normalized) != 1 or tuple(axes) != (axis,):
+        return Barrier(f"axes {axes} mix several normalized axes")
+    params = [Couple(IN(i), (0,)) for i in (1, 2) if view.has_input(i)]
+    return [Couple(other, axes)] + params
+
+
 def register(registry) -> None:
+    registry.register(OpSpec(("LayerNormalization",), _layer_norm, since=17, param_roles={1: "norm_scale"},
+                             exact=False, family="norm"))
     registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
                              param_roles={1: "bn_scale"}, neutral={4: 1.0}, family="norm"))
     registry.register(OpSpec(("InstanceNormalization",), _per_channel(2, spatial_coupled=False),
                              param_roles={1: "norm_scale"}, family="norm"))
-    registry.register(OpSpec(("LRN",), _lrn, family="norm"))
+    registry.register(OpSpec(("LRN",), _lrn, exact=False, family="norm"))

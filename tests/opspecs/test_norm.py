@@ -121,3 +121,41 @@ def test_lrn_is_prunable_and_pruned_model_is_valid():
     inferred = onnx.shape_inference.infer_shapes(pruned, strict_mode=True)
     lrn_out = next(vi for vi in inferred.graph.value_info if vi.name == "LRN_0")
     assert [d.dim_value for d in lrn_out.type.tensor_type.shape.dim] == [1, 5, 8, 8]
+
+
+def _channels_last_layernorm(norm_axes_from=-1):
+    """ConvNeXt block: dwconv -> NHWC -> LayerNorm(C) -> Linear -> NCHW."""
+    b = GraphBuilder()
+    x = b.conv(b.input("input", [1, 3, 8, 8]), 8)
+    t = b.op("Transpose", [x], perm=[0, 2, 3, 1])
+    t = b.op("LayerNormalization", [t, b.param(np.ones(8, np.float32) + 0.1 * np.arange(8, dtype=np.float32)),
+                                    b.param([8])], axis=norm_axes_from)
+    t = b.op("MatMul", [t, b.param([8 if norm_axes_from == -1 else 8, 16])])
+    y = b.op("Transpose", [t], perm=[0, 3, 1, 2])
+    b.output(b.rename(b.conv(y, 4), "output"))
+    return b.build()
+
+
+def test_layernorm_prunes_its_scale_and_bias_and_is_flagged_inexact():
+    model = _channels_last_layernorm()
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    assert group.prunable and group.size == 8
+    assert dg.inexact_nodes(group) == ["LayerNormalization_0"]
+    pruned = prune_channels(dg, group, [1, 4, 6])
+    scale, bias = _node(model, "LayerNormalization_0").input[1:3]
+    kept = [0, 2, 3, 5, 7]
+    np.testing.assert_array_equal(_inits(pruned)[scale], _inits(model)[scale][kept])
+    np.testing.assert_array_equal(_inits(pruned)[bias], _inits(model)[bias][kept])
+    feeds = random_feeds(model)
+    assert run(pruned, feeds)[0].shape == run(model, feeds)[0].shape
+    # the MLP's hidden width is an ordinary, exact group
+    hidden = dg.group_of("MatMul_0")
+    assert hidden.prunable and not dg.inexact_nodes(hidden)
+
+
+def test_layernorm_over_several_axes_is_a_barrier():
+    model = _channels_last_layernorm(norm_axes_from=2)  # normalizes over W and C
+    group = depgraph(model).group_of("Conv_0")
+    assert not group.prunable
+    assert any("LayerNormalization" in reason for reason in group.blocked)
