@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .depgraph import DependencyGraph, Group
+from .depgraph import DependencyGraph
 from .errors import PlanError
 from .importance import CRITERIA
 

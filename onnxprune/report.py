@@ -110,7 +110,7 @@ def format_summary(report: Report) -> str:
         lines.append(f"note      {len(inexact)} groups pass through {len(nodes)} nodes whose statistics span "
                      "channels (e.g. LayerNorm): there, removal is not the same as zeroing (see --report)")
     if report.latency_ms_before is not None:
-        lines.append(_before_after(f"latency", report.latency_ms_before, report.latency_ms_after,
+        lines.append(_before_after("latency", report.latency_ms_before, report.latency_ms_after,
                                    lambda v: f"{v:.2f} ms") + f"  [{report.provider}]")
     v = report.valid
     if v:

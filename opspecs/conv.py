@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.mapping import IDENTITY, Modulo, Overlap
+from onnxprune.mapping import Modulo, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
 
 from ._common import unknown_shape

@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from onnxprune import onnx_out
 from onnxprune.masking import mask_group
@@ -17,22 +16,11 @@ from onnxprune.rules import IN, OUT
 from support.builder import GraphBuilder
 from support.oracle import (assert_all_groups_oracle, assert_group_oracle, depgraph, prune_channels,
                             random_feeds, run)
-
-
-def _inits(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
-def _node(model, name):
-    return next(n for n in model.graph.node if n.name == name)
+from support.protos import initializers as _inits, node as _node, const_input as _const_input
 
 
 def _attrs(model, name):
     return {a.name: onnx.helper.get_attribute_value(a) for a in _node(model, name).attribute}
-
-
-def _const_input(model, name, slot):
-    return _inits(model)[_node(model, name).input[slot]]
 
 
 def _index_at(group, node, port):

@@ -2,15 +2,11 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from onnxprune.rules import IN, OUT
 from support.builder import GraphBuilder
 from support.oracle import assert_all_groups_oracle, assert_group_oracle, depgraph, prune_channels, random_feeds
-
-
-def _inits(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+from support.protos import initializers as _inits
 
 
 def _weight(model, node_name, slot=1):

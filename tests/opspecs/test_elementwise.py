@@ -2,19 +2,15 @@
 two producers of one elementwise op share one group, Div/Pow mask with a neutral 1."""
 import numpy as np
 import pytest
-from onnx import numpy_helper
 
 from onnxprune import onnx_out
 from onnxprune.masking import mask_group
 from support.builder import GraphBuilder
 from support.oracle import assert_all_groups_oracle, depgraph, prune_channels, random_feeds, run
+from support.protos import initializers as _inits
 
 C = 6
 BINARY = ["Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Pow", "Mean"]
-
-
-def _inits(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
 def _positive(b, shape):

@@ -1,15 +1,11 @@
 """Gemm / MatMul rules (opspecs/linear.py): the K axis and the N axis prune independently."""
 import numpy as np
 import pytest
-from onnx import numpy_helper
 
 from onnxprune.rules import IN
 from support.builder import GraphBuilder
 from support.oracle import assert_all_groups_oracle, depgraph, prune_channels
-
-
-def _inits(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+from support.protos import initializers as _inits
 
 
 def _input(model, node_name, slot):

@@ -1,19 +1,11 @@
 """Normalization rules (opspecs/norm.py): BatchNormalization, InstanceNormalization, LRN."""
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxprune.rules import IN, OUT
 from support.builder import GraphBuilder
 from support.oracle import assert_all_groups_oracle, depgraph, prune_channels, random_feeds, run
-
-
-def _inits(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
-def _node(model, name):
-    return next(n for n in model.graph.node if n.name == name)
+from support.protos import initializers as _inits, node as _node
 
 
 def _sandwich(mid, c=8, seed=0):

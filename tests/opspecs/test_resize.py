@@ -1,19 +1,11 @@
 """Resize / Upsample / Pad rules (opspecs/resize.py): channels pass where the op leaves axis 1 alone."""
 import numpy as np
 import pytest
-from onnx import numpy_helper
 
 from onnxprune.rules import IN, OUT
 from support.builder import GraphBuilder
-from support.oracle import assert_all_groups_oracle, depgraph, prune_channels, random_feeds, run
-
-
-def _inits(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
-def _node(model, name):
-    return next(n for n in model.graph.node if n.name == name)
+from support.oracle import assert_all_groups_oracle, depgraph, prune_channels
+from support.protos import initializers as _inits, node as _node, check_runs as _check_runs
 
 
 def _model(mid, opset=17, c=6):
@@ -27,11 +19,6 @@ def _model(mid, opset=17, c=6):
 def _roi(b, opset):
     """Resize-11 requires a roi input (an empty one is fine); later opsets take ''."""
     return b.const(np.array([], np.float32)) if opset < 13 else ""
-
-
-def _check_runs(model, pruned):
-    feeds = random_feeds(model)
-    assert [a.shape for a in run(pruned, feeds)] == [b.shape for b in run(model, feeds)]
 
 
 # ---- Resize / Upsample ------------------------------------------------------------------------------

@@ -3,34 +3,16 @@ Transpose, channel shuffle."""
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from onnxprune.rules import IN, OUT
 from support.builder import GraphBuilder
-from support.oracle import assert_all_groups_oracle, depgraph, prune_channels, random_feeds, run
-
-
-def _inits(model):
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-
-
-def _node(model, name):
-    return next(n for n in model.graph.node if n.name == name)
-
-
-def _const_input(model, name, slot):
-    return _inits(model)[_node(model, name).input[slot]]
+from support.oracle import assert_all_groups_oracle, depgraph, prune_channels
+from support.protos import initializers as _inits, node as _node, const_input as _const_input, check_runs as _check_runs
 
 
 def _index_at(group, node, port):
     end = next(e for e in group.ends if e.node == node and e.port == port)
     return [c[end].tolist() if end in c else [] for c in group.channels]
-
-
-def _check_runs(model, pruned):
-    feeds = random_feeds(model)
-    before, after = run(model, feeds), run(pruned, feeds)
-    assert [a.shape for a in after] == [b.shape for b in before]
 
 
 # ---- Flatten / Reshape to features ------------------------------------------------------------------
