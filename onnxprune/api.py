@@ -17,7 +17,7 @@ from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
 from .plan import GroupDecision, Plan, make_plan
-from .registry import Registry
+from .registry import Registry, builtin_registry
 from .rewrite import apply_plan
 from .rules import Port
 from .sharing import reshare_params, unshare_params
@@ -33,11 +33,6 @@ class PruneOptions:
     seed: int = 0
 
 
-def _default_registry() -> Registry:
-    from opspecs import default_registry
-    return default_registry()
-
-
 class Pruner:
     """Holds a model and its dependency graph; each prune returns to a consistent state.
 
@@ -50,7 +45,7 @@ class Pruner:
 
     def __init__(self, graph: Graph, registry: Registry | None = None, source: onnx.ModelProto | None = None,
                  input_shapes: dict[str, list[int]] | None = None):
-        self.registry = registry or _default_registry()
+        self.registry = registry or builtin_registry()
         self.input_shapes = input_shapes or {}
         self.original = source
         graph, self._copies = unshare_params(graph)
@@ -70,7 +65,7 @@ class Pruner:
                    registry: Registry | None = None, checked: bool = False) -> "Pruner":
         if not checked:
             onnx_in.check_supported(model)
-        registry = registry or _default_registry()
+        registry = registry or builtin_registry()
         graph = onnx_in.to_graph(model, input_shapes)
         if onnx_in.declared_static(model):
             folded, count = fold_shape_arithmetic(graph, registry)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import onnx_in
+from . import onnx_in, onnx_out
 from .api import Pruner, PruneOptions, ensure_distinct, ensure_writable, timed
 from .errors import OnnxPruneError
 from .importance import CRITERIA
@@ -138,7 +138,6 @@ def run_prune(args, progress) -> Report:
         report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
         report.latency_ms_before, report.latency_ms_after = result.latency_ms_before, result.latency_ms_after
         report.provider = args.provider
-    from . import onnx_out
     onnx_out.save(model, args.output)
     report.output = args.output
     if args.save_plan:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .ir import Graph
 from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose, dense_axis
-from .registry import Registry
+from .registry import Registry, builtin_registry
 from .rules import Barrier, NodeView, Port
 
 
@@ -75,8 +75,7 @@ class DependencyGraph:
 
     def __init__(self, graph: Graph, registry: Registry | None = None):
         if registry is None:
-            from opspecs import default_registry
-            registry = default_registry()
+            registry = builtin_registry()
         self.graph = graph
         self.registry = registry
         self.nx = nx.MultiGraph()

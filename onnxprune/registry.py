@@ -40,6 +40,12 @@ class Registry:
         return key in self._specs
 
 
+def builtin_registry() -> Registry:
+    """The registry of every rule in ``opspecs`` (imported late: opspecs imports this package)."""
+    from opspecs import default_registry
+    return default_registry()
+
+
 def _overlaps(a: OpSpec, b: OpSpec) -> bool:
     a_end = a.until if a.until is not None else 10**9
     b_end = b.until if b.until is not None else 10**9

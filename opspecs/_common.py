@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.mapping import IDENTITY
+from onnxprune.mapping import IDENTITY, Overlap
 from onnxprune.rules import IN, OUT, Answer, Barrier, Couple, NodeView, Port
 
 
@@ -70,8 +70,6 @@ def reshape_links(shape_a, shape_b, axes: tuple[int, ...], port_b: Port) -> Answ
     of target axes spanning the same flat range; when one side's run is coarser
     (Flatten: one channel = H*W features) the mapping is an :class:`Overlap`.
     """
-    from onnxprune.mapping import Overlap
-
     if list(axes) != list(range(axes[0], axes[-1] + 1)):
         return Barrier(f"axes {axes} are not consecutive")
     prefix = int(np.prod(shape_a[: axes[0]]))
