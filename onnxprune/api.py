@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -12,25 +11,18 @@ import onnx
 from . import onnx_in, onnx_out
 from .depgraph import DependencyGraph, Group
 from .errors import InputError
-from .fold import fold_shape_arithmetic
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
+from .options import PruneOptions
+from .passes import run_passes
+from .passes.fold_shapes import FoldShapeArithmetic
 from .plan import GroupDecision, Plan, make_plan
 from .registry import Registry, builtin_registry
 from .rewrite import apply_plan
-from .rules import Port
+from .rules import OUT, Port
 from .sharing import reshare_params, unshare_params
 from .validate import ValidationResult, check, make_inputs, validate
-
-
-@dataclass
-class PruneOptions:
-    ratio: float = 0.5
-    criterion: str = "l2"
-    round_to: int = 1
-    ignore: list[str] = field(default_factory=list)
-    seed: int = 0
 
 
 class Pruner:
@@ -68,8 +60,8 @@ class Pruner:
         registry = registry or builtin_registry()
         graph = onnx_in.to_graph(model, input_shapes)
         if onnx_in.declared_static(model):
-            folded, count = fold_shape_arithmetic(graph, registry)
-            if count:
+            folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
+            if any(r.changed for r in results):
                 graph = onnx_in.to_graph(onnx_out.to_model(folded), input_shapes)
         return cls(graph, registry, model, input_shapes)
 
@@ -85,7 +77,7 @@ class Pruner:
     def prunable_groups(self) -> list[Group]:
         return self.depgraph.prunable_groups()
 
-    def group_of(self, node: str, channel: int | None = None, port: Port = Port("out", 0)) -> Group:
+    def group_of(self, node: str, channel: int | None = None, port: Port = OUT(0)) -> Group:
         return self.depgraph.group_of(node, channel, port)
 
     def params(self) -> int:
@@ -96,9 +88,7 @@ class Pruner:
 
     # --- pruning
     def plan(self, options: PruneOptions | None = None, **kwargs) -> Plan:
-        options = options or PruneOptions(**kwargs)
-        return make_plan(self.depgraph, options.ratio, options.criterion, options.round_to,
-                         options.ignore, options.seed)
+        return make_plan(self.depgraph, options, **kwargs)
 
     def apply(self, plan: Plan) -> None:
         """Apply a plan made on the current graph; group ids refer to the current groups."""

@@ -13,7 +13,6 @@ from . import onnx_in, onnx_out
 from .api import Pruner, PruneOptions, ensure_distinct, ensure_writable, timed
 from .errors import OnnxPruneError
 from .importance import CRITERIA
-from .plan import check_options
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .validate import PROVIDERS, check
 
@@ -116,9 +115,8 @@ def run_analyze(args, progress) -> Report:
 
 def run_prune(args, progress) -> Report:
     _check_destinations(args)
-    options = PruneOptions(args.ratio, args.criterion, args.round_to, args.ignore, args.seed)
-    check_options(options.ratio, options.criterion, options.round_to, options.ignore)  # fail before loading
-    report = Report(input=args.input, output=None, options=vars(options).copy())
+    options = PruneOptions(args.ratio, args.criterion, args.round_to, tuple(args.ignore), args.seed).check()
+    report = Report(input=args.input, output=None, options=options.to_dict())
     pruner = _load(args, report, progress)
     with timed(progress, "plan") as t:
         plan = pruner.plan(options)

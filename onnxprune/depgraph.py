@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 
 import networkx as nx
 import numpy as np
@@ -20,21 +21,42 @@ import numpy as np
 from .ir import Graph
 from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
-from .rules import Barrier, NodeView, Port
+from .rules import Barrier, NodeView, Port, Side
+
+
+class EndKind(str, Enum):
+    """Where an end's channels live (a str, so reports and JSON show the plain word)."""
+
+    OP = "op"  # a node port
+    PARAM = "param"  # a constant (initializer or Constant node)
+    INPUT = "input"  # a graph input: never pruned
+    OUTPUT = "output"  # a graph output: never pruned
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class EdgeKind(str, Enum):
+    """Why two ends are coupled in the dependency graph."""
+
+    INTER = "inter"  # ends that share one tensor
+    INTRA = "intra"  # an operator rule couples two ports of one node
+    ALIAS = "alias"  # one tensor reached along nested axis runs, e.g. (1,) and (1, 2)
+    DENSE = "dense"  # a multi-axis end tied to itself so the tensor stays dense
 
 
 @dataclass(frozen=True, order=True)
 class End:
     """One place where channels live: a node port, a parameter, or a graph input/output."""
 
-    kind: str  # "op", "param", "input", "output"
+    kind: EndKind
     tensor: str
     axes: tuple[int, ...]
     node: str = ""
     port: Port | None = None
 
     def __str__(self) -> str:
-        where = f"{self.node}.{self.port}" if self.kind == "op" else f"{self.kind}:{self.tensor}"
+        where = f"{self.node}.{self.port}" if self.kind == EndKind.OP else f"{self.kind}:{self.tensor}"
         return f"{where}{list(self.axes)}"
 
 
@@ -58,7 +80,7 @@ class Group:
 
     @property
     def prunable(self) -> bool:
-        return not self.blocked and self.size > 1 and any(e.kind == "param" for e in self.ends)
+        return not self.blocked and self.size > 1 and any(e.kind == EndKind.PARAM for e in self.ends)
 
     def indices(self, end: End, channels) -> np.ndarray:
         """Indices at ``end`` of the given group channels."""
@@ -110,7 +132,7 @@ class DependencyGraph:
         while self._queue:
             tensor, axes = self._queue.popleft()
             for end in self._dims[(tensor, axes)]:
-                if end.kind == "op":
+                if end.kind == EndKind.OP:
                     self._expand(end)
         self._join_overlapping_dims()
         self._tie_multi_axis_dims()
@@ -126,7 +148,7 @@ class DependencyGraph:
             self.nx.add_node(end, size=size, tensor=tensor)
         hub = ends[0]
         for end in ends[1:]:
-            self.nx.add_edge(hub, end, kind="inter", mapping=IDENTITY, a=hub)
+            self.nx.add_edge(hub, end, kind=EdgeKind.INTER, mapping=IDENTITY, a=hub)
         if size is None:
             for end in ends:
                 self._block(end, f"shape of {tensor} unknown (pass --input-shape)")
@@ -139,21 +161,21 @@ class DependencyGraph:
         ends: list[End] = []
         if tensor in g.producers:
             node, slot = g.producers[tensor]
-            ends.append(End("op", tensor, axes, node.name, Port("out", slot)))
+            ends.append(End(EndKind.OP, tensor, axes, node.name, Port(Side.OUT, slot)))
         elif tensor in g.params:
-            ends.append(End("param", tensor, axes))
+            ends.append(End(EndKind.PARAM, tensor, axes))
         else:
-            ends.append(End("input", tensor, axes))
+            ends.append(End(EndKind.INPUT, tensor, axes))
             self._block(ends[-1], f"graph input {tensor}")
         for node, slot in g.consumers.get(tensor, []):
             if slot < 0:
-                end = End("op", tensor, axes, node.name, Port("in", -1))
+                end = End(EndKind.OP, tensor, axes, node.name, Port(Side.IN, -1))
                 self._block(end, f"{node.op_type} {node.name} reads it inside a subgraph")
             else:
-                end = End("op", tensor, axes, node.name, Port("in", slot))
+                end = End(EndKind.OP, tensor, axes, node.name, Port(Side.IN, slot))
             ends.append(end)
         if tensor in g.graph_output_names:
-            ends.append(End("output", tensor, axes))
+            ends.append(End(EndKind.OUTPUT, tensor, axes))
             self._block(ends[-1], f"graph output {tensor}")
         return ends
 
@@ -194,8 +216,8 @@ class DependencyGraph:
             if self._already_linked(end, link.port, axes):
                 continue
             self._reach(tensor, axes)
-            other = End("op", tensor, axes, node.name, link.port)
-            self.nx.add_edge(end, other, kind="intra", mapping=mapping, a=end)
+            other = End(EndKind.OP, tensor, axes, node.name, link.port)
+            self.nx.add_edge(end, other, kind=EdgeKind.INTRA, mapping=mapping, a=end)
 
     def _already_linked(self, end: End, port: Port, axes) -> bool:
         """The rule already coupled this end to ``port`` along other axes (from that side).
@@ -205,7 +227,7 @@ class DependencyGraph:
         from has already fixed the coupling, so the other reading is skipped.
         """
         for _, other, data in self.nx.edges(end, data=True):
-            if data["kind"] == "intra" and other.node == end.node and other.port == port and other.axes != axes:
+            if data["kind"] == EdgeKind.INTRA and other.node == end.node and other.port == port and other.axes != axes:
                 return True
         return False
 
@@ -236,7 +258,7 @@ class DependencyGraph:
                     hub_s, hub_l = self._dims[(tensor, short)][0], self._dims[(tensor, long)][0]
                     if long[: len(short)] == short and shape is not None:
                         tail = int(np.prod([shape[a] for a in long[len(short):]]))
-                        self.nx.add_edge(hub_s, hub_l, kind="alias", mapping=Overlap(tail, 1), a=hub_s)
+                        self.nx.add_edge(hub_s, hub_l, kind=EdgeKind.ALIAS, mapping=Overlap(tail, 1), a=hub_s)
                     elif set(short) & set(long):
                         reason = f"{tensor} would be pruned along {short} and {long}"
                         for end in self._dims[(tensor, short)] + self._dims[(tensor, long)]:
@@ -251,7 +273,7 @@ class DependencyGraph:
             sizes = tuple(shape[a] for a in axes)
             real = [k for k, s in enumerate(sizes) if s > 1]
             if len(real) > 1:
-                self.nx.add_edge(ends[0], ends[0], kind="dense", mapping=Project(sizes, dense_axis(sizes)),
+                self.nx.add_edge(ends[0], ends[0], kind=EdgeKind.DENSE, mapping=Project(sizes, dense_axis(sizes)),
                                  a=ends[0])
 
     # ------------------------------------------------------------- grouping
@@ -296,7 +318,7 @@ class DependencyGraph:
                     per_end.setdefault(end, []).append(int(element - offsets[end]))
                 channels.append({e: np.asarray(sorted(ix), dtype=np.int64) for e, ix in per_end.items()})
             blocked = sorted({self.barriers[e] for e in members if e in self.barriers})
-            root = next((e for e in members if e.kind == "op" and e.port.side == "out"), members[0])
+            root = next((e for e in members if e.kind == EndKind.OP and e.port.side == Side.OUT), members[0])
             groups.append(Group(0, members, channels, blocked, root))
         groups.sort(key=lambda g: self._end_order(g.root))
         for i, group in enumerate(groups):
@@ -313,25 +335,25 @@ class DependencyGraph:
     def blocked_groups(self) -> list[Group]:
         return [g for g in self.groups if g.blocked]
 
-    def group_of(self, node: str, channel: int | None = None, port: Port = Port("out", 0)) -> Group:
+    def group_of(self, node: str, channel: int | None = None, port: Port = Port(Side.OUT, 0)) -> Group:
         """The group holding ``node``'s channels at ``port`` (and ``channel`` if given)."""
         for group in self.groups:
             for end in group.ends:
-                if end.kind == "op" and end.node == node and end.port == port:
+                if end.kind == EndKind.OP and end.node == node and end.port == port:
                     if channel is None or any(channel in c.get(end, ()) for c in group.channels):
                         return group
         raise KeyError(f"no group holds channel {channel} of {node}.{port}")
 
     def inexact_nodes(self, group: Group) -> list[str]:
         """Nodes in the group whose rule says removal is not the same as zeroing."""
-        names = {e.node for e in group.ends if e.kind == "op"}
+        names = {e.node for e in group.ends if e.kind == EndKind.OP}
         return sorted(n for n in names if (spec := self.spec(n)) is not None and not spec.exact)
 
     def groups_matching(self, pattern: str) -> list[Group]:
         """Groups whose output-side ends belong to nodes whose name matches ``pattern``."""
         rx = re.compile(pattern)
         return [g for g in self.groups
-                if any(e.kind == "op" and e.port.side == "out" and rx.search(e.node) for e in g.ends)]
+                if any(e.kind == EndKind.OP and e.port.side == Side.OUT and rx.search(e.node) for e in g.ends)]
 
 
 def _union_find(parent: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

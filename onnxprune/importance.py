@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from .depgraph import DependencyGraph, End, Group
+from .depgraph import DependencyGraph, End, EndKind, Group
 
 Criterion = Callable[[DependencyGraph, Group, np.random.Generator], np.ndarray]
 
@@ -21,7 +21,7 @@ def _param_rows(graph, end: End) -> np.ndarray:
 
 def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.ndarray:
     total = np.zeros(group.size)
-    members = [e for e in group.ends if e.kind == "param"] if ends is None else ends
+    members = [e for e in group.ends if e.kind == EndKind.PARAM] if ends is None else ends
     for end in members:
         per_index = (np.abs(_param_rows(dg.graph, end)) ** power).sum(axis=1)
         score = np.array([per_index[ch[end]].sum() if end in ch else 0.0 for ch in group.channels])
@@ -43,7 +43,7 @@ def roles_in(dg: DependencyGraph, group: Group, role: str) -> list[End]:
     """Parameter ends of the group that some rule declares with ``role`` (e.g. bn_scale)."""
     found = []
     for end in group.ends:
-        if end.kind != "param":
+        if end.kind != EndKind.PARAM:
             continue
         for node, slot in dg.graph.consumers.get(end.tensor, []):
             spec = dg.spec(node.name)

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from .depgraph import DependencyGraph, Group
+from .depgraph import DependencyGraph, EndKind, Group
 from .ir import Graph
 
 
@@ -17,7 +17,7 @@ def mask_group(dg: DependencyGraph, group: Group, channels) -> Graph:
     """A copy of the graph with ``channels`` of ``group`` neutralised in every coupled parameter."""
     params = dict(dg.graph.params)
     for end in group.ends:
-        if end.kind != "param":
+        if end.kind != EndKind.PARAM:
             continue
         idx = group.indices(end, channels)
         if len(idx) == 0:

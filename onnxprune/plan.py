@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .depgraph import DependencyGraph
-from .errors import PlanError
 from .importance import CRITERIA
+from .options import PruneOptions
 
 
 @dataclass(frozen=True)
@@ -53,28 +52,14 @@ def n_to_remove(size: int, ratio: float, round_to: int = 1) -> int:
     return max(0, min(size - 1, size - keep))
 
 
-def check_options(ratio: float, criterion: str = "l2", round_to: int = 1, ignore: list[str] | None = None) -> None:
-    """Raise PlanError for unusable options; callers run it before the (slow) model load too."""
-    if not 0.0 <= ratio < 1.0:
-        raise PlanError(f"--ratio must be in [0, 1), got {ratio}")
-    if criterion not in CRITERIA:
-        raise PlanError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
-    if round_to < 1:
-        raise PlanError(f"--round-to must be >= 1, got {round_to}")
-    for pattern in ignore or []:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise PlanError(f"--ignore '{pattern}': bad regular expression ({exc})") from None
-
-
-def make_plan(dg: DependencyGraph, ratio: float, criterion: str = "l2", round_to: int = 1,
-              ignore: list[str] | None = None, seed: int = 0) -> Plan:
-    check_options(ratio, criterion, round_to, ignore)
+def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, **kwargs) -> Plan:
+    """Score every prunable group and choose its channels to remove (``kwargs``: PruneOptions fields)."""
+    options = (options or PruneOptions()).with_(**kwargs).check()
+    ratio, criterion, round_to = options.ratio, options.criterion, options.round_to
     protected = set()
-    for pattern in ignore or []:
+    for pattern in options.ignore:
         protected.update(g.id for g in dg.groups_matching(pattern))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(options.seed)
     decisions, skipped = [], []
     for group in dg.prunable_groups():
         if group.id in protected:

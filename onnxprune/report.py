@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .depgraph import DependencyGraph
+from .depgraph import DependencyGraph, EndKind
 from .plan import Plan
 
 
@@ -50,12 +50,12 @@ def describe_groups(dg: DependencyGraph, report: Report) -> None:
     report.groups_prunable = len(prunable)
     report.channels_prunable = sum(g.size for g in prunable)
     for g in dg.blocked_groups():
-        if any(e.kind == "param" for e in g.ends) and g.size > 1:
+        if any(e.kind == EndKind.PARAM for e in g.ends) and g.size > 1:
             report.groups_blocked.append({"group": g.id, "root": str(g.root), "channels": g.size,
                                           "blocked_by": g.blocked})
     # ends of unknown size join no group, so their reasons (usually a missing --input-shape) show here
     report.unanalysed = sorted({reason for end, reason in dg.barriers.items()
-                                if end.kind == "op" and dg.nx.nodes[end].get("size") is None})
+                                if end.kind == EndKind.OP and dg.nx.nodes[end].get("size") is None})
 
 
 def record_plan(plan: Plan, report: Report, dg: DependencyGraph) -> None:

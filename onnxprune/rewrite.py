@@ -11,7 +11,7 @@ from .errors import PlanError
 from .ir import Graph, Value
 from .mapping import dense_axis
 from .plan import Plan
-from .rules import NodeView, Port, PortChange
+from .rules import NodeView, Port, PortChange, Side
 
 
 def removed_per_dim(dg: DependencyGraph, plan: Plan) -> dict[tuple[str, tuple[int, ...]], np.ndarray]:
@@ -111,7 +111,7 @@ def _resized(values: dict[str, Value], kept) -> dict[str, Value]:
 
 def _changes(graph: Graph, node, kept) -> dict[Port, PortChange]:
     changes = {}
-    for side, names in (("in", node.inputs), ("out", node.outputs)):
+    for side, names in ((Side.IN, node.inputs), (Side.OUT, node.outputs)):
         for slot, name in enumerate(names):
             if name in kept:
                 changes[Port(side, slot)] = PortChange(graph.shape(name), kept[name])

@@ -9,6 +9,7 @@ else to do) or a :class:`Barrier` (the node cannot be pruned that way).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -17,20 +18,30 @@ from .ir import Graph, Node
 from .mapping import IDENTITY, Mapping
 
 
+class Side(str, Enum):
+    """Which list of a node a port indexes (a str, so it prints and serialises as "in"/"out")."""
+
+    IN = "in"
+    OUT = "out"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Port(NamedTuple):
-    side: str  # "in" or "out"
+    side: Side
     slot: int
 
     def __str__(self) -> str:
-        return f"{self.side}[{self.slot}]"
+        return f"{self.side.value}[{self.slot}]"
 
 
 def IN(slot: int) -> Port:
-    return Port("in", slot)
+    return Port(Side.IN, slot)
 
 
 def OUT(slot: int) -> Port:
-    return Port("out", slot)
+    return Port(Side.OUT, slot)
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,7 @@ class NodeView:
         return value.decode() if isinstance(value, bytes) else value
 
     def tensor(self, port: Port) -> str:
-        names = self.node.inputs if port.side == "in" else self.node.outputs
+        names = self.node.inputs if port.side == Side.IN else self.node.outputs
         return names[port.slot] if port.slot < len(names) else ""
 
     def shape(self, port: Port) -> tuple[int, ...] | None:

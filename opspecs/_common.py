@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.mapping import IDENTITY, Overlap
-from onnxprune.rules import IN, OUT, Answer, Barrier, Couple, NodeView, Port
+from onnxprune.rules import IN, OUT, Answer, Barrier, Couple, NodeView, Port, Side
 
 
 def norm_axes(axes, rank: int) -> tuple[int, ...]:
@@ -37,7 +37,7 @@ def broadcast(view: NodeView, port: Port, axes: tuple[int, ...], inputs: list[in
     if out_shape is None:
         return unknown_shape(view, OUT(0))
     rank = len(out_shape)
-    if port.side == "in":
+    if port.side == Side.IN:
         if port.slot not in slots:
             return Barrier(f"input {port.slot} is not elementwise")
         in_shape = view.shape(port)

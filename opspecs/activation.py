@@ -1,7 +1,7 @@
 """Unary ops: every output element depends only on the same input element."""
 from __future__ import annotations
 
-from onnxprune.rules import IN, Barrier, NodeView, OpSpec
+from onnxprune.rules import IN, Barrier, NodeView, OpSpec, Side
 
 from ._common import unary
 
@@ -16,7 +16,7 @@ UNARY = (
 
 def _clip(view: NodeView, port, axes):
     """Clip's min/max (inputs 1, 2) are scalars; only data flows through."""
-    if port.side == "in" and port.slot > 0:
+    if port.side == Side.IN and port.slot > 0:
         return Barrier("Clip bound pruned")
     return unary(view, port, axes)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.mapping import Affine
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
+from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
 from ._common import int_list, unknown_shape
 
@@ -44,7 +44,7 @@ def _split_sizes(view: NodeView) -> list[int] | None:
 
 
 def _split(view: NodeView, port, axes):
-    if port.side == "in" and port.slot > 0:
+    if port.side == Side.IN and port.slot > 0:
         return Barrier("Split sizes pruned")
     rank = view.rank(IN(0))
     sizes = _split_sizes(view)
@@ -102,7 +102,7 @@ def _clamped_start(start: int, step: int, size: int) -> int:
 
 
 def _slice(view: NodeView, port, axes):
-    if port.side == "in" and port.slot > 0:
+    if port.side == Side.IN and port.slot > 0:
         return Barrier("Slice bounds pruned")
     params = _slice_params(view)
     in_shape = view.shape(IN(0))

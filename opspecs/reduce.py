@@ -1,7 +1,7 @@
 """Reductions and Softmax: axes that are reduced/normalized over are barriers."""
 from __future__ import annotations
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec
+from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side
 
 from ._common import int_list, unknown_shape
 
@@ -23,7 +23,7 @@ def _reduced_axes(view: NodeView, rank: int) -> list[int] | None:
 
 
 def _reduce(view: NodeView, port, axes):
-    if port.side == "in" and port.slot > 0:
+    if port.side == Side.IN and port.slot > 0:
         return Barrier("reduction axes operand pruned")
     rank = view.rank(IN(0))
     if rank is None:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
+from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
 from ._common import reshape_links, unknown_shape
 
 
 def _reshape_like(view: NodeView, port, axes):
-    if port.side == "in" and port.slot > 0:
+    if port.side == Side.IN and port.slot > 0:
         return Barrier("shape operand pruned")
     a, b = view.shape(IN(0)), view.shape(OUT(0))
     if a is None or b is None:

@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 
 from onnxprune import Pruner, onnx_in
-from onnxprune.fold import MAX_FOLDED_ELEMENTS, fold_shape_arithmetic, is_static
+from onnxprune.passes.fold_shapes import MAX_FOLDED_ELEMENTS, fold_shape_arithmetic, is_static
 from opspecs import default_registry
 from support.builder import GraphBuilder
 from support.oracle import assert_group_oracle, random_feeds, run
@@ -92,3 +92,15 @@ def test_large_integer_results_are_not_folded():
     assert count == 2
     assert [n.name for n in folded.nodes] == ["ConstantOfShape_0", "ReduceSum_0", "Add_0", "Cast_0", "Add_1"]
     assert all(v.size <= MAX_FOLDED_ELEMENTS for v in folded.params.values())
+
+
+def test_fold_runs_as_a_pass_and_reports_what_it_changed():
+    from onnxprune.passes import run_passes
+    from onnxprune.passes.fold_shapes import FoldShapeArithmetic
+    graph = onnx_in.from_model(slice_halves())
+    messages = []
+    folded, results = run_passes(graph, [FoldShapeArithmetic(default_registry())], progress=messages.append)
+    assert [r.name for r in results] == ["fold shape arithmetic"]
+    assert results[0].changed > 0 and results[0].graph is folded
+    assert not SHAPE_CHAIN & set(ops(folded)) and SHAPE_CHAIN & set(ops(graph))  # input graph untouched
+    assert messages == [f"fold shape arithmetic: {results[0].changed} changed"]

@@ -41,7 +41,7 @@ def test_norms_rank_a_scaled_up_channel_most_important(criterion):
     s = scores(dg, criterion)
     assert s.shape == (8,) and np.all(np.isfinite(s))
     assert int(np.argmax(s)) == BIG
-    removed = make_plan(dg, 0.75, criterion).decisions[0].removed
+    removed = make_plan(dg, ratio=0.75, criterion=criterion).decisions[0].removed
     assert BIG not in removed
 
 
@@ -49,7 +49,7 @@ def test_norms_rank_a_scaled_up_channel_most_important(criterion):
 def test_norms_rank_a_zeroed_channel_least_important(criterion):
     dg = edited(weight_scale=(TINY, 0.0))
     assert int(np.argmin(scores(dg, criterion))) == TINY
-    assert TINY in make_plan(dg, 0.125, criterion).decisions[0].removed  # the single channel removed
+    assert TINY in make_plan(dg, ratio=0.125, criterion=criterion).decisions[0].removed  # the single channel removed
 
 
 def test_l1_and_l2_differ_on_the_same_weights():
@@ -73,7 +73,7 @@ def test_bn_scale_uses_gamma_magnitude():
     assert int(np.argmax(scores(dg, "l2"))) == TINY
     s = scores(dg, "bn-scale")
     assert int(np.argmin(s)) == TINY
-    assert make_plan(dg, 0.125, "bn-scale").decisions[0].removed == (TINY,)
+    assert make_plan(dg, ratio=0.125, criterion="bn-scale").decisions[0].removed == (TINY,)
     gamma = np.abs(dg.graph.params[dg.graph.node_by_name["BatchNormalization_0"].inputs[1]])
     assert list(np.argsort(s)) == list(np.argsort(gamma))  # |gamma| alone decides
 

@@ -7,7 +7,8 @@ import pytest
 from onnxprune import onnx_in
 from onnxprune.depgraph import DependencyGraph
 from onnxprune.errors import PlanError
-from onnxprune.plan import GroupDecision, Plan, check_options, keep_every_end_alive, make_plan, n_to_remove
+from onnxprune.options import PruneOptions
+from onnxprune.plan import GroupDecision, Plan, keep_every_end_alive, make_plan, n_to_remove
 from onnxprune.rewrite import apply_plan
 from support.builder import GraphBuilder
 from support.small_models import conv_chain, residual
@@ -53,28 +54,28 @@ def test_n_to_remove_invariants():
 
 # ------------------------------------------------------------ make_plan
 def test_plan_removes_the_right_count_from_every_prunable_group(dg):
-    plan = make_plan(dg, 0.5)
+    plan = make_plan(dg, ratio=0.5)
     assert [(d.group, d.size, len(d.removed)) for d in plan.decisions] == [(0, 8, 4), (1, 6, 3)]
     assert all(list(d.removed) == sorted(set(d.removed)) for d in plan.decisions)
     assert all(0 <= k < d.size for d in plan.decisions for k in d.removed)
     assert plan.removed_channels == 7 and plan.criterion == "l2" and plan.ratio == 0.5
-    assert make_plan(dg, 0.0).decisions == ()
+    assert make_plan(dg, ratio=0.0).decisions == ()
 
 
 def test_plan_never_touches_blocked_groups(dg):
     head = dg.group_of("Gemm_0")
     assert head.blocked
-    assert head.id not in [d.group for d in make_plan(dg, 0.9).decisions]
+    assert head.id not in [d.group for d in make_plan(dg, ratio=0.9).decisions]
 
 
 def test_ignore_regex_protects_groups(dg):
-    plan = make_plan(dg, 0.5, ignore=["^Conv_0$"])
+    plan = make_plan(dg, ratio=0.5, ignore=["^Conv_0$"])
     assert [d.group for d in plan.decisions] == [1]
     assert len(plan.skipped) == 1 and "group 0" in plan.skipped[0] and "--ignore" in plan.skipped[0]
     # a pattern can hit any output-side node of the group (the BN is in Conv_0's group)
-    assert [d.group for d in make_plan(dg, 0.5, ignore=["Batch"]).decisions] == [1]
-    assert make_plan(dg, 0.5, ignore=["Conv", "nothing"]).decisions == ()
-    assert make_plan(dg, 0.5, ignore=["unrelated"]) == make_plan(dg, 0.5)
+    assert [d.group for d in make_plan(dg, ratio=0.5, ignore=["Batch"]).decisions] == [1]
+    assert make_plan(dg, ratio=0.5, ignore=["Conv", "nothing"]).decisions == ()
+    assert make_plan(dg, ratio=0.5, ignore=["unrelated"]) == make_plan(dg, ratio=0.5)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -83,23 +84,24 @@ def test_ignore_regex_protects_groups(dg):
     (dict(ratio=0.5, criterion="l3"), "unknown criterion 'l3'"),
     (dict(ratio=0.5, round_to=0), "--round-to"),
     (dict(ratio=0.5, ignore=["Conv(["]), "bad regular expression"),
+    (dict(ratio=0.5, seed=-1), "--seed"),
 ])
 def test_bad_options_raise_plan_error(dg, kwargs, message):
     with pytest.raises(PlanError, match=message.replace("(", r"\(").replace("[", r"\[")):
         make_plan(dg, **kwargs)
     with pytest.raises(PlanError):
-        check_options(**kwargs)
+        PruneOptions(**kwargs).check()
 
 
 def test_plan_is_deterministic_per_seed(dg):
-    assert make_plan(dg, 0.5, "random", seed=3) == make_plan(dg, 0.5, "random", seed=3)
-    plans = {make_plan(dg, 0.5, "random", seed=s).decisions for s in range(6)}
+    assert make_plan(dg, ratio=0.5, criterion="random", seed=3) == make_plan(dg, ratio=0.5, criterion="random", seed=3)
+    plans = {make_plan(dg, ratio=0.5, criterion="random", seed=s).decisions for s in range(6)}
     assert len(plans) > 1
 
 
 # ------------------------------------------------------------ JSON
 def test_plan_json_round_trip(dg):
-    plan = make_plan(dg, 0.5, "l1", ignore=["Conv_1"])
+    plan = make_plan(dg, ratio=0.5, criterion="l1", ignore=["Conv_1"])
     text = plan.to_json()
     data = json.loads(text)
     assert data["criterion"] == "l1" and data["ratio"] == 0.5
@@ -110,7 +112,7 @@ def test_plan_json_round_trip(dg):
 
 
 def test_a_plan_from_json_applies_like_the_original(dg):
-    plan = make_plan(dg, 0.5)
+    plan = make_plan(dg, ratio=0.5)
     a, b = apply_plan(dg, plan), apply_plan(dg, Plan.from_json(plan.to_json()))
     assert a.params.keys() == b.params.keys()
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
@@ -146,7 +148,7 @@ def test_keep_every_end_alive_drops_decisions_left_empty():
     assert single.size == 1 and not single.prunable
     plan = Plan((GroupDecision(single.id, "r", 1, (0,)), GroupDecision(four.id, "r", 4, (3,))))
     assert keep_every_end_alive(dg, plan).decisions == (plan.decisions[1],)
-    assert [(d.group, len(d.removed)) for d in make_plan(dg, 0.9).decisions] == [(four.id, 3)]
+    assert [(d.group, len(d.removed)) for d in make_plan(dg, ratio=0.9).decisions] == [(four.id, 3)]
 
 
 def test_applying_a_plan_that_empties_a_tensor_is_refused(dg):

@@ -37,13 +37,13 @@ def same(a, b):
 def test_apply_plan_does_not_mutate_its_input():
     dg = DependencyGraph(onnx_in.from_model(conv_chain()))
     before = snapshot(dg.graph)
-    pruned = apply_plan(dg, make_plan(dg, 0.5))
+    pruned = apply_plan(dg, make_plan(dg, ratio=0.5))
     assert same(snapshot(dg.graph), before)
     assert not same(snapshot(pruned), before)
     assert pruned is not dg.graph and pruned.nodes is not dg.graph.nodes
     # the dependency graph still describes the original and can plan again
     assert dg.group_of("Conv_0").size == 8
-    apply_plan(dg, make_plan(dg, 0.25))
+    apply_plan(dg, make_plan(dg, ratio=0.25))
     assert same(snapshot(dg.graph), before)
 
 

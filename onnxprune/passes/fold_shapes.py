@@ -15,16 +15,30 @@ import onnx
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
-from .ir import Graph
-from .onnx_out import node_proto
-from .registry import Registry
-from .rules import NodeView
+from ..ir import Graph
+from ..onnx_out import node_proto
+from ..registry import Registry
+from ..rules import NodeView
+from . import PassResult
 
 MAX_FOLDED_ELEMENTS = 1 << 16
 
 
 def is_static(graph: Graph) -> bool:
     return all(v.static_shape is not None for v in graph.inputs)
+
+
+class FoldShapeArithmetic:
+    """The pass form of :func:`fold_shape_arithmetic`."""
+
+    name = "fold shape arithmetic"
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def run(self, graph: Graph) -> PassResult:
+        folded, count = fold_shape_arithmetic(graph, self.registry)
+        return PassResult(self.name, folded, count)
 
 
 def fold_shape_arithmetic(graph: Graph, registry: Registry) -> tuple[Graph, int]:
