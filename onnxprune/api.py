@@ -9,8 +9,10 @@ from typing import Callable
 import onnx
 
 from . import onnx_in, onnx_out
+from .calibration import CalibrationSet
 from .depgraph import DependencyGraph, Group
 from .errors import InputError
+from .fidelity import Fidelity, measure
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
@@ -118,6 +120,23 @@ class Pruner:
             onnx_out.to_model(reshare_params(self.original_graph, self._copies))
         feeds = make_inputs(self.original_graph, inputs)
         return validate(original, self.to_model(), feeds, provider, runs)
+
+    # --- data
+    def load_calibration(self, path: str | os.PathLike) -> CalibrationSet:
+        """Calibration samples for this model's inputs (see :mod:`onnxprune.calibration`)."""
+        return CalibrationSet.load(path, self.original_graph.inputs)
+
+    def random_inputs(self, n_samples: int = 8, seed: int = 0) -> CalibrationSet:
+        """Random samples shaped like the analysed inputs (batch axis excluded)."""
+        shapes = {v.name: tuple(self.original_graph.values.get(v.name, v).shape or ())[1:]
+                  for v in self.original_graph.inputs}
+        return CalibrationSet.random(self.original_graph.inputs, n_samples, shapes, seed)
+
+    def fidelity(self, data: CalibrationSet | None = None, provider: str = "cpu") -> Fidelity:
+        """Output agreement of the current (pruned) model with the original on ``data``
+        (default: a few random samples)."""
+        data = data if data is not None else self.random_inputs()
+        return measure(self.original_graph, reshare_params(self.graph, self._copies), data, provider)
 
     def save(self, path: str | os.PathLike, check_model: bool = True) -> None:
         model = self.to_model()

@@ -1,0 +1,115 @@
+"""How close a pruned model's outputs stay to the original's, on the same samples.
+
+Reported in every run (held-out calibration samples, or random inputs without
+calibration data): per output, the cosine similarity of each sample's output
+to the original's (mean and worst), the largest absolute difference, the
+relative L2 error, and, where an output looks like class scores, the fraction
+of samples (or positions) whose arg-max agrees.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .activations import DEFAULT_BATCH, stream
+from .calibration import CalibrationSet
+from .ir import Graph
+
+
+@dataclass
+class OutputAgreement:
+    name: str
+    cosine: float  # mean over samples of cos(original, pruned)
+    cosine_min: float  # worst sample
+    max_abs: float  # largest |original - pruned| over every element
+    rel_l2: float  # ||pruned - original|| / ||original|| over the whole output
+    top1: float | None = None  # arg-max agreement, for class-score-like outputs
+
+
+@dataclass
+class Fidelity:
+    outputs: list[OutputAgreement] = field(default_factory=list)
+    samples: int = 0
+    data: str = ""
+
+    @property
+    def cosine(self) -> float:
+        return min((o.cosine for o in self.outputs), default=1.0)
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def top1(self) -> float | None:
+        values = [o.top1 for o in self.outputs if o.top1 is not None]
+        return min(values) if values else None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(cosine_worst_output=self.cosine, max_abs=self.max_abs, top1=self.top1)
+        return data
+
+    def summary(self) -> str:
+        text = f"cosine {self.cosine:.4f}, max |err| {self.max_abs:.3g}"
+        if self.top1 is not None:
+            text += f", top-1 agreement {100 * self.top1:.1f}%"
+        return text + f"  [{self.samples} samples: {self.data}]"
+
+
+class _Accumulator:
+    def __init__(self, name: str):
+        self.name = name
+        self.cosines: list[np.ndarray] = []
+        self.max_abs = 0.0
+        self.err_sq = 0.0
+        self.ref_sq = 0.0
+        self.agree = 0
+        self.positions = 0
+        self.classifier = True
+
+    def update(self, ref: np.ndarray, got: np.ndarray) -> None:
+        ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+        a, b = ref64.reshape(len(ref64), -1), got64.reshape(len(got64), -1)
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        dot = (a * b).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.where((na == 0) & (nb == 0), 1.0, dot / np.maximum(na * nb, 1e-300))
+        self.cosines.append(np.nan_to_num(cos, nan=0.0))
+        diff = np.abs(a - b)
+        self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
+        self.err_sq += float(np.square(diff).sum())
+        self.ref_sq += float(np.square(a).sum())
+        self.classifier = self.classifier and _class_scores(ref64)
+        if self.classifier:
+            self.agree += int((ref64.argmax(axis=-1) == got64.argmax(axis=-1)).sum())
+            self.positions += int(np.prod(ref64.shape[:-1]))
+
+    def result(self) -> OutputAgreement:
+        cos = np.concatenate(self.cosines) if self.cosines else np.ones(1)
+        rel = float(np.sqrt(self.err_sq / self.ref_sq)) if self.ref_sq > 0 else float(self.err_sq > 0)
+        top1 = self.agree / self.positions if self.classifier and self.positions else None
+        return OutputAgreement(self.name, float(cos.mean()), float(cos.min()), self.max_abs, rel, top1)
+
+
+def _class_scores(value: np.ndarray) -> bool:
+    """[N, C] scores, or [N, T, C] probabilities (rows summing to 1): arg-max is the answer."""
+    if not np.issubdtype(value.dtype, np.floating) or value.ndim < 2 or value.shape[-1] < 2:
+        return False
+    if value.ndim == 2:
+        return True
+    return value.ndim == 3 and bool(np.allclose(value.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def measure(original: Graph, pruned: Graph, data: CalibrationSet, provider: str = "cpu",
+            batch_size: int = DEFAULT_BATCH) -> Fidelity:
+    """Run both models on ``data`` batch by batch and compare every output."""
+    names = [v.name for v in original.outputs]
+    accs = {name: _Accumulator(name) for name in names}
+    ref_stream = stream(original, [], data, provider, batch_size)
+    got_stream = stream(pruned, [], data, provider, batch_size)
+    for ref, got in zip(ref_stream, got_stream):
+        for name in names:
+            accs[name].update(ref[name], got[name])
+    return Fidelity([accs[n].result() for n in names], data.n_samples, data.source)

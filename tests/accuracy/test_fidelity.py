@@ -1,0 +1,72 @@
+"""Output fidelity: cosine, max abs error, relative error, top-1 agreement."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from onnxprune import Pruner, onnx_in
+from onnxprune.calibration import CalibrationSet
+from onnxprune.fidelity import _Accumulator, measure
+from support.small_models import conv_chain
+
+
+def _scores(values):
+    acc = _Accumulator("y")
+    for ref, got in values:
+        acc.update(np.asarray(ref, np.float32), np.asarray(got, np.float32))
+    return acc.result()
+
+
+def test_identical_outputs_agree_perfectly():
+    ref = np.random.default_rng(0).standard_normal((6, 10))
+    result = _scores([(ref, ref)])
+    assert result.cosine == pytest.approx(1.0) and result.cosine_min == pytest.approx(1.0)
+    assert result.max_abs == 0.0 and result.rel_l2 == 0.0 and result.top1 == 1.0
+
+
+def test_known_differences_are_measured_exactly():
+    ref = np.array([[1.0, 0.0], [0.0, 1.0]])
+    got = np.array([[0.0, 1.0], [0.0, 2.0]])  # sample 0 orthogonal + argmax flips; sample 1 scaled
+    result = _scores([(ref, got)])
+    assert result.cosine == pytest.approx(0.5) and result.cosine_min == pytest.approx(0.0)
+    assert result.max_abs == pytest.approx(1.0)
+    assert result.rel_l2 == pytest.approx(np.sqrt(3 / 2))
+    assert result.top1 == pytest.approx(0.5)
+
+
+def test_only_class_score_like_outputs_get_top1():
+    feature_map = np.random.default_rng(0).standard_normal((2, 4, 3, 3))
+    assert _scores([(feature_map, feature_map)]).top1 is None
+    probs = np.full((2, 5, 4), 0.25)
+    assert _scores([(probs, probs)]).top1 == 1.0
+    logits_seq = np.random.default_rng(1).standard_normal((2, 5, 4))  # rows do not sum to 1
+    assert _scores([(logits_seq, logits_seq)]).top1 is None
+
+
+def test_zero_outputs_count_as_agreeing_only_when_both_are_zero():
+    zero, one = np.zeros((1, 3)), np.ones((1, 3))
+    assert _scores([(zero, zero)]).cosine == 1.0
+    assert _scores([(zero, one)]).cosine == 0.0
+
+
+def test_measure_runs_both_models_over_every_sample():
+    graph = onnx_in.from_model(conv_chain(batch="N"))
+    data = CalibrationSet({"input": np.random.default_rng(0).standard_normal((9, 3, 8, 8)).astype(np.float32)})
+    same = measure(graph, graph, data, batch_size=4)
+    assert same.samples == 9 and same.cosine == pytest.approx(1.0) and same.max_abs == 0.0
+    params = dict(graph.params)
+    gemm_w = next(n.inputs[1] for n in graph.nodes if n.op_type == "Gemm")
+    params[gemm_w] = params[gemm_w] * 2
+    doubled = measure(graph, dataclasses.replace(graph, params=params), data, batch_size=4)
+    assert doubled.cosine < 1.0 and doubled.max_abs > 0.0 and 0 < doubled.outputs[0].rel_l2
+
+
+def test_pruner_reports_fidelity_on_random_inputs_by_default():
+    pruner = Pruner.from_model(conv_chain())
+    assert pruner.fidelity().cosine == pytest.approx(1.0)
+    pruner.prune(ratio=0.5)
+    after = pruner.fidelity()
+    assert after.samples == 8 and after.data == "random inputs" and after.cosine < 1.0
+    assert "cosine" in after.summary() and after.to_dict()["outputs"][0]["name"] == "output"
