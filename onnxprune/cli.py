@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     prune.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                        help="regex on node names whose output channels stay (repeatable)")
+    prune.add_argument("--global", dest="global_rank", action="store_true",
+                       help="rank channels across groups (normalized scores): --ratio of all channels goes")
+    prune.add_argument("--max-ratio", type=float, default=1.0, metavar="R",
+                       help="no group loses more than this fraction of its channels")
+    prune.add_argument("--ratio-for", action="append", default=[], metavar="REGEX=R",
+                       help="groups of matching nodes lose R instead (repeatable; the last match wins)")
     prune.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
     prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
@@ -115,7 +121,9 @@ def run_analyze(args, progress) -> Report:
 
 def run_prune(args, progress) -> Report:
     _check_destinations(args)
-    options = PruneOptions(args.ratio, args.criterion, args.round_to, tuple(args.ignore), args.seed).check()
+    options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
+                           ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
+                           max_ratio=args.max_ratio, ratio_for=tuple(args.ratio_for)).check()
     report = Report(input=args.input, output=None, options=options.to_dict())
     pruner = _load(args, report, progress)
     with timed(progress, "plan") as t:

@@ -18,10 +18,28 @@ class PruneOptions:
     round_to: int = 1  # keep channel counts multiples of this
     ignore: tuple[str, ...] = field(default_factory=tuple)  # regexes: protect these nodes' output channels
     seed: int = 0  # random criterion and random inputs
+    global_rank: bool = False  # rank channels across groups (normalized scores) instead of a uniform ratio
+    max_ratio: float = 1.0  # no group loses more than this fraction of its channels
+    ratio_for: tuple[tuple[str, float], ...] = field(default_factory=tuple)  # (regex, ratio): per-group overrides
+    target_macs: float | None = None  # search the ratio that leaves this fraction of the MACs
+    target_params: float | None = None  # ... of the parameters
+    target_latency: float | None = None  # ... of the measured latency
+    steps: int = 1  # prune in this many rounds, re-scoring between them
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore, tuple):
             object.__setattr__(self, "ignore", tuple(self.ignore or ()))
+        pairs = tuple(parse_ratio_for(p) if isinstance(p, str) else (p[0], p[1]) for p in self.ratio_for or ())
+        object.__setattr__(self, "ratio_for", pairs)
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        """The one size target asked for, as (metric, fraction): metric is macs, params or latency."""
+        for metric in TARGET_METRICS:
+            value = getattr(self, f"target_{metric}")
+            if value is not None:
+                return metric, value
+        return None
 
     def check(self) -> "PruneOptions":
         """Raise PlanError for an unusable option; return self so calls chain."""
@@ -35,10 +53,22 @@ class PruneOptions:
         if self.seed < 0:
             raise PlanError(f"--seed must be >= 0, got {self.seed}")
         for pattern in self.ignore:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise PlanError(f"--ignore '{pattern}': bad regular expression ({exc})") from None
+            _check_regex("--ignore", pattern)
+        if not 0.0 < self.max_ratio <= 1.0:
+            raise PlanError(f"--max-ratio must be in (0, 1], got {self.max_ratio}")
+        for pattern, ratio in self.ratio_for:
+            _check_regex("--ratio-for", pattern)
+            if not 0.0 <= ratio < 1.0:
+                raise PlanError(f"--ratio-for {pattern}={ratio}: the ratio must be in [0, 1)")
+        asked = [m for m in TARGET_METRICS if getattr(self, f"target_{m}") is not None]
+        if len(asked) > 1:
+            raise PlanError(f"give one target, not {' and '.join('--target-' + m for m in asked)}")
+        for metric in asked:
+            value = getattr(self, f"target_{metric}")
+            if not 0.0 < value <= 1.0:
+                raise PlanError(f"--target-{metric} must be a fraction in (0, 1], got {value}")
+        if self.steps < 1:
+            raise PlanError(f"--steps must be >= 1, got {self.steps}")
         return self
 
     def with_(self, **changes) -> "PruneOptions":
@@ -47,4 +77,26 @@ class PruneOptions:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["ignore"] = list(self.ignore)
+        data["ratio_for"] = [f"{pattern}={ratio}" for pattern, ratio in self.ratio_for]
         return data
+
+
+TARGET_METRICS = ("macs", "params", "latency")
+
+
+def parse_ratio_for(text: str) -> tuple[str, float]:
+    """``REGEX=R`` as (regex, ratio); the last '=' separates them, so the regex may hold '='."""
+    pattern, sep, ratio = str(text).rpartition("=")
+    try:
+        if not sep or not pattern:
+            raise ValueError
+        return pattern, float(ratio)
+    except ValueError:
+        raise PlanError(f"--ratio-for '{text}': expected REGEX=RATIO, e.g. 'layer4.*=0.3'") from None
+
+
+def _check_regex(option: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise PlanError(f"{option} '{pattern}': bad regular expression ({exc})") from None

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .budget import GroupBudget, allocate, n_to_remove, normalize  # noqa: F401 (n_to_remove: re-exported)
 from .depgraph import DependencyGraph
 from .importance import CRITERIA
 from .options import PruneOptions
@@ -42,37 +42,52 @@ class Plan:
         return Plan(decisions, data.get("criterion", ""), data.get("ratio", 0.0), tuple(data.get("skipped", ())))
 
 
-def n_to_remove(size: int, ratio: float, round_to: int = 1) -> int:
-    """How many of ``size`` channels go: ratio of them, keeping a multiple of round_to, >= 1 kept."""
-    keep = size - math.floor(size * ratio + 1e-9)
-    if round_to > 1:
-        if size <= round_to:
-            return 0
-        keep = min(size, max(round_to, math.ceil(keep / round_to) * round_to))
-    return max(0, min(size - 1, size - keep))
+def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level: float | None = None,
+              history: dict[int, tuple[int, int]] | None = None, **kwargs) -> Plan:
+    """Score every prunable group and choose its channels to remove (``kwargs``: PruneOptions fields).
 
-
-def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, **kwargs) -> Plan:
-    """Score every prunable group and choose its channels to remove (``kwargs``: PruneOptions fields)."""
+    ``level`` replaces ``options.ratio`` (the uniform ratio, or the global
+    fraction with ``global_rank``): the target searches vary it. ``history``
+    maps a group id to (original size, channels removed in earlier steps).
+    """
     options = (options or PruneOptions()).with_(**kwargs).check()
-    ratio, criterion, round_to = options.ratio, options.criterion, options.round_to
+    budgets, skipped = group_budgets(dg, options, history)
+    return plan_for_level(dg, budgets, options, options.ratio if level is None else level, skipped)
+
+
+def group_budgets(dg: DependencyGraph, options: PruneOptions,
+                  history: dict[int, tuple[int, int]] | None = None) -> tuple[list[GroupBudget], tuple[str, ...]]:
+    """Normalized scores and fixed ratios of every group the options let us prune; why others are skipped."""
     protected = set()
     for pattern in options.ignore:
         protected.update(g.id for g in dg.groups_matching(pattern))
+    fixed: dict[int, float] = {}
+    for pattern, ratio in options.ratio_for:  # a later pattern wins over an earlier one
+        fixed.update((g.id, ratio) for g in dg.groups_matching(pattern))
     rng = np.random.default_rng(options.seed)
-    decisions, skipped = [], []
+    budgets, skipped = [], []
     for group in dg.prunable_groups():
         if group.id in protected:
             skipped.append(f"group {group.id} ({group.root}): ignored by --ignore")
             continue
-        count = n_to_remove(group.size, ratio, round_to)
-        if count == 0:
-            continue
-        scores = CRITERIA[criterion](dg, group, rng)
-        removed = tuple(sorted(int(k) for k in np.argsort(scores, kind="stable")[:count]))
-        decisions.append(GroupDecision(group.id, str(group.root), group.size, removed))
-    plan = Plan(tuple(decisions), criterion, ratio, tuple(skipped))
-    return keep_every_end_alive(dg, plan)
+        size0, removed_before = (history or {}).get(group.id, (group.size, 0))
+        scores = normalize(CRITERIA[options.criterion](dg, group, rng))
+        budgets.append(GroupBudget(group.id, group.size, scores, fixed.get(group.id), size0, removed_before))
+    return budgets, tuple(skipped)
+
+
+def plan_for_level(dg: DependencyGraph, budgets: list[GroupBudget], options: PruneOptions, level: float,
+                   skipped: tuple[str, ...] = ()) -> Plan:
+    """The plan that removes, from each group, its allocated number of lowest-scored channels."""
+    counts = allocate(budgets, level, global_rank=options.global_rank, max_ratio=options.max_ratio,
+                      round_to=options.round_to)
+    decisions = []
+    for b in budgets:
+        count = counts.get(b.group, 0)
+        if count:
+            removed = tuple(sorted(int(k) for k in np.argsort(b.scores, kind="stable")[:count]))
+            decisions.append(GroupDecision(b.group, str(dg.groups[b.group].root), b.size, removed))
+    return keep_every_end_alive(dg, Plan(tuple(decisions), options.criterion, level, tuple(skipped)))
 
 
 def keep_every_end_alive(dg: DependencyGraph, plan: Plan) -> Plan:

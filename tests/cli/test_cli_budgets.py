@@ -1,0 +1,54 @@
+"""Budget options on the command line: they reach the plan; bad values are one-line errors."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from onnxprune.cli import main
+from support.architectures import ARCHITECTURES
+from support.small_models import save
+
+
+def call(capfd, args):
+    code = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def resnet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return Path(save(ARCHITECTURES["resnet_basic"](), tmp_path / "resnet.onnx"))
+
+
+def decisions(path="r.json"):
+    return {d["group"]: (d["channels"], len(d["removed"])) for d in json.loads(Path(path).read_text())["decisions"]}
+
+
+def test_global_max_ratio_and_ratio_for_reach_the_plan(resnet, capfd):
+    code, _, err = call(capfd, ["-q", resnet, "o.onnx", "--runs", "0", "--global", "--ratio", "0.5",
+                                "--max-ratio", "0.6", "--report", "r.json"])
+    assert code == 0, err
+    report = json.loads(Path("r.json").read_text())
+    assert report["options"]["global_rank"] is True and report["options"]["max_ratio"] == 0.6
+    assert all(n <= int(size * 0.6) for size, n in decisions().values())
+    assert report["valid"]["onnxruntime"] is True
+    code, _, err = call(capfd, ["-q", resnet, "o2.onnx", "--no-validate", "--ratio", "0.5",
+                                "--ratio-for", "^Conv_0$=0.25", "--report", "r2.json"])
+    assert code == 0, err
+    by_group = decisions("r2.json")
+    assert by_group[0] == (16, 4) and all(n == size // 2 for g, (size, n) in by_group.items() if g != 0)
+
+
+@pytest.mark.parametrize("options,fragment", [
+    (["--max-ratio", "0"], "--max-ratio must be in (0, 1]"),
+    (["--ratio-for", "Conv"], "--ratio-for 'Conv': expected REGEX=RATIO"),
+    (["--ratio-for", "Conv=1.2"], "--ratio-for Conv=1.2: the ratio must be in [0, 1)"),
+    (["--ratio-for", "Conv_([=0.5"], "--ratio-for 'Conv_([': bad regular expression"),
+])
+def test_bad_budget_options_are_one_line_errors(resnet, capfd, options, fragment):
+    code, out, err = call(capfd, [resnet, "out.onnx", *options])
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
+    assert sorted(os.listdir(".")) == ["resnet.onnx"]
