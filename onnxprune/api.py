@@ -89,16 +89,19 @@ class Pruner:
         return count_macs(self.graph, self.registry)
 
     # --- pruning
-    def plan(self, options: PruneOptions | None = None, **kwargs) -> Plan:
-        return make_plan(self.depgraph, options, **kwargs)
+    def plan(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
+             provider: str = "cpu", **kwargs) -> Plan:
+        """A plan for the current graph; ``data``: calibration samples for data-driven criteria."""
+        return make_plan(self.depgraph, options, data=data, provider=provider, **kwargs)
 
     def apply(self, plan: Plan) -> None:
         """Apply a plan made on the current graph; group ids refer to the current groups."""
         self._set(self._reinfer(apply_plan(self.depgraph, plan)))
         self.plans.append(plan)
 
-    def prune(self, options: PruneOptions | None = None, **kwargs) -> Plan:
-        plan = self.plan(options, **kwargs)
+    def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
+              provider: str = "cpu", **kwargs) -> Plan:
+        plan = self.plan(options, data=data, provider=provider, **kwargs)
         self.apply(plan)
         return plan
 

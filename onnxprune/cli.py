@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import onnx_in, onnx_out
 from .api import Pruner, PruneOptions, ensure_distinct, ensure_writable, timed
-from .errors import OnnxPruneError
+from .errors import OnnxPruneError, PlanError
 from .importance import CRITERIA
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .validate import PROVIDERS, check
@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(prune)
     prune.add_argument("output", help="where to write the pruned model (never the input)")
     prune.add_argument("--ratio", type=float, default=0.5, help="fraction of each group's channels to remove")
-    prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l2", help="channel importance")
+    prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l2",
+                       help="channel importance (activation, output: need --calib)")
+    prune.add_argument("--calib", metavar="FILE.npz|DIR",
+                       help="calibration samples (one array per model input, samples on axis 0)")
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     prune.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                        help="regex on node names whose output channels stay (repeatable)")
@@ -124,10 +127,13 @@ def run_prune(args, progress) -> Report:
     options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
                            max_ratio=args.max_ratio, ratio_for=tuple(args.ratio_for)).check()
+    if CRITERIA[options.criterion].data_driven and not args.calib:
+        raise PlanError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     report = Report(input=args.input, output=None, options=options.to_dict())
     pruner = _load(args, report, progress)
+    data = pruner.load_calibration(args.calib) if args.calib else None
     with timed(progress, "plan") as t:
-        plan = pruner.plan(options)
+        plan = pruner.plan(options, data=data, provider=args.provider)
     report.timings_s["plan"] = t.seconds
     record_plan(plan, report, pruner.depgraph)
     with timed(progress, "rewrite") as t:

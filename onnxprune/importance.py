@@ -1,42 +1,77 @@
 """Group-level importance: one score per group channel, aggregated over every
-coupled parameter (DepGraph), so a channel is kept if any member needs it."""
+end of the group (DepGraph), so a channel is kept if any member needs it.
+
+A criterion takes a :class:`~onnxprune.scoring.ScoringContext` and a group and
+returns one non-negative score per group channel; lower goes first. Scores
+only need to rank channels within their group: the planner puts every
+group's scores on one scale (divided by the group mean) before any ranking
+across groups. Data-driven criteria also say which tensors they need
+(``needs``), so the planner collects them for all groups in one pass.
+
+Readers of a group are found from the dependency graph alone, with no
+operator names: a node *contracts* the group's channels when a data input
+and a constant (its weight) are in the group but none of its outputs is
+(Conv/Gemm/MatMul reading the channels; a BatchNorm or Add keeps them on its
+output and so does not contract). The weight rows at the group's indices are
+what reads each channel.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .depgraph import DependencyGraph, End, EndKind, Group
+from .rules import Side
+from .scoring import Collect, Need, ScoringContext, index_rows
 
-Criterion = Callable[[DependencyGraph, Group, np.random.Generator], np.ndarray]
+ScoreFn = Callable[[ScoringContext, Group], np.ndarray]
+NeedsFn = Callable[[ScoringContext, Group], list[Need]]
 
 
+@dataclass(frozen=True)
+class Criterion:
+    """A scoring function, and for data-driven ones the statistics it reads."""
+
+    score: ScoreFn
+    needs: NeedsFn | None = None
+    doc: str = ""
+
+    @property
+    def data_driven(self) -> bool:
+        return self.needs is not None
+
+    def __call__(self, ctx: ScoringContext, group: Group) -> np.ndarray:
+        return self.score(ctx, group)
+
+
+# ------------------------------------------------------------------ helpers
 def _param_rows(graph, end: End) -> np.ndarray:
     """The parameter as a 2D array: one row per index of the end's (flattened) axes."""
-    value = np.asarray(graph.params[end.tensor], dtype=np.float64)
-    rest = [a for a in range(value.ndim) if a not in end.axes]
-    moved = np.transpose(value, list(end.axes) + rest)
-    return moved.reshape(int(np.prod([value.shape[a] for a in end.axes])), -1)
+    return index_rows(graph.params[end.tensor], end.axes)
 
 
-def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.ndarray:
-    total = np.zeros(group.size)
-    members = [e for e in group.ends if e.kind == EndKind.PARAM] if ends is None else ends
-    for end in members:
-        per_index = (np.abs(_param_rows(dg.graph, end)) ** power).sum(axis=1)
-        score = np.array([per_index[ch[end]].sum() if end in ch else 0.0 for ch in group.channels])
+def _per_channel(group: Group, end: End, per_index: np.ndarray) -> np.ndarray:
+    """Sum a per-index quantity over each group channel's indices at ``end``."""
+    return np.array([per_index[ch[end]].sum() if end in ch else 0.0 for ch in group.channels])
+
+
+def _sum_of_members(members: list[np.ndarray]) -> np.ndarray:
+    """Each member divided by its mean, then summed: every member counts equally, whatever its scale."""
+    total = np.zeros(len(members[0])) if members else np.zeros(0)
+    for score in members:
         mean = score.mean()
         if mean > 0:
-            total += score / mean  # each member counts equally, whatever its scale
+            total = total + score / mean
     return total
 
 
-def l1(dg, group, rng):
-    return _norm_score(dg, group, 1)
-
-
-def l2(dg, group, rng):
-    return _norm_score(dg, group, 2)
+def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.ndarray:
+    members = [e for e in group.ends if e.kind == EndKind.PARAM] if ends is None else ends
+    per_member = [_per_channel(group, end, (np.abs(_param_rows(dg.graph, end)) ** power).sum(axis=1))
+                  for end in members]
+    return _sum_of_members(per_member) if per_member else np.zeros(group.size)
 
 
 def roles_in(dg: DependencyGraph, group: Group, role: str) -> list[End]:
@@ -53,14 +88,131 @@ def roles_in(dg: DependencyGraph, group: Group, role: str) -> list[End]:
     return found
 
 
-def bn_scale(dg, group, rng):
+@dataclass(frozen=True)
+class Contraction:
+    """A node that mixes the group's channels away: ``data`` is the input it reads
+    them on, ``weights`` the group's parameter ends it reads them with."""
+
+    node: str
+    data: End
+    weights: tuple[End, ...]
+
+
+def contractions(dg: DependencyGraph, group: Group) -> list[Contraction]:
+    """The group's readers: nodes with a data input and a weight in the group and no output in it."""
+    graph = dg.graph
+    ends_of: dict[str, list[End]] = {}
+    for end in group.ends:
+        if end.kind == EndKind.OP:
+            ends_of.setdefault(end.node, []).append(end)
+    weights_of: dict[str, list[End]] = {}
+    for end in group.ends:
+        if end.kind == EndKind.PARAM:
+            for node, _slot in graph.consumers.get(end.tensor, []):
+                weights_of.setdefault(node.name, []).append(end)
+    found = []
+    for node, ends in ends_of.items():
+        if any(e.port.side == Side.OUT for e in ends) or node not in weights_of:
+            continue
+        data = [e for e in ends if e.port.side == Side.IN and e.tensor not in graph.params]
+        if data:
+            found.append(Contraction(node, data[0], tuple(dict.fromkeys(weights_of[node]))))
+    return found
+
+
+def produced_ends(dg: DependencyGraph, group: Group) -> list[End]:
+    """One end per tensor the group's channels are produced on (node outputs, not constants)."""
+    seen, ends = set(), []
+    for end in group.ends:
+        if end.kind == EndKind.OP and end.port.side == Side.OUT and (end.tensor, end.axes) not in seen:
+            seen.add((end.tensor, end.axes))
+            ends.append(end)
+    return ends
+
+
+def read_ends(dg: DependencyGraph, group: Group) -> list[End]:
+    """The tensors the group's channels are read on by the next layers (one end each);
+    where nothing contracts them, every tensor they are produced on."""
+    seen, ends = set(), []
+    for c in contractions(dg, group):
+        if (c.data.tensor, c.data.axes) not in seen:
+            seen.add((c.data.tensor, c.data.axes))
+            ends.append(c.data)
+    return ends or produced_ends(dg, group)
+
+
+def weight_energy(dg: DependencyGraph, group: Group, contraction: Contraction) -> np.ndarray | None:
+    """Squared norm of the weight row reading each index of the data end (None if the
+    group's indices at data and weight cannot be paired one to one)."""
+    n = dg.size(contraction.data)
+    energy = np.zeros(n)
+    for weight in contraction.weights:
+        rows = (_param_rows(dg.graph, weight) ** 2).sum(axis=1)
+        for ch in group.channels:
+            at_data, at_weight = ch.get(contraction.data), ch.get(weight)
+            if at_data is None or at_weight is None:
+                continue
+            if len(at_data) != len(at_weight):
+                return None
+            energy[at_data] += rows[at_weight]
+    return energy
+
+
+# ------------------------------------------------------------------ weight-only criteria
+def l1(ctx: ScoringContext, group: Group) -> np.ndarray:
+    return _norm_score(ctx.dg, group, 1)
+
+
+def l2(ctx: ScoringContext, group: Group) -> np.ndarray:
+    return _norm_score(ctx.dg, group, 2)
+
+
+def bn_scale(ctx: ScoringContext, group: Group) -> np.ndarray:
     """Network Slimming: |gamma| of the group's BatchNorm scales (L2 if it has none)."""
-    ends = roles_in(dg, group, "bn_scale")
-    return _norm_score(dg, group, 1, ends) if ends else l2(dg, group, rng)
+    ends = roles_in(ctx.dg, group, "bn_scale")
+    return _norm_score(ctx.dg, group, 1, ends) if ends else l2(ctx, group)
 
 
-def random(dg, group, rng):
-    return rng.random(group.size)
+def random(ctx: ScoringContext, group: Group) -> np.ndarray:
+    return ctx.rng.random(group.size)
 
 
-CRITERIA: dict[str, Criterion] = {"l1": l1, "l2": l2, "bn-scale": bn_scale, "random": random}
+# ------------------------------------------------------------------ data-driven criteria
+def _stats_needs(ctx: ScoringContext, group: Group) -> list[Need]:
+    return [Need(e.tensor, e.axes) for e in read_ends(ctx.dg, group)]
+
+
+def activation(ctx: ScoringContext, group: Group) -> np.ndarray:
+    """Mean |activation| per channel, on the tensors the next layers read (after the
+    activation function: a dead ReLU channel scores zero however large its weights)."""
+    members = [_per_channel(group, e, ctx.stats(e.tensor, e.axes).mean_abs) for e in read_ends(ctx.dg, group)]
+    return _sum_of_members(members)
+
+
+def output(ctx: ScoringContext, group: Group) -> np.ndarray:
+    """A channel's share of its readers' output energy: E[x_c^2] times the squared norm of
+    the weight rows reading channel c, per reader (each reader counting equally).
+
+    Without a reader (nothing contracts the group), E[x_c^2] of the produced tensors.
+    """
+    members = []
+    for c in contractions(ctx.dg, group):
+        energy = weight_energy(ctx.dg, group, c)
+        moment = ctx.stats(c.data.tensor, c.data.axes).second_moment
+        if energy is None:  # indices not paired (grouped readers): energy of the channel's weights, summed
+            members.append(_per_channel(group, c.data, moment) * _norm_score(ctx.dg, group, 2, list(c.weights)))
+        else:
+            members.append(_per_channel(group, c.data, moment * energy))
+    if not members:
+        members = [_per_channel(group, e, ctx.stats(e.tensor, e.axes).second_moment) for e in read_ends(ctx.dg, group)]
+    return _sum_of_members(members)
+
+
+CRITERIA: dict[str, Criterion] = {
+    "l1": Criterion(l1, doc="L1 norm summed over every coupled parameter"),
+    "l2": Criterion(l2, doc="L2 norm summed over every coupled parameter"),
+    "bn-scale": Criterion(bn_scale, doc="BatchNorm |gamma| (Network Slimming)"),
+    "random": Criterion(random, doc="random (seeded)"),
+    "activation": Criterion(activation, _stats_needs, doc="mean |activation| on calibration data"),
+    "output": Criterion(output, _stats_needs, doc="E[x^2] x squared norm of the weights reading the channel"),
+}

@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .budget import GroupBudget, allocate, n_to_remove, normalize  # noqa: F401 (n_to_remove: re-exported)
+from .calibration import CalibrationSet
 from .depgraph import DependencyGraph
 from .importance import CRITERIA
 from .options import PruneOptions
+from .scoring import ScoringContext
 
 
 @dataclass(frozen=True)
@@ -43,35 +45,47 @@ class Plan:
 
 
 def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level: float | None = None,
-              history: dict[int, tuple[int, int]] | None = None, **kwargs) -> Plan:
+              history: dict[int, tuple[int, int]] | None = None, data: CalibrationSet | None = None,
+              provider: str = "cpu", **kwargs) -> Plan:
     """Score every prunable group and choose its channels to remove (``kwargs``: PruneOptions fields).
 
     ``level`` replaces ``options.ratio`` (the uniform ratio, or the global
     fraction with ``global_rank``): the target searches vary it. ``history``
     maps a group id to (original size, channels removed in earlier steps).
+    ``data`` is the calibration data data-driven criteria need (their
+    statistics are collected for every group in one pass, before any scoring).
     """
     options = (options or PruneOptions()).with_(**kwargs).check()
-    budgets, skipped = group_budgets(dg, options, history)
+    budgets, skipped = group_budgets(dg, options, history, data, provider)
     return plan_for_level(dg, budgets, options, options.ratio if level is None else level, skipped)
 
 
-def group_budgets(dg: DependencyGraph, options: PruneOptions,
-                  history: dict[int, tuple[int, int]] | None = None) -> tuple[list[GroupBudget], tuple[str, ...]]:
+def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int, tuple[int, int]] | None = None,
+                  data: CalibrationSet | None = None, provider: str = "cpu"
+                  ) -> tuple[list[GroupBudget], tuple[str, ...]]:
     """Normalized scores and fixed ratios of every group the options let us prune; why others are skipped."""
+    criterion = CRITERIA[options.criterion]
+    context = ScoringContext(dg, np.random.default_rng(options.seed), data, provider)
+    if criterion.data_driven:
+        context.require_data(options.criterion)  # before any slow work
     protected = set()
     for pattern in options.ignore:
         protected.update(g.id for g in dg.groups_matching(pattern))
     fixed: dict[int, float] = {}
     for pattern, ratio in options.ratio_for:  # a later pattern wins over an earlier one
         fixed.update((g.id, ratio) for g in dg.groups_matching(pattern))
-    rng = np.random.default_rng(options.seed)
-    budgets, skipped = [], []
+    groups, skipped = [], []
     for group in dg.prunable_groups():
         if group.id in protected:
             skipped.append(f"group {group.id} ({group.root}): ignored by --ignore")
             continue
+        groups.append(group)
+    if criterion.data_driven:  # one streaming pass for every group's statistics
+        context.collect([n for group in groups for n in criterion.needs(context, group)], options.criterion)
+    budgets = []
+    for group in groups:
         size0, removed_before = (history or {}).get(group.id, (group.size, 0))
-        scores = normalize(CRITERIA[options.criterion](dg, group, rng))
+        scores = normalize(criterion(context, group))
         budgets.append(GroupBudget(group.id, group.size, scores, fixed.get(group.id), size0, removed_before))
     return budgets, tuple(skipped)
 

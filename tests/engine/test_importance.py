@@ -6,6 +6,7 @@ from onnxprune import onnx_in
 from onnxprune.depgraph import DependencyGraph
 from onnxprune.importance import CRITERIA, roles_in
 from onnxprune.plan import make_plan
+from onnxprune.scoring import ScoringContext
 from support.small_models import conv_chain
 
 BIG, TINY = 3, 5  # channels of Conv_0 made important / unimportant
@@ -13,7 +14,7 @@ BIG, TINY = 3, 5  # channels of Conv_0 made important / unimportant
 
 def scores(dg, criterion, group=None, seed=0):
     group = group or dg.group_of("Conv_0")
-    return CRITERIA[criterion](dg, group, np.random.default_rng(seed))
+    return CRITERIA[criterion](ScoringContext(dg, np.random.default_rng(seed)), group)
 
 
 def edited(bn=True, weight_scale=None, gamma_scale=None):
@@ -109,4 +110,6 @@ def test_random_is_seeded():
 
 
 def test_criteria_names():
-    assert set(CRITERIA) == {"l1", "l2", "bn-scale", "random"}
+    assert {"l1", "l2", "bn-scale", "random", "activation", "output"} <= set(CRITERIA)
+    assert not any(CRITERIA[name].data_driven for name in ("l1", "l2", "bn-scale", "random"))
+    assert all(CRITERIA[name].data_driven for name in ("activation", "output"))

@@ -1,0 +1,171 @@
+"""Data-driven criteria: each ranks a planted case correctly, statistics come from one
+streaming pass for all groups, and they refuse to run without calibration data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxprune import onnx_in, scoring
+from onnxprune.calibration import CalibrationSet
+from onnxprune.depgraph import DependencyGraph
+from onnxprune.errors import PlanError
+from onnxprune.importance import CRITERIA, contractions, read_ends
+from onnxprune.plan import make_plan
+from onnxprune.scoring import ScoringContext
+from support.small_models import conv_chain, residual
+
+SILENT, MUTED, DEAD = 2, 5, 6  # Conv_0 channels: reads a silent input / read by zero weights / dead ReLU
+QUIET_INPUT = 2  # the input channel the calibration data leaves at zero
+
+
+def planted():
+    """conv_chain without BN, edited so that, on data whose input channel QUIET_INPUT is 0:
+
+    - Conv_0 channel SILENT has the largest weights but reads only that input channel
+      (its activation is exactly zero on the data, not on random inputs);
+    - channel MUTED is active, but Conv_1's weights reading it are zero;
+    - channel DEAD is a dead ReLU: large weights, a bias far below zero.
+    """
+    graph = onnx_in.from_model(conv_chain(bn=False))
+    conv0, conv1 = graph.node_by_name["Conv_0"], graph.node_by_name["Conv_1"]
+    w0, b0, w1 = (graph.params[conv0.inputs[1]].copy(), graph.params[conv0.inputs[2]].copy(),
+                  graph.params[conv1.inputs[1]].copy())
+    w0[SILENT] = 0.0
+    w0[SILENT, QUIET_INPUT] = 5.0
+    b0[SILENT] = 0.0
+    w0[DEAD] *= 3.0
+    b0[DEAD] = -1000.0
+    w1[:, MUTED] = 0.0
+    graph.params.update({conv0.inputs[1]: w0, conv0.inputs[2]: b0, conv1.inputs[1]: w1})
+    return DependencyGraph(graph)
+
+
+def calib(n=24, seed=0, quiet=True):
+    x = np.random.default_rng(seed).standard_normal((n, 3, 8, 8)).astype(np.float32)
+    if quiet:
+        x[:, QUIET_INPUT] = 0.0
+    return CalibrationSet({"input": x})
+
+
+def scores(dg, criterion, data, node="Conv_0"):
+    return CRITERIA[criterion](ScoringContext(dg, data=data), dg.group_of(node))
+
+
+def test_readers_are_found_without_operator_names():
+    dg = planted()
+    group = dg.group_of("Conv_0")
+    (reader,) = contractions(dg, group)
+    assert reader.node == "Conv_1" and reader.data.tensor == dg.graph.node_by_name["Relu_0"].outputs[0]
+    assert [w.tensor for w in reader.weights] == [dg.graph.node_by_name["Conv_1"].inputs[1]]
+    assert [e.tensor for e in read_ends(dg, group)] == [reader.data.tensor]
+
+
+def test_activation_ranks_zero_activations_first_where_weights_would_keep_them():
+    dg = planted()
+    s = scores(dg, "activation", calib())
+    assert s[SILENT] == 0.0 and s[DEAD] == 0.0
+    assert set(np.argsort(s, kind="stable")[:2]) == {SILENT, DEAD}
+    assert s[MUTED] > 0  # active: activation does not look at the readers' weights
+    l2 = scores(dg, "l2", None)
+    assert l2[SILENT] > np.median(l2) and l2[DEAD] == l2.max()  # weight norms keep both
+
+
+def test_output_ranks_channels_nobody_reads_first():
+    dg = planted()
+    s = scores(dg, "output", calib())
+    assert s[MUTED] == 0.0 and s[SILENT] == 0.0 and s[DEAD] == 0.0
+    assert set(np.argsort(s, kind="stable")[:3]) == {SILENT, MUTED, DEAD}
+    assert np.all(np.delete(s, [SILENT, MUTED, DEAD]) > 0)
+
+
+def test_output_is_second_moment_times_reader_weight_energy():
+    dg = planted()
+    data = calib()
+    ctx = ScoringContext(dg, data=data)
+    group = dg.group_of("Conv_0")
+    relu = dg.graph.node_by_name["Relu_0"].outputs[0]
+    x = np.concatenate([v[relu] for v in scoring.stream(dg.graph, [relu], data)])
+    moment = np.square(x.astype(np.float64)).mean(axis=(0, 2, 3))
+    w1 = dg.graph.params[dg.graph.node_by_name["Conv_1"].inputs[1]].astype(np.float64)
+    expected = moment * np.square(w1).sum(axis=(0, 2, 3))
+    got = CRITERIA["output"](ctx, group)
+    np.testing.assert_allclose(got, expected / expected.mean(), rtol=1e-6)
+
+
+def test_calibration_data_decides_what_random_inputs_cannot_see():
+    dg = planted()
+    on_data = make_plan(dg, ratio=0.25, criterion="activation", data=calib()).decisions[0].removed
+    on_random = make_plan(dg, ratio=0.25, criterion="activation", data=calib(quiet=False)).decisions[0].removed
+    assert set(on_data) == {SILENT, DEAD}
+    assert SILENT not in on_random and DEAD in on_random  # random inputs do drive that channel
+
+
+@pytest.mark.parametrize("criterion", ["activation", "output"])
+def test_data_driven_criteria_without_data_fail_naming_calib(criterion):
+    dg = planted()
+    with pytest.raises(PlanError, match="--calib"):
+        make_plan(dg, criterion=criterion)
+
+
+def test_missing_data_fails_before_any_streaming(monkeypatch):
+    calls = []
+    monkeypatch.setattr(scoring, "stream", lambda *a, **k: calls.append(a) or iter(()))
+    with pytest.raises(PlanError):
+        make_plan(planted(), criterion="output")
+    assert calls == []
+
+
+@pytest.mark.parametrize("criterion", ["activation", "output"])
+def test_statistics_of_every_group_come_from_one_pass(monkeypatch, criterion):
+    dg = DependencyGraph(onnx_in.from_model(residual()))
+    assert len(dg.prunable_groups()) >= 2
+    passes = []
+    real = scoring.stream
+
+    def counting(graph, tensors, *args, **kwargs):
+        passes.append(list(tensors))
+        return real(graph, tensors, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "stream", counting)
+    data = CalibrationSet({"input": np.random.default_rng(1).standard_normal((6, 3, 8, 8)).astype(np.float32)})
+    plan = make_plan(dg, ratio=0.5, criterion=criterion, data=data)
+    assert len(passes) == 1
+    wanted = {e.tensor for g in dg.prunable_groups() for e in read_ends(dg, g)}
+    assert set(passes[0]) == wanted
+    assert {d.group for d in plan.decisions} == {g.id for g in dg.prunable_groups()}
+
+
+def test_context_caches_statistics_and_counts_passes():
+    dg = planted()
+    ctx = ScoringContext(dg, data=calib(n=4))
+    relu = dg.graph.node_by_name["Relu_0"].outputs[0]
+    first = ctx.stats(relu, (1,))
+    assert ctx.stats(relu, (1,)) is first and ctx.passes == 1
+    gram = ctx.gram(relu, (1,))
+    assert ctx.passes == 2 and gram.shape == (8, 8)
+    np.testing.assert_allclose(np.diag(gram), first.second_moment, rtol=1e-9)
+
+
+def test_cli_refuses_a_data_driven_criterion_without_calib(tmp_path, capfd):
+    from onnxprune.cli import main
+    from support.small_models import save
+    model = save(conv_chain(), tmp_path / "in.onnx")
+    out = tmp_path / "out.onnx"
+    code = main([model, str(out), "--criterion", "output", "-q"])
+    err = capfd.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("onnxprune: error:") and "--calib" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("criterion", ["activation", "output"])
+def test_cli_prunes_with_calib(tmp_path, capfd, criterion):
+    from onnxprune.cli import main
+    from support.small_models import save
+    model = save(conv_chain(), tmp_path / "in.onnx")
+    data = tmp_path / "calib.npz"
+    np.savez(data, input=calib(n=8).arrays["input"])
+    out = tmp_path / "out.onnx"
+    code = main([model, str(out), "--criterion", criterion, "--calib", str(data), "--ratio", "0.5", "-q",
+                 "--no-validate"])
+    assert code == 0, capfd.readouterr().err
+    assert out.exists()
