@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
@@ -132,6 +132,52 @@ class Updates:
     inputs: dict[int, np.ndarray] = field(default_factory=dict)  # new constant input values
 
 
+class LinearForm(Protocol):
+    """A layer that is linear in one activation input, seen as a matrix product.
+
+    Recovery (least squares, bias compensation) and data-driven criteria work on
+    rows: every output position (batch x spatial, or batch x tokens) is one row;
+    ``unfold`` gives the row's inputs ``X[row, g, :]`` (im2col for convolutions)
+    and ``out_rows`` the layer's output channels, so that for each group ``g``
+
+        out_rows(y)[:, g*O:(g+1)*O] == unfold(x)[:, g, :] @ matrix()[g].T + bias()[g*O:(g+1)*O]
+
+    Column ``k`` of a group reads input channel ``g * (C_in / groups) + k_channel[k]``
+    at kernel offset ``k_offset[k]`` (0 for dense layers).
+    """
+
+    input_slot: int  # which node input is the activation x
+    in_axis: int  # channel axis of x
+    out_axis: int  # channel axis of the output tensor
+    output: str  # the tensor equal to X @ W.T + b
+    groups: int
+    k_channel: np.ndarray  # [K] input channel within the group, per column
+    k_offset: np.ndarray  # [K] flat kernel offset, per column
+    can_add_bias: bool  # whether ``store`` accepts a bias where the layer has none
+
+    def n_rows(self, x_shape: tuple[int, ...]) -> int: ...
+
+    def unfold(self, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray: ...
+
+    def out_rows(self, y: np.ndarray) -> np.ndarray: ...
+
+    def matrix(self) -> np.ndarray: ...
+
+    def bias(self) -> np.ndarray | None: ...
+
+    def store(self, matrix: np.ndarray, bias: np.ndarray | None) -> "Updates": ...
+
+
+@dataclass(frozen=True)
+class RunningStats:
+    """Where a normalization keeps statistics of its input (BatchNorm's running mean/var)."""
+
+    input_slot: int  # the normalized activation
+    axis: int  # its channel axis
+    mean_slot: int
+    var_slot: int
+
+
 CoupleFn = Callable[[NodeView, Port, tuple[int, ...]], Answer]
 RootsFn = Callable[[NodeView], list[tuple[Port, tuple[int, ...]]]]
 RewriteFn = Callable[[NodeView, dict[Port, PortChange]], Updates]
@@ -166,3 +212,8 @@ class OpSpec:
     # False where removing a channel is not the same as zeroing it (statistics over
     # channels: LayerNorm, LRN); such groups are still valid to prune, and reported
     exact: bool = True
+    # for layers linear in an activation (Conv, Gemm, MatMul with a constant weight):
+    # their matrix view, used by recovery and data-driven criteria; None where not linear
+    linear: Callable[[NodeView], LinearForm | None] | None = None
+    # for normalizations with running statistics recovery can re-estimate
+    running_stats: RunningStats | None = None

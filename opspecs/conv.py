@@ -1,5 +1,9 @@
 """Conv and ConvTranspose: input and output channels prune independently.
 
+Conv also has a matrix view (:class:`ConvForm`, im2col) for recovery and
+data-driven criteria; ConvTranspose has none yet (its unfold is a col2im
+scatter), so recovery leaves it as it is.
+
 Grouped convs keep equal-size groups: the same in-group positions go in every
 group. Depthwise convs (one input channel per group) couple input and output.
 """
@@ -11,6 +15,7 @@ from onnxprune.mapping import Modulo, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
 
 from ._common import unknown_shape
+from ._unfold import conv_pads, im2col, out_sizes
 
 
 def _layout(view: NodeView, transposed: bool):
@@ -111,6 +116,61 @@ def _macs_conv_transpose(view: NodeView) -> int:
 
 def register(registry) -> None:
     registry.register(OpSpec(("Conv",), _couple_conv, roots=_roots, rewrite=_rewrite_group,
-                             macs=_macs_conv, family="conv"))
+                             macs=_macs_conv, linear=_conv_form, family="conv"))
     registry.register(OpSpec(("ConvTranspose",), _couple_conv_transpose, roots=_roots,
                              rewrite=_rewrite_group, macs=_macs_conv_transpose, family="conv"))
+
+
+class ConvForm:
+    """Conv as a matrix product: weight [C_out, C_in/g, *k] viewed as [g, C_out/g, C_in/g * prod(k)]."""
+
+    input_slot, in_axis, out_axis, can_add_bias = 0, 1, 1, True
+
+    def __init__(self, view: NodeView):
+        self.view = view
+        self.weight = view.const(1)
+        self.groups = int(view.attr("group", 1))
+        self.output = view.tensor(OUT(0))
+        kernel = self.weight.shape[2:]
+        n = len(kernel)
+        self.kernel = list(kernel)
+        self.strides = [int(s) for s in view.attr("strides", [1] * n)]
+        self.dilations = [int(d) for d in view.attr("dilations", [1] * n)]
+        taps = int(np.prod(kernel))
+        self.k_channel = np.repeat(np.arange(self.weight.shape[1]), taps)
+        self.k_offset = np.tile(np.arange(taps), self.weight.shape[1])
+
+    def _pads(self, x_shape):
+        return conv_pads(x_shape[2:], self.kernel, self.strides, self.dilations,
+                         self.view.attr("pads", None), self.view.attr("auto_pad", "NOTSET"))
+
+    def n_rows(self, x_shape) -> int:
+        outs = out_sizes(x_shape[2:], self.kernel, self.strides, self.dilations, self._pads(x_shape))
+        return int(x_shape[0] * np.prod(outs))
+
+    def unfold(self, x, rows=None):
+        cols = im2col(x, self.kernel, self.strides, self.dilations, self._pads(x.shape), rows)
+        return cols.reshape(len(cols), self.groups, -1)
+
+    def out_rows(self, y):
+        return np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
+
+    def matrix(self):
+        return self.weight.reshape(self.groups, self.weight.shape[0] // self.groups, -1)
+
+    def bias(self):
+        return self.view.const(2) if self.view.has_input(2) else None
+
+    def store(self, matrix, bias) -> Updates:
+        inputs = {1: matrix.reshape(self.weight.shape).astype(self.weight.dtype)}
+        if bias is not None:
+            inputs[2] = np.asarray(bias, dtype=self.weight.dtype).reshape(-1)
+        return Updates(inputs=inputs)
+
+
+def _conv_form(view: NodeView):
+    """The matrix view where the weight (and bias) are constants and the input is sized."""
+    weight = view.const(1)
+    if weight is None or weight.ndim < 3 or (view.has_input(2) and view.const(2) is None):
+        return None
+    return ConvForm(view)

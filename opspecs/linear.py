@@ -1,9 +1,14 @@
-"""Gemm and MatMul: the reduced (K) axis and the output (N) axis prune independently."""
+"""Gemm and MatMul: the reduced (K) axis and the output (N) axis prune independently.
+
+Both have a matrix view (:class:`GemmForm`, :class:`MatMulForm`) for recovery
+and data-driven criteria when the weight is a constant. MatMul has no bias
+input, so its form cannot take one (recovery fits it without an intercept).
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec
+from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
 
 from ._common import broadcast, unknown_shape
 
@@ -74,8 +79,119 @@ def _macs_matmul(view: NodeView) -> int:
     return int(np.prod(y)) * int(a[-1])
 
 
+class _Dense:
+    """Shared by Gemm and MatMul: one group, each column one input feature."""
+
+    input_slot, groups = 0, 1
+
+    def _columns(self, k: int) -> None:
+        self.k_channel = np.arange(k)
+        self.k_offset = np.zeros(k, dtype=np.int64)
+
+
+class GemmForm(_Dense):
+    """Y = alpha * A' @ B' + beta * C: matrix alpha * B'^T, bias beta * C (a row vector)."""
+
+    out_axis, can_add_bias = 1, True
+
+    def __init__(self, view: NodeView):
+        self.view = view
+        self.trans_a, self.trans_b = bool(view.attr("transA", 0)), bool(view.attr("transB", 0))
+        self.alpha, self.beta = float(view.attr("alpha", 1.0)), float(view.attr("beta", 1.0))
+        self.weight = view.const(1)
+        self.in_axis = 0 if self.trans_a else 1
+        self.output = view.tensor(OUT(0))
+        self._columns(self.weight.shape[1 if self.trans_b else 0])
+
+    def n_rows(self, x_shape) -> int:
+        return int(x_shape[1] if self.trans_a else x_shape[0])
+
+    def unfold(self, x, rows=None):
+        a = x.T if self.trans_a else x
+        return (a if rows is None else a[rows])[:, None, :]
+
+    def out_rows(self, y):
+        return y
+
+    def matrix(self):
+        b = self.weight.T if self.trans_b else self.weight  # [K, N]
+        return (self.alpha * b.T)[None]
+
+    def bias(self):
+        c = self.view.const(2) if self.view.has_input(2) else None
+        if c is None or self.beta == 0:
+            return None
+        n = self.weight.shape[0 if self.trans_b else 1]
+        return self.beta * np.broadcast_to(c.reshape(-1) if c.size == n else c.reshape(()), (n,))
+
+    def store(self, matrix, bias) -> Updates:
+        b = matrix[0].T / self.alpha  # [K, N]
+        updates = Updates(inputs={1: (b.T if self.trans_b else b).astype(self.weight.dtype)})
+        if bias is not None:
+            bias = np.asarray(bias, dtype=self.weight.dtype).reshape(-1)
+            c = self.view.const(2) if self.view.has_input(2) else None
+            if c is not None and self.beta != 0 and c.size == bias.size:
+                updates.inputs[2] = (bias / self.beta).reshape(c.shape).astype(self.weight.dtype)
+            else:
+                updates.inputs[2] = bias
+                updates.attrs["beta"] = 1.0
+        return updates
+
+
+class MatMulForm(_Dense):
+    """X[..., K] @ W[K, N]: every leading position is a row; no bias."""
+
+    can_add_bias = False
+
+    def __init__(self, view: NodeView):
+        self.view = view
+        self.weight = view.const(1)
+        self.in_axis = view.rank(IN(0)) - 1
+        self.out_axis = view.rank(OUT(0)) - 1
+        self.output = view.tensor(OUT(0))
+        self._columns(self.weight.shape[0])
+
+    def n_rows(self, x_shape) -> int:
+        return int(np.prod(x_shape[:-1]))
+
+    def unfold(self, x, rows=None):
+        a = x.reshape(-1, x.shape[-1])
+        return (a if rows is None else a[rows])[:, None, :]
+
+    def out_rows(self, y):
+        return y.reshape(-1, y.shape[-1])
+
+    def matrix(self):
+        return self.weight.T[None]
+
+    def bias(self):
+        return None
+
+    def store(self, matrix, bias) -> Updates:
+        if bias is not None:
+            raise ValueError("MatMul has no bias input")
+        return Updates(inputs={1: matrix[0].T.astype(self.weight.dtype)})
+
+
+def _gemm_form(view: NodeView):
+    """Constant 2D weight; C (if any) a constant row vector or scalar, not per-row values."""
+    weight, c = view.const(1), view.const(2) if view.has_input(2) else None
+    if weight is None or weight.ndim != 2 or float(view.attr("alpha", 1.0)) == 0:
+        return None
+    if view.has_input(2) and (c is None or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2):
+        return None
+    return GemmForm(view)
+
+
+def _matmul_form(view: NodeView):
+    weight, rank = view.const(1), view.rank(IN(0))
+    if weight is None or weight.ndim != 2 or rank is None or rank < 2:
+        return None
+    return MatMulForm(view)
+
+
 def register(registry) -> None:
     registry.register(OpSpec(("Gemm",), _couple_gemm, roots=_roots_if_const_weight,
-                             macs=_macs_gemm, family="linear"))
+                             macs=_macs_gemm, linear=_gemm_form, family="linear"))
     registry.register(OpSpec(("MatMul",), _couple_matmul, roots=_roots_if_const_weight,
-                             macs=_macs_matmul, family="linear"))
+                             macs=_macs_matmul, linear=_matmul_form, family="linear"))

@@ -1,7 +1,7 @@
 """Per-channel normalizations: channel axis 1 couples input, output and every parameter."""
 from __future__ import annotations
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec
+from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, RunningStats
 
 
 def _per_channel(n_params: int, spatial_coupled: bool):
@@ -59,6 +59,7 @@ def register(registry) -> None:
     registry.register(OpSpec(("LayerNormalization",), _layer_norm, since=17, param_roles={1: "norm_scale"},
                              exact=False, family="norm"))
     registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
+                             running_stats=RunningStats(input_slot=0, axis=1, mean_slot=3, var_slot=4),
                              param_roles={1: "bn_scale"}, neutral={4: 1.0}, family="norm"))
     registry.register(OpSpec(("InstanceNormalization",), _per_channel(2, spatial_coupled=False),
                              param_roles={1: "norm_scale"}, family="norm"))
