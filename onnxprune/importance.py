@@ -25,6 +25,9 @@ import numpy as np
 from .depgraph import DependencyGraph, End, EndKind, Group
 from .rules import Side
 from .scoring import Collect, Need, ScoringContext, index_rows
+from .selection import Reader, greedy_scores
+
+MAX_GRAM = 2048  # readers with wider inputs (a Gemm after a Flatten) use only E[x_i^2], not E[x x^T]
 
 ScoreFn = Callable[[ScoringContext, Group], np.ndarray]
 NeedsFn = Callable[[ScoringContext, Group], list[Need]]
@@ -208,6 +211,65 @@ def output(ctx: ScoringContext, group: Group) -> np.ndarray:
     return _sum_of_members(members)
 
 
+def _reader_gram_kind(dg: DependencyGraph, end: End) -> Collect:
+    return Collect.GRAM if dg.size(end) <= MAX_GRAM else Collect.STATS
+
+
+def _reconstruction_needs(ctx: ScoringContext, group: Group) -> list[Need]:
+    readers = contractions(ctx.dg, group)
+    if not readers:
+        return _stats_needs(ctx, group)
+    return [Need(c.data.tensor, c.data.axes, _reader_gram_kind(ctx.dg, c.data)) for c in readers]
+
+
+def linear_reader(ctx: ScoringContext, group: Group, contraction: Contraction) -> Reader:
+    """A contraction as a linear map of its input indices, with calibration statistics.
+
+    Where the group's indices at the data input and at a weight cannot be paired
+    one to one (grouped readers), each index gets the channel's mean weight
+    energy and no cross terms (no re-fit is assumed for that reader).
+    """
+    dg, data = ctx.dg, contraction.data
+    n = dg.size(data)
+    blocks = [ch.get(data, np.empty(0, np.int64)) for ch in group.channels]
+    columns, paired = [], True
+    for weight in contraction.weights:
+        rows = _param_rows(dg.graph, weight)
+        w = np.zeros((n, rows.shape[1]))
+        for ch in group.channels:
+            at_data, at_weight = ch.get(data), ch.get(weight)
+            if at_data is None or at_weight is None:
+                continue
+            if len(at_data) != len(at_weight):
+                paired = False
+                break
+            w[at_data] = rows[at_weight]
+        columns.append(w)
+    if _reader_gram_kind(dg, data) == Collect.GRAM:
+        gram = ctx.gram(data.tensor, data.axes)
+        moment = np.diag(gram).copy()
+    else:
+        gram, moment = None, ctx.stats(data.tensor, data.axes).second_moment
+    if not paired:
+        energy = _norm_score(dg, group, 2, list(contraction.weights))
+        w = np.zeros((n, 1))
+        for k, b in enumerate(blocks):
+            if len(b):
+                w[b, 0] = np.sqrt(energy[k] / len(b))
+        return Reader(blocks, w, moment, None)
+    return Reader(blocks, np.hstack(columns), moment, gram)
+
+
+def reconstruction(ctx: ScoringContext, group: Group) -> np.ndarray:
+    """ThiNet / He et al.: greedily remove the channels whose removal least changes the
+    readers' outputs once their remaining weights are re-fitted (see :mod:`onnxprune.selection`);
+    the score is the removal order on the scale of that error. Without a reader, ``output``."""
+    readers = [linear_reader(ctx, group, c) for c in contractions(ctx.dg, group)]
+    if not readers:
+        return output(ctx, group)
+    return greedy_scores(readers, group.size)
+
+
 CRITERIA: dict[str, Criterion] = {
     "l1": Criterion(l1, doc="L1 norm summed over every coupled parameter"),
     "l2": Criterion(l2, doc="L2 norm summed over every coupled parameter"),
@@ -215,4 +277,6 @@ CRITERIA: dict[str, Criterion] = {
     "random": Criterion(random, doc="random (seeded)"),
     "activation": Criterion(activation, _stats_needs, doc="mean |activation| on calibration data"),
     "output": Criterion(output, _stats_needs, doc="E[x^2] x squared norm of the weights reading the channel"),
+    "reconstruction": Criterion(reconstruction, _reconstruction_needs,
+                                doc="greedy least-change-after-refit selection of the readers' outputs (ThiNet)"),
 }

@@ -100,7 +100,7 @@ def test_calibration_data_decides_what_random_inputs_cannot_see():
     assert SILENT not in on_random and DEAD in on_random  # random inputs do drive that channel
 
 
-@pytest.mark.parametrize("criterion", ["activation", "output"])
+@pytest.mark.parametrize("criterion", ["activation", "output", "reconstruction"])
 def test_data_driven_criteria_without_data_fail_naming_calib(criterion):
     dg = planted()
     with pytest.raises(PlanError, match="--calib"):
@@ -115,7 +115,7 @@ def test_missing_data_fails_before_any_streaming(monkeypatch):
     assert calls == []
 
 
-@pytest.mark.parametrize("criterion", ["activation", "output"])
+@pytest.mark.parametrize("criterion", ["activation", "output", "reconstruction"])
 def test_statistics_of_every_group_come_from_one_pass(monkeypatch, criterion):
     dg = DependencyGraph(onnx_in.from_model(residual()))
     assert len(dg.prunable_groups()) >= 2
@@ -157,7 +157,7 @@ def test_cli_refuses_a_data_driven_criterion_without_calib(tmp_path, capfd):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("criterion", ["activation", "output"])
+@pytest.mark.parametrize("criterion", ["activation", "output", "reconstruction"])
 def test_cli_prunes_with_calib(tmp_path, capfd, criterion):
     from onnxprune.cli import main
     from support.small_models import save
@@ -169,3 +169,97 @@ def test_cli_prunes_with_calib(tmp_path, capfd, criterion):
                  "--no-validate"])
     assert code == 0, capfd.readouterr().err
     assert out.exists()
+
+
+# ------------------------------------------------------------------ reconstruction
+PAIR, SUM = (1, 4), 6  # linear_mix: Conv_0 channel SUM = channel 1 + channel 4, with the largest weights
+
+
+def linear_mix():
+    """input[1,16,4,4] -> Conv_0 1x1 (8) -> Conv_1 1x1 (5) -> output: a linear reader of Conv_0's channels,
+    where channel SUM is exactly the sum of the PAIR channels (weights and bias), scaled up."""
+    from support.builder import GraphBuilder
+    b = GraphBuilder(seed=3, name="linear_mix")
+    x = b.input("input", [1, 16, 4, 4])
+    b.output(b.rename(b.conv(b.conv(x, 8, k=1), 5, k=1), "output"))
+    graph = onnx_in.from_model(b.build())
+    conv0 = graph.node_by_name["Conv_0"]
+    w, bias = graph.params[conv0.inputs[1]].copy(), graph.params[conv0.inputs[2]].copy()
+    w[SUM] = w[PAIR[0]] + w[PAIR[1]]
+    bias[SUM] = bias[PAIR[0]] + bias[PAIR[1]]
+    for k in PAIR + (SUM,):  # the dependent channels are the strongest: norms and energy keep them
+        w[k] *= 4.0
+        bias[k] *= 4.0
+    graph.params.update({conv0.inputs[1]: w, conv0.inputs[2]: bias})
+    return DependencyGraph(graph)
+
+
+def mix_data(n=40, seed=0):
+    return CalibrationSet({"input": np.random.default_rng(seed).standard_normal((n, 16, 4, 4)).astype(np.float32)})
+
+
+def test_reconstruction_removes_a_channel_the_others_rebuild_first():
+    dg = linear_mix()
+    s = scores(dg, "reconstruction", mix_data())
+    first = int(np.argmin(s))
+    assert first in PAIR + (SUM,)
+    second = int(np.argsort(s)[1])
+    assert s[first] < 1e-3 * (s[second] - s[first])  # rebuilding it costs (almost) nothing
+    assert second not in PAIR + (SUM,)  # once one is gone, the other two are needed
+    for weight_based in ("l2", "output"):  # by magnitude, the dependent channels look most important
+        other = scores(dg, weight_based, mix_data())
+        assert set(np.argsort(other)[-3:]) == set(PAIR + (SUM,))
+    plan = make_plan(dg, ratio=0.125, criterion="reconstruction", data=mix_data())
+    assert plan.decisions[0].removed == (first,)
+
+
+def test_removing_the_rebuildable_channel_and_refitting_restores_the_outputs():
+    """The claim behind the score: a least-squares re-fit of Conv_1 over the kept channels
+    reproduces the original outputs exactly (numpy on the same data)."""
+    dg = linear_mix()
+    data = mix_data()
+    first = int(np.argmin(scores(dg, "reconstruction", data)))
+    relu_free = dg.graph.node_by_name["Conv_0"].outputs[0]
+    x = np.concatenate([v[relu_free] for v in scoring.stream(dg.graph, [relu_free], data)])
+    x = np.moveaxis(x, 1, -1).reshape(-1, 8).astype(np.float64)
+    w1 = dg.graph.params[dg.graph.node_by_name["Conv_1"].inputs[1]][:, :, 0, 0].astype(np.float64)
+    y = x @ w1.T
+    kept = [k for k in range(8) if k != first]
+    refit, *_ = np.linalg.lstsq(x[:, kept], y, rcond=None)
+    np.testing.assert_allclose(x[:, kept] @ refit, y, atol=1e-4 * np.abs(y).max())
+
+
+def test_reconstruction_ranks_dead_and_unread_channels_first():
+    dg = planted()
+    s = scores(dg, "reconstruction", calib())
+    assert set(np.argsort(s, kind="stable")[:3]) == {SILENT, MUTED, DEAD}
+
+
+def test_greedy_matches_least_squares_on_sampled_outputs():
+    """greedy_scores against brute force: the first removal is the channel whose re-fitted
+    removal error (numpy lstsq) is smallest, and the cumulative score after two removals is
+    that pair's re-fitted error, relative to the output energy."""
+    from onnxprune.selection import Reader, greedy_scores
+    rng = np.random.default_rng(4)
+    n, m, samples = 6, 3, 400
+    mix = rng.standard_normal((n, n)) * np.array([1.0, 0.2, 1.0, 0.5, 1.0, 2.0])
+    x = rng.standard_normal((samples, n)) @ mix
+    w = rng.standard_normal((n, m))
+    y = x @ w
+    energy = np.square(y).sum()
+
+    def refit_error(removed):
+        kept = [k for k in range(n) if k not in removed]
+        coef, *_ = np.linalg.lstsq(x[:, kept], y, rcond=None)
+        return np.square(y - x[:, kept] @ coef).sum() / energy
+
+    gram = x.T @ x / samples
+    reader = Reader([np.array([k]) for k in range(n)], w, np.diag(gram).copy(), gram)
+    s = greedy_scores([reader], n)
+    order = list(np.argsort(s))
+    singles = [refit_error([k]) for k in range(n)]
+    assert order[0] == int(np.argmin(singles))
+    np.testing.assert_allclose(s[order[0]], singles[order[0]], rtol=1e-3)
+    np.testing.assert_allclose(s[order[1]], refit_error(order[:2]), rtol=1e-3)
+    assert np.all(np.diff(s[order]) > 0)  # strictly increasing in removal order
+    np.testing.assert_allclose(s[order[-1]], 1.0, rtol=1e-3)  # removing everything loses all the energy

@@ -110,6 +110,6 @@ def test_random_is_seeded():
 
 
 def test_criteria_names():
-    assert {"l1", "l2", "bn-scale", "random", "activation", "output"} <= set(CRITERIA)
+    assert {"l1", "l2", "bn-scale", "random", "activation", "output", "reconstruction"} <= set(CRITERIA)
     assert not any(CRITERIA[name].data_driven for name in ("l1", "l2", "bn-scale", "random"))
-    assert all(CRITERIA[name].data_driven for name in ("activation", "output"))
+    assert all(CRITERIA[name].data_driven for name in ("activation", "output", "reconstruction"))
