@@ -22,6 +22,7 @@ from .ir import Graph
 from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
 from .rules import Barrier, NodeView, Port, Side
+from .shapes import is_symbolic
 
 
 class EndKind(str, Enum):
@@ -143,13 +144,17 @@ class DependencyGraph:
             return key
         ends = self._ends_of(tensor, axes)
         shape = self.graph.shape(tensor)
-        size = int(np.prod([shape[a] for a in axes])) if shape is not None else None
+        symbolic = [shape[a] for a in axes if is_symbolic(shape[a])] if shape is not None else []
+        size = int(np.prod([shape[a] for a in axes])) if shape is not None and not symbolic else None
         for end in ends:
             self.nx.add_node(end, size=size, tensor=tensor)
         hub = ends[0]
         for end in ends[1:]:
             self.nx.add_edge(hub, end, kind=EdgeKind.INTER, mapping=IDENTITY, a=hub)
-        if size is None:
+        if symbolic:
+            for end in ends:
+                self._block(end, f"{tensor} has a run-time size ({symbolic[0].symbol}) along axes {list(axes)}")
+        elif size is None:
             for end in ends:
                 self._block(end, f"shape of {tensor} unknown (pass --input-shape)")
         self._dims[key] = ends
@@ -215,7 +220,11 @@ class DependencyGraph:
                 return
             if self._already_linked(end, link.port, axes):
                 continue
-            self._reach(tensor, axes)
+            key = self._reach(tensor, axes)
+            hub = self._dims[key][0]
+            if self.nx.nodes[hub]["size"] is None:  # the coupled tensor cannot be pruned: neither can this end
+                self._block(end, self.barriers.get(hub, f"shape of {tensor} unknown"))
+                return
             other = End(EndKind.OP, tensor, axes, node.name, link.port)
             self.nx.add_edge(end, other, kind=EdgeKind.INTRA, mapping=mapping, a=end)
 

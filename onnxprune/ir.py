@@ -25,6 +25,7 @@ class Value:
 
     @property
     def static_shape(self) -> tuple[int, ...] | None:
+        """Every dim as an int (symbolic dims are SymDims: ints holding their stand-in), or None."""
         if self.shape is None or not all(isinstance(d, int) for d in self.shape):
             return None
         return tuple(self.shape)  # type: ignore[arg-type]
@@ -75,6 +76,8 @@ class Graph:
     values: dict[str, Value]
     declared: dict[str, Value]  # value_info as written in the source file
     meta: ModelMeta
+    # small int tensors (shape arithmetic) whose value shape inference knows exactly
+    known: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def opset(self) -> int:
@@ -108,7 +111,12 @@ class Graph:
         return {v.name for v in self.outputs}
 
     def shape(self, name: str) -> tuple[int, ...] | None:
-        """Static shape of a tensor (params included), or None if unknown."""
+        """Shape of a tensor (params included), or None if unknown.
+
+        Symbolic (batch, sequence) dims are :class:`onnxprune.shapes.SymDim`:
+        ints at a stand-in value that remember their symbol; the engine never
+        prunes them and rewrites never write them.
+        """
         if name in self.params:
             return tuple(self.params[name].shape)
         value = self.values.get(name)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import numpy_helper
 from google.protobuf.message import DecodeError
 
+from . import shapes
 from .errors import InputError, ShapeError, UnsupportedModelError
 from .ir import Graph, ModelMeta, Node, Value
 
@@ -100,49 +101,17 @@ def check_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]
             raise ShapeError(f"--input-shape {name}: rank {len(dims)} given, model says {len(shape.dim)}")
 
 
-def infer_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> onnx.ModelProto:
-    """Run onnx shape inference (with data propagation) on a copy, fixing input dims first."""
-    check_input_shapes(model, input_shapes)
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    graph_inputs = {i.name: i for i in work.graph.input}
-    for name, dims in (input_shapes or {}).items():
-        shape = graph_inputs[name].type.tensor_type.shape
-        del shape.dim[:]
-        for d in dims:
-            shape.dim.add().dim_value = d
-    del work.graph.value_info[:]
-    try:
-        return shape_inference.infer_shapes(work, check_type=False, strict_mode=False, data_prop=True)
-    except Exception:  # inference failing on an exotic op must not stop analysis
-        return work
-
-
-def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> dict[str, list[int]]:
-    """Input shapes to analyse with: the user's, else a dynamic batch (dim 0 only) read as 1."""
-    shapes = dict(input_shapes or {})
-    initializers = {t.name for t in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in shapes or vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        dynamic = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
-        if dynamic == [0]:
-            shapes[vi.name] = [1] + [d.dim_value for d in dims[1:]]
-    return shapes
-
-
 def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> Graph:
     """Convert a (checked) ModelProto to the engine's plain representation.
 
-    ``values`` hold the shapes analysis uses (user shapes, batch 1 where the
-    batch is dynamic); ``inputs``/``outputs``/``declared`` keep what the file
-    declares, so the written model keeps its dynamic dims.
+    ``values`` hold the shapes analysis uses (see :mod:`onnxprune.shapes`:
+    symbolic dims as SymDims, dims the user fixes as ints);
+    ``inputs``/``outputs``/``declared`` keep what the file declares, so the
+    written model keeps its dynamic dims.
     """
-    inferred = infer_shapes(model, analysis_shapes(model, input_shapes))
-    values = {}
-    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        values[vi.name] = _value(vi)
+    check_input_shapes(model, input_shapes)
+    inferred, known = shapes.analysis_shapes(model, input_shapes)
+    values = {name: Value(name, elem, dims) for name, (elem, dims) in inferred.items()}
     params = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     nodes = []
     for index, proto in enumerate(model.graph.node):
@@ -174,6 +143,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
         values=values,
         declared={vi.name: _value(vi) for vi in model.graph.value_info},
         meta=meta,
+        known={name: value for name, value in known.items() if name not in params},
     )
 
 

@@ -299,16 +299,19 @@ def test_analyze_resnet_small(capfd):
     assert "graph output output" in out and "MACs      135.49M" in out
 
 
-def test_analyze_explains_unknown_shapes_and_input_shape_fixes_them(tmp_path, capfd, monkeypatch):
+def test_symbolic_dims_need_no_input_shape_and_input_shape_still_fixes_them(tmp_path, capfd, monkeypatch):
     monkeypatch.chdir(tmp_path)
     b = GraphBuilder(seed=4)
     x = b.input("input", ["N", 3, "H", "W"])
     b.output(b.rename(b.conv(b.relu(b.conv(x, 4)), 2), "output"))
     save(b.build(), "dyn.onnx")
     code, out, _ = call(capfd, ["-q", "analyze", "dyn.onnx", "--report", "r.json"])
-    assert code == 0 and "groups    0 found" in out
-    assert "not analysed: " in out and "shape of Conv_0 unknown (pass --input-shape)" in out
-    assert "shape of Conv_0 unknown (pass --input-shape)" in json.loads(Path("r.json").read_text())["unanalysed"]
+    assert code == 0 and "groups    2 found, 1 prunable (4 channels), 1 blocked" in out
+    assert "not analysed" not in out and not json.loads(Path("r.json").read_text())["unanalysed"]
+    code, out, err = call(capfd, ["-q", "dyn.onnx", "dyn_out.onnx", "--runs", "0"])
+    assert code == 0, err
+    dims = onnx.load("dyn_out.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, "H", "W"]
     code, out, _ = call(capfd, ["-q", "analyze", "dyn.onnx", "--input-shape", "input:1x3x8x8"])
     assert code == 0 and "groups    2 found, 1 prunable (4 channels), 1 blocked" in out
     assert "not analysed" not in out

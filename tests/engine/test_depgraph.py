@@ -104,13 +104,24 @@ def test_graph_input_and_ruleless_op_are_barriers_with_reasons():
     assert dg.prunable_groups() == []
 
 
-def test_unknown_shapes_are_barriers_that_ask_for_input_shape():
+def test_symbolic_spatial_dims_are_analysed_without_input_shape():
     b = GraphBuilder(seed=4)
     x = b.input("input", [1, 3, "H", "W"])
     b.output(b.rename(b.conv(b.relu(b.conv(x, 4)), 2), "output"))
     dg = dg_of(b.build())
-    reasons = set(dg.barriers.values())
-    assert "shape of Conv_0 unknown (pass --input-shape)" in reasons
+    assert [g.size for g in dg.prunable_groups()] == [4]
+    assert dg.graph.shape("Conv_0")[2].symbol == "H"
+
+
+def test_a_channel_axis_with_a_run_time_size_is_a_barrier():
+    b = GraphBuilder(seed=4)
+    x = b.input("input", ["N", 4, 8])
+    extra = b.input("extra", ["N", 4, "C"])
+    h = b.op("Concat", [b.op("MatMul", [x, b.param((8, 5))]), extra], axis=2)
+    b.output(b.rename(b.op("Relu", [h]), "output"))
+    dg = dg_of(b.build())
+    assert any("Concat_0 has a run-time size" in reason and "along axes [2]" in reason
+               for reason in dg.barriers.values()), dg.barriers
     assert dg.prunable_groups() == []
 
 

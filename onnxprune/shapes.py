@@ -1,0 +1,207 @@
+"""Every tensor's shape before analysis: channel dims concrete, batch/sequence dims symbolic.
+
+Exports compute Reshape/Expand targets at run time (Shape -> Gather -> Concat),
+which onnx's own inference does not follow. onnxruntime's symbolic shape
+inference does, symbolically in batch and sequence length; onnx inference is
+the fallback. Rules see a symbolic dim as a :class:`SymDim`: an ``int`` that
+holds a stand-in value (so row-major products and sizes keep working) and the
+symbol's name (so the engine never prunes it, and rewrites never write the
+stand-in into the model). Two SymDims are equal when their symbols are; a
+SymDim never equals a plain int, so a stand-in cannot pass for a channel count.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+from onnx import shape_inference
+
+# Stand-in values for dims that are symbolic in the model: leading (batch) dims
+# of graph inputs are read as 1, every other symbolic dim as SEQUENCE_STAND_IN.
+SEQUENCE_STAND_IN = 8
+# Largest integer tensor whose value analysis keeps (shape arithmetic, not data).
+MAX_KNOWN_ELEMENTS = 64
+
+
+class SymDim(int):
+    """A symbolic dimension analysed at a stand-in value."""
+
+    symbol: str
+
+    def __new__(cls, symbol: str, value: int):
+        dim = super().__new__(cls, int(value))
+        dim.symbol = str(symbol)
+        return dim
+
+    def __eq__(self, other):
+        return isinstance(other, SymDim) and other.symbol == self.symbol
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(("sym", self.symbol))
+
+    def __repr__(self):
+        return f"{self.symbol}(={int(self)})"
+
+    def __reduce__(self):
+        return (SymDim, (self.symbol, int(self)))
+
+
+def is_symbolic(dim) -> bool:
+    return isinstance(dim, SymDim)
+
+
+def stand_ins(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> dict[str, list[int]]:
+    """Concrete input shapes to analyse at: the user's, else 1 for a dynamic dim 0, SEQUENCE_STAND_IN elsewhere."""
+    shapes = dict(input_shapes or {})
+    initializers = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in shapes or vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            continue
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else SEQUENCE_STAND_IN)
+                           for i, d in enumerate(dims)]
+    return shapes
+
+
+def _with_inputs(model: onnx.ModelProto, shapes: dict[str, list]) -> onnx.ModelProto:
+    """A copy with the given input dims (ints, or strings for symbols) and no value_info."""
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    graph_inputs = {i.name: i for i in work.graph.input}
+    for name, dims in shapes.items():
+        shape = graph_inputs[name].type.tensor_type.shape
+        del shape.dim[:]
+        for d in dims:
+            if isinstance(d, str):
+                shape.dim.add().dim_param = d
+            else:
+                shape.dim.add().dim_value = int(d)
+    del work.graph.value_info[:]
+    return work
+
+
+def _symbolic_inputs(model: onnx.ModelProto) -> dict[str, list]:
+    """Input dims as declared, with a name for every unnamed dynamic dim."""
+    shapes, initializers = {}, {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = []
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{vi.name}_dim{i}"))
+        shapes[vi.name] = dims
+    return shapes
+
+
+def _ort_infer(model: onnx.ModelProto):
+    """(model with value_info, known values of small int tensors) from onnxruntime, or None."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:  # needs sympy
+        return None
+    logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.CRITICAL)
+    try:
+        # the loop of SymbolicShapeInference.infer_shapes, without its debug file on failure
+        engine = SymbolicShapeInference(2**31 - 1, True, True, 0)
+        engine._preprocess(model)
+        while engine.run_:
+            engine._infer_impl()
+        engine._update_output_from_vi()
+    except Exception:  # an op it cannot follow: fall back to onnx inference
+        return None
+    known = {}
+    for name, value in engine.sympy_data_.items():
+        try:
+            array = np.asarray([int(v) for v in np.asarray(value, dtype=object).reshape(-1)], dtype=np.int64)
+        except (TypeError, ValueError):  # symbolic entries: not a constant
+            continue
+        if array.size <= MAX_KNOWN_ELEMENTS:
+            known[name] = array.reshape(np.shape(value))
+    return engine.out_mp_, known
+
+
+def _onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # inference failing on an exotic op must not stop analysis
+        return model
+
+
+def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]:
+    out = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        tensor_type = vi.type.tensor_type
+        shape = None
+        if tensor_type.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                          for d in tensor_type.shape.dim)
+        out[vi.name] = (tensor_type.elem_type, shape)
+    return out
+
+
+def _infer(model: onnx.ModelProto):
+    """onnx's static dims (the spec's word), onnxruntime's symbolic dims where onnx has none."""
+    onnx_shapes = _value_shapes(_onnx_infer(model))
+    result = _ort_infer(model)
+    if result is None:
+        return onnx_shapes, {}
+    inferred, known = result
+    shapes = _value_shapes(inferred)
+    for name, (elem, dims) in onnx_shapes.items():
+        elem_o, ort_dims = shapes.get(name, (0, None))
+        shapes[name] = (elem or elem_o, _prefer_static(dims, ort_dims))
+    return shapes, known
+
+
+def _prefer_static(first, second):
+    if first is None or (second is not None and len(first) != len(second)):
+        return second if second is not None else first
+    if second is None:
+        return first
+    return tuple(a if isinstance(a, int) and a > 0 else (b if b not in (None, 0) else a) for a, b in zip(first, second))
+
+
+def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None):
+    """Shapes of every tensor for analysis, and the values of small int tensors known exactly.
+
+    Returns ``(shapes, known)``: ``shapes[name] = (elem_type, dims)`` where a dim
+    is an int (static), a :class:`SymDim` (symbolic, with its stand-in), or None;
+    ``known[name]`` holds int tensors whose value does not depend on any symbol.
+    """
+    declared = _symbolic_inputs(model)
+    symbolic, known = _infer(_with_inputs(model, declared))  # known values never depend on --input-shape
+    if input_shapes:  # dims the user fixes are analysed as static
+        symbolic, _ = _infer(_with_inputs(model, {**declared, **input_shapes}))
+    concrete_inputs = stand_ins(model, input_shapes)
+    if not concrete_inputs:
+        return symbolic, known
+    concrete, _ = _infer(_with_inputs(model, concrete_inputs))
+    merged = {}
+    for name in set(symbolic) | set(concrete):
+        elem, sym = symbolic.get(name, (0, None))
+        elem_c, conc = concrete.get(name, (0, None))
+        merged[name] = (elem or elem_c, _merge(sym, conc))
+    return merged, known
+
+
+def _merge(sym, conc):
+    """Symbolic dims keep their symbol and take the concrete run's value as stand-in."""
+    if conc is None:
+        return sym
+    if sym is None or len(sym) != len(conc):
+        return tuple(d if isinstance(d, int) else None for d in conc)
+    dims = []
+    for s, c in zip(sym, conc):
+        if isinstance(s, int) and s > 0:
+            dims.append(s)
+        elif isinstance(c, int) and c > 0:
+            dims.append(SymDim(s or "?", c) if isinstance(s, str) else c)
+        else:
+            dims.append(None)
+    return tuple(dims)
