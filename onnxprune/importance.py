@@ -24,7 +24,7 @@ import numpy as np
 
 from .depgraph import DependencyGraph, End, EndKind, Group
 from .rules import Side
-from .scoring import Collect, Need, ScoringContext, index_rows
+from .scoring import Collect, Need, ScoringContext, index_rows, linear_form, unfolded_need
 from .selection import Reader, greedy_scores
 
 MAX_GRAM = 2048  # readers with wider inputs (a Gemm after a Flatten) use only E[x_i^2], not E[x x^T]
@@ -215,11 +215,36 @@ def _reader_gram_kind(dg: DependencyGraph, end: End) -> Collect:
     return Collect.GRAM if dg.size(end) <= MAX_GRAM else Collect.STATS
 
 
+def _unfolded_form(dg: DependencyGraph, contraction: Contraction):
+    """The reader's matrix view (``OpSpec.linear``) where it sees more than the channel Gram:
+    one group, several kernel taps, not too many columns; else None."""
+    form = linear_form(dg, contraction.node)
+    data = contraction.data
+    if form is None or form.groups != 1 or data.port.slot != form.input_slot:
+        return None
+    rank = len(dg.graph.shape(data.tensor) or ())
+    if not rank or data.axes != (int(form.in_axis) % rank,):
+        return None
+    if not np.any(form.k_offset) or len(form.k_channel) > MAX_GRAM:
+        return None
+    return form
+
+
 def _reconstruction_needs(ctx: ScoringContext, group: Group) -> list[Need]:
     readers = contractions(ctx.dg, group)
     if not readers:
         return _stats_needs(ctx, group)
-    return [Need(c.data.tensor, c.data.axes, _reader_gram_kind(ctx.dg, c.data)) for c in readers]
+    return [unfolded_need(ctx.dg, c.node) if _unfolded_form(ctx.dg, c) is not None
+            else Need(c.data.tensor, c.data.axes, _reader_gram_kind(ctx.dg, c.data)) for c in readers]
+
+
+def _unfolded_reader(ctx: ScoringContext, group: Group, contraction: Contraction, form) -> Reader:
+    """Every kernel tap a column: channel k's block is the columns reading its input channels."""
+    gram = ctx.unfolded_gram(contraction.node)
+    weights = np.asarray(form.matrix()[0], dtype=np.float64).T  # [columns, outputs]
+    blocks = [np.flatnonzero(np.isin(form.k_channel, ch.get(contraction.data, np.empty(0, np.int64))))
+              for ch in group.channels]
+    return Reader(blocks, weights, np.diag(gram).copy(), gram)
 
 
 def linear_reader(ctx: ScoringContext, group: Group, contraction: Contraction) -> Reader:
@@ -229,6 +254,9 @@ def linear_reader(ctx: ScoringContext, group: Group, contraction: Contraction) -
     one to one (grouped readers), each index gets the channel's mean weight
     energy and no cross terms (no re-fit is assumed for that reader).
     """
+    form = _unfolded_form(ctx.dg, contraction)
+    if form is not None:
+        return _unfolded_reader(ctx, group, contraction, form)
     dg, data = ctx.dg, contraction.data
     n = dg.size(data)
     blocks = [ch.get(data, np.empty(0, np.int64)) for ch in group.channels]

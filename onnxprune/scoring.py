@@ -27,15 +27,18 @@ class Collect(str, Enum):
 
     STATS = "stats"  # per-index moments (ChannelStats)
     GRAM = "gram"  # the index-by-index second moment matrix E[x x^T]
+    UNFOLDED_GRAM = "unfolded_gram"  # E[u u^T] of a linear layer's unfolded input rows (im2col)
 
 
 @dataclass(frozen=True)
 class Need:
-    """A statistic of ``tensor`` over the indices of ``axes`` (flattened, row-major)."""
+    """A statistic of ``tensor`` over the indices of ``axes`` (flattened, row-major);
+    for UNFOLDED_GRAM, of the input rows of ``node``'s matrix view (``OpSpec.linear``)."""
 
     tensor: str
     axes: tuple[int, ...]
     kind: Collect = Collect.STATS
+    node: str = ""
 
 
 def index_rows(value: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -59,6 +62,46 @@ class Gram:
         product = rows @ rows.T
         self.total = product if self.total is None else self.total + product
         self.count += rows.shape[1]
+
+    @property
+    def matrix(self) -> np.ndarray:
+        if self.total is None or not self.count:
+            raise ValueError("no values seen yet")
+        return self.total / self.count
+
+
+ROWS_PER_BATCH = 256  # unfolded rows sampled per batch: im2col of a whole feature map is large
+
+
+def linear_form(dg: DependencyGraph, node: str):
+    """The matrix view a node's rule declares (``OpSpec.linear``), or None."""
+    spec = dg.spec(node)
+    return spec.linear(dg.view(node)) if spec is not None and spec.linear is not None else None
+
+
+def unfolded_need(dg: DependencyGraph, node: str) -> Need:
+    """The need for E[u u^T] of a node's unfolded input (the node must have a matrix view)."""
+    form = linear_form(dg, node)
+    tensor = dg.graph.node_by_name[node].inputs[form.input_slot]
+    return Need(tensor, (int(form.in_axis),), Collect.UNFOLDED_GRAM, node)
+
+
+class UnfoldedGram:
+    """Running E[u u^T] over a linear layer's unfolded input rows (one group), rows sampled per batch."""
+
+    def __init__(self, form, seed: int = 0):
+        self.form = form
+        self.rng = np.random.default_rng(seed)
+        self.count = 0
+        self.total: np.ndarray | None = None
+
+    def update(self, value: np.ndarray) -> None:
+        n = self.form.n_rows(value.shape)
+        rows = None if n <= ROWS_PER_BATCH else np.sort(self.rng.choice(n, ROWS_PER_BATCH, replace=False))
+        u = np.asarray(self.form.unfold(np.asarray(value), rows)[:, 0, :], dtype=np.float64)
+        product = u.T @ u
+        self.total = product if self.total is None else self.total + product
+        self.count += len(u)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -113,13 +156,20 @@ class ScoringContext:
         if not missing:
             return
         data = self.require_data(criterion)
-        accumulators = {n: (Gram(n.axes) if n.kind == Collect.GRAM else _IndexStats(n.axes)) for n in missing}
+        accumulators = {n: self._accumulator(n) for n in missing}
         tensors = list(dict.fromkeys(n.tensor for n in missing))
         self.passes += 1
         for values in stream(self.graph, tensors, data, self.provider, self.batch_size, self.progress):
             for need, acc in accumulators.items():
                 acc.update(values[need.tensor])
         self._cache.update(accumulators)
+
+    def _accumulator(self, need: Need):
+        if need.kind == Collect.GRAM:
+            return Gram(need.axes)
+        if need.kind == Collect.UNFOLDED_GRAM:
+            return UnfoldedGram(linear_form(self.dg, need.node))
+        return _IndexStats(need.axes)
 
     def stats(self, tensor: str, axes: tuple[int, ...]) -> ChannelStats:
         """Per-index moments of ``tensor`` over ``axes`` (collected now if not yet)."""
@@ -130,5 +180,11 @@ class ScoringContext:
     def gram(self, tensor: str, axes: tuple[int, ...]) -> np.ndarray:
         """E[x x^T] of ``tensor`` over the indices of ``axes`` (collected now if not yet)."""
         need = Need(tensor, tuple(axes), Collect.GRAM)
+        self.collect([need])
+        return self._cache[need].matrix  # type: ignore[union-attr]
+
+    def unfolded_gram(self, node: str) -> np.ndarray:
+        """E[u u^T] of ``node``'s unfolded input rows (its rule's matrix view; collected now if not yet)."""
+        need = unfolded_need(self.dg, node)
         self.collect([need])
         return self._cache[need].matrix  # type: ignore[union-attr]

@@ -2,7 +2,10 @@
 
 Each reader of a group (a node that contracts its channels: Conv, Gemm, MatMul)
 is seen as a linear map ``y = W^T x`` over its input indices, with the input's
-second moment ``H = E[x x^T]`` from calibration data. Removing the indices T
+second moment ``H = E[x x^T]`` from calibration data. For a kxk convolution the
+indices are the unfolded (im2col) columns its rule's matrix view declares
+(``OpSpec.linear``), so a channel is a block of kxk columns; elsewhere they
+are the input's channel indices. Removing the indices T
 and re-fitting the remaining weights by least squares (what ``--recover``
 does) leaves an output error of ``tr(W_T^T (P_TT)^-1 W_T)`` with ``P = H^-1``
 (the Optimal Brain Surgeon identity). The greedy removes, step by step, the
@@ -43,11 +46,14 @@ class Reader:
 
 
 class _State:
-    """One reader during elimination: compensated weights and inverse second moment."""
+    """One reader during elimination: compensated weights and inverse second moment,
+    both shrunk to the indices still present (``pos`` maps an input index to its row)."""
 
     def __init__(self, reader: Reader):
         self.blocks = reader.blocks
         self.w = np.asarray(reader.weights, dtype=np.float64).copy()
+        self.pos = np.arange(len(self.w))
+        self.present = np.ones(len(self.w), dtype=bool)
         if reader.gram is not None:
             h = np.asarray(reader.gram, dtype=np.float64)
             ridge = RIDGE * max(float(np.mean(np.diag(h))), 1e-12)
@@ -60,30 +66,39 @@ class _State:
             energy = float((self.diag[:, None] * self.w ** 2).sum())
         self.scale = 1.0 / energy if energy > 0 else 0.0
 
-    def cost(self, k: int) -> float:
-        """Output error added by removing channel k now (relative to the reader's energy)."""
-        b = self.blocks[k]
-        if not len(b) or not self.scale:
-            return 0.0
-        wb = self.w[b]
-        if self.p is None:
-            return float((self.diag[b, None] * wb ** 2).sum()) * self.scale
-        return float(np.sum(wb * np.linalg.solve(self.p[np.ix_(b, b)], wb))) * self.scale
+    def costs(self, channels: list[int]) -> np.ndarray:
+        """Output error each channel's removal would add now (relative to the reader's energy)."""
+        out = np.zeros(len(channels))
+        if not self.scale:
+            return out
+        for i, k in enumerate(channels):
+            b = self.pos[self.blocks[k]]
+            if not len(b):
+                continue
+            wb = self.w[b]
+            if self.p is None:
+                out[i] = float((self.diag[self.blocks[k], None] * wb ** 2).sum())
+            elif len(b) == 1:
+                out[i] = float(np.sum(wb * wb)) / self.p[b[0], b[0]]
+            else:
+                out[i] = float(np.sum(wb * np.linalg.solve(self.p[np.ix_(b, b)], wb)))
+        return out * self.scale
 
     def remove(self, channels: list[int]) -> None:
-        b = np.concatenate([self.blocks[k] for k in channels]) if channels else np.empty(0, np.int64)
+        """Drop the channels' indices; the rest of the weights take over what they did (re-fit)."""
+        gone = np.concatenate([self.blocks[k] for k in channels]) if channels else np.empty(0, np.int64)
+        b = self.pos[gone]
         if not len(b):
             return
-        if self.p is None:
-            self.w[b] = 0.0
-            return
-        q = np.linalg.inv(self.p[np.ix_(b, b)])
-        pb = self.p[:, b]
-        self.w -= pb @ (q @ self.w[b])
-        self.p -= pb @ q @ pb.T
-        self.w[b] = 0.0
-        self.p[b, :] = 0.0
-        self.p[:, b] = 0.0
+        if self.p is not None:
+            pb = self.p[:, b]
+            q = np.linalg.inv(self.p[np.ix_(b, b)])
+            self.w -= pb @ (q @ self.w[b])
+            self.p -= pb @ (q @ pb.T)
+            self.p = np.delete(np.delete(self.p, b, axis=0), b, axis=1)
+        self.w = np.delete(self.w, b, axis=0)
+        self.present[gone] = False
+        self.pos = np.where(self.present, np.cumsum(self.present) - 1, -1)
 
 
 def greedy_scores(readers: list[Reader], size: int, max_steps: int = MAX_STEPS) -> np.ndarray:
@@ -96,7 +111,7 @@ def greedy_scores(readers: list[Reader], size: int, max_steps: int = MAX_STEPS) 
     per_round = max(1, -(-size // max_steps))
     rank = 0
     while alive:
-        costs = np.array([sum(s.cost(k) for s in states) for k in alive])
+        costs = sum((s.costs(alive) for s in states), np.zeros(len(alive)))
         order = np.argsort(costs, kind="stable")[:per_round]
         chosen = [alive[i] for i in order]
         for i, k in zip(order, chosen):

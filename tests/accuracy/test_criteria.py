@@ -175,13 +175,13 @@ def test_cli_prunes_with_calib(tmp_path, capfd, criterion):
 PAIR, SUM = (1, 4), 6  # linear_mix: Conv_0 channel SUM = channel 1 + channel 4, with the largest weights
 
 
-def linear_mix():
-    """input[1,16,4,4] -> Conv_0 1x1 (8) -> Conv_1 1x1 (5) -> output: a linear reader of Conv_0's channels,
+def linear_mix(k=1):
+    """input[1,16,4,4] -> Conv_0 1x1 (8) -> Conv_1 kxk (5) -> output: a linear reader of Conv_0's channels,
     where channel SUM is exactly the sum of the PAIR channels (weights and bias), scaled up."""
     from support.builder import GraphBuilder
     b = GraphBuilder(seed=3, name="linear_mix")
     x = b.input("input", [1, 16, 4, 4])
-    b.output(b.rename(b.conv(b.conv(x, 8, k=1), 5, k=1), "output"))
+    b.output(b.rename(b.conv(b.conv(x, 8, k=1), 5, k=k), "output"))
     graph = onnx_in.from_model(b.build())
     conv0 = graph.node_by_name["Conv_0"]
     w, bias = graph.params[conv0.inputs[1]].copy(), graph.params[conv0.inputs[2]].copy()
@@ -198,8 +198,12 @@ def mix_data(n=40, seed=0):
     return CalibrationSet({"input": np.random.default_rng(seed).standard_normal((n, 16, 4, 4)).astype(np.float32)})
 
 
-def test_reconstruction_removes_a_channel_the_others_rebuild_first():
-    dg = linear_mix()
+@pytest.mark.parametrize("k", [1, 3])
+def test_reconstruction_removes_a_channel_the_others_rebuild_first(k):
+    dg = linear_mix(k)
+    needs = CRITERIA["reconstruction"].needs(ScoringContext(dg), dg.group_of("Conv_0"))
+    # a 3x3 reader is seen through its rule's matrix view (im2col): every kernel tap a column
+    assert [n.kind for n in needs] == [scoring.Collect.GRAM if k == 1 else scoring.Collect.UNFOLDED_GRAM]
     s = scores(dg, "reconstruction", mix_data())
     first = int(np.argmin(s))
     assert first in PAIR + (SUM,)
@@ -263,3 +267,15 @@ def test_greedy_matches_least_squares_on_sampled_outputs():
     np.testing.assert_allclose(s[order[1]], refit_error(order[:2]), rtol=1e-3)
     assert np.all(np.diff(s[order]) > 0)  # strictly increasing in removal order
     np.testing.assert_allclose(s[order[-1]], 1.0, rtol=1e-3)  # removing everything loses all the energy
+
+
+def test_unfolded_gram_is_the_second_moment_of_3x3_patches():
+    dg = linear_mix(3)
+    data = mix_data(n=5)
+    gram = ScoringContext(dg, data=data).unfolded_gram("Conv_1")
+    x_name = dg.graph.node_by_name["Conv_0"].outputs[0]
+    x = np.concatenate([v[x_name] for v in scoring.stream(dg.graph, [x_name], data)]).astype(np.float64)
+    padded = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    patches = [padded[n, :, i:i + 3, j:j + 3].reshape(-1) for n in range(5) for i in range(4) for j in range(4)]
+    u = np.array(patches)  # rows: positions; columns: (channel, tap), the weight's layout
+    np.testing.assert_allclose(gram, u.T @ u / len(u), rtol=1e-6, atol=1e-9)
