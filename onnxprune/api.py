@@ -23,8 +23,12 @@ from .plan import GroupDecision, Plan, make_plan
 from .registry import Registry, builtin_registry
 from .rewrite import apply_plan
 from .rules import OUT, Port
+from .schedule import Lineage, round_options
+from .targets import TOLERANCE, Fraction, SearchResult, search
 from .sharing import reshare_params, unshare_params
-from .validate import ValidationResult, check, make_inputs, validate
+from .validate import ValidationResult, check, latency_side_by_side, make_inputs, session, validate
+
+StepHook = Callable[["Pruner", int], None]
 
 
 class Pruner:
@@ -45,7 +49,8 @@ class Pruner:
         graph, self._copies = unshare_params(graph)
         self._set(graph)
         self.original_graph = graph
-        self.plans: list[Plan] = []
+        self.plans: list[Plan] = []  # every plan applied, each on the graph of its time
+        self.searches: list[SearchResult] = []  # target searches, one per round that had a target
 
     @classmethod
     def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
@@ -90,9 +95,20 @@ class Pruner:
 
     # --- pruning
     def plan(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
-             provider: str = "cpu", **kwargs) -> Plan:
-        """A plan for the current graph; ``data``: calibration samples for data-driven criteria."""
-        return make_plan(self.depgraph, options, data=data, provider=provider, **kwargs)
+             provider: str = "cpu", history: dict[int, tuple[int, int]] | None = None, **kwargs) -> Plan:
+        """One round's plan on the current graph; ``data``: calibration samples for data-driven criteria.
+
+        With a size target the budget level is searched (see targets.py); ``history`` is what earlier
+        rounds of ``--steps`` removed."""
+        options = (options or PruneOptions()).with_(**kwargs).check()
+        if options.target is None:
+            return make_plan(self.depgraph, options, data=data, provider=provider, history=history)
+        metric, target = options.target
+        result = search(self.depgraph, options, metric, target, self._fraction(metric, options, provider),
+                        history, data, provider,
+                        **({"max_evaluations": 12, "close_enough": TOLERANCE / 2} if metric == "latency" else {}))
+        self.searches.append(result)
+        return result.plan
 
     def apply(self, plan: Plan) -> None:
         """Apply a plan made on the current graph; group ids refer to the current groups."""
@@ -100,15 +116,53 @@ class Pruner:
         self.plans.append(plan)
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
-              provider: str = "cpu", **kwargs) -> Plan:
-        plan = self.plan(options, data=data, provider=provider, **kwargs)
-        self.apply(plan)
-        return plan
+              provider: str = "cpu", after_step: StepHook | None = None, **kwargs) -> Plan | None:
+        """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
+
+        Each round re-scores the model the previous one left. ``after_step(pruner, step)`` runs after every
+        round (1-based): the place for recovery, so the next round scores the recovered weights. The
+        returned plan re-applied to the original model gives the same structure (None in the rare case
+        that a group could not be followed across rounds; ``self.plans`` then holds each round's plan).
+        """
+        options = (options or PruneOptions()).with_(**kwargs).check()
+        lineage, rounds = Lineage(self.depgraph), []
+        for step in range(1, options.steps + 1):
+            plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,
+                             history=lineage.history(self.depgraph))
+            lineage.record(self.depgraph, plan)
+            self.apply(plan)
+            rounds.append(plan)
+            if after_step is not None:
+                after_step(self, step)
+        if len(rounds) == 1:
+            return rounds[0]
+        return lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
 
     def prune_group(self, group: Group, channels) -> None:
         """Remove the given channels (indices into ``group.channels``) of one group."""
         plan = Plan((GroupDecision(group.id, str(group.root), group.size, tuple(sorted(int(c) for c in channels))),))
         self.apply(plan)
+
+    def _fraction(self, metric: str, options: PruneOptions, provider: str = "cpu") -> Fraction:
+        """A pruned graph's MACs, params or latency as a fraction of the original model's."""
+        if metric == "macs":
+            base = count_macs(self.original_graph, self.registry)
+            return lambda graph: count_macs(graph, self.registry) / base
+        if metric == "params":
+            base = count_params(reshare_params(self.original_graph, self._copies))
+            return lambda graph: count_params(reshare_params(graph, self._copies)) / base
+        reference = session(self._original_model(), provider)
+        feeds = make_inputs(self.original_graph, seed=options.seed)
+
+        def latency(graph: Graph) -> float:
+            candidate = session(onnx_out.to_model(reshare_params(graph, self._copies)), provider)
+            before, after = latency_side_by_side([reference, candidate], feeds, options.latency_runs)
+            return after / before
+        return latency
+
+    def _original_model(self) -> onnx.ModelProto:
+        return self.original if self.original is not None else \
+            onnx_out.to_model(reshare_params(self.original_graph, self._copies))
 
     def _reinfer(self, graph: Graph) -> Graph:
         """Re-read the pruned graph so shapes come from onnx inference, not bookkeeping."""
@@ -119,10 +173,8 @@ class Pruner:
         return onnx_out.to_model(reshare_params(self.graph, self._copies))
 
     def validate(self, inputs: str | None = None, provider: str = "cpu", runs: int = 20) -> ValidationResult:
-        original = self.original if self.original is not None else \
-            onnx_out.to_model(reshare_params(self.original_graph, self._copies))
         feeds = make_inputs(self.original_graph, inputs)
-        return validate(original, self.to_model(), feeds, provider, runs)
+        return validate(self._original_model(), self.to_model(), feeds, provider, runs)
 
     # --- data
     def load_calibration(self, path: str | os.PathLike) -> CalibrationSet:

@@ -74,6 +74,7 @@ class Group:
     channels: list[dict[End, np.ndarray]]
     blocked: list[str] = field(default_factory=list)
     root: End | None = None
+    _layout: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -85,8 +86,24 @@ class Group:
 
     def indices(self, end: End, channels) -> np.ndarray:
         """Indices at ``end`` of the given group channels."""
-        parts = [self.channels[k].get(end, np.empty(0, np.int64)) for k in channels]
-        return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        flat, owner = self._by_end().get(end, (np.empty(0, np.int64), np.empty(0, np.int64)))
+        wanted = np.zeros(self.size, dtype=bool)
+        wanted[np.asarray(list(channels), dtype=np.int64)] = True
+        return np.unique(flat[wanted[owner]])
+
+    def _by_end(self) -> dict[End, tuple[np.ndarray, np.ndarray]]:
+        """Per end: every index the group occupies there and the channel owning it (built once:
+        budget searches ask for indices of many channel sets)."""
+        if self._layout is None:
+            parts: dict[End, tuple[list, list]] = {}
+            for k, per_end in enumerate(self.channels):
+                for end, idx in per_end.items():
+                    flat, owner = parts.setdefault(end, ([], []))
+                    flat.append(idx)
+                    owner.append(np.full(len(idx), k, dtype=np.int64))
+            self._layout = {end: (np.concatenate(f).astype(np.int64), np.concatenate(o))
+                            for end, (f, o) in parts.items()}
+        return self._layout
 
     def describe(self) -> str:
         state = "prunable" if self.prunable else ("blocked: " + "; ".join(self.blocked) if self.blocked else "fixed")

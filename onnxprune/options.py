@@ -25,6 +25,7 @@ class PruneOptions:
     target_params: float | None = None  # ... of the parameters
     target_latency: float | None = None  # ... of the measured latency
     steps: int = 1  # prune in this many rounds, re-scoring between them
+    latency_runs: int = 20  # timed runs per model and candidate for --target-latency
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore, tuple):
@@ -67,6 +68,8 @@ class PruneOptions:
             value = getattr(self, f"target_{metric}")
             if not 0.0 < value <= 1.0:
                 raise PlanError(f"--target-{metric} must be a fraction in (0, 1], got {value}")
+        if self.target_latency is not None and self.latency_runs < 1:
+            raise PlanError(f"--target-latency needs timed runs (--runs >= 1), got {self.latency_runs}")
         if self.steps < 1:
             raise PlanError(f"--steps must be >= 1, got {self.steps}")
         return self

@@ -93,8 +93,17 @@ def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int,
 def plan_for_level(dg: DependencyGraph, budgets: list[GroupBudget], options: PruneOptions, level: float,
                    skipped: tuple[str, ...] = ()) -> Plan:
     """The plan that removes, from each group, its allocated number of lowest-scored channels."""
-    counts = allocate(budgets, level, global_rank=options.global_rank, max_ratio=options.max_ratio,
-                      round_to=options.round_to)
+    return plan_for_counts(dg, budgets, options, level_counts(budgets, options, level), level, skipped)
+
+
+def level_counts(budgets: list[GroupBudget], options: PruneOptions, level: float) -> dict[int, int]:
+    """Channels each group loses at ``level`` (see budget.allocate)."""
+    return allocate(budgets, level, global_rank=options.global_rank, max_ratio=options.max_ratio,
+                    round_to=options.round_to)
+
+
+def plan_for_counts(dg: DependencyGraph, budgets: list[GroupBudget], options: PruneOptions,
+                    counts: dict[int, int], level: float, skipped: tuple[str, ...] = ()) -> Plan:
     decisions = []
     for b in budgets:
         count = counts.get(b.group, 0)
@@ -123,11 +132,14 @@ def keep_every_end_alive(dg: DependencyGraph, plan: Plan) -> Plan:
 def _emptied_end(dg, removed):
     lost: dict = {}
     for gid, chans in removed.items():
+        if not chans:
+            continue
         group = dg.groups[gid]
-        for k in chans:
-            for end, idx in group.channels[k].items():
-                lost.setdefault(end, [set(), gid])[0].update(idx.tolist())
-    for end, (indices, gid) in lost.items():
-        if len(indices) >= dg.size(end):
+        for end in group.ends:
+            idx = group.indices(end, chans)
+            if idx.size:
+                lost.setdefault(end, [[], gid])[0].append(idx)
+    for end, (parts, gid) in lost.items():
+        if len(np.unique(np.concatenate(parts))) >= dg.size(end):
             return end, gid
     return None
