@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no group loses more than this fraction of its channels")
     prune.add_argument("--ratio-for", action="append", default=[], metavar="REGEX=R",
                        help="groups of matching nodes lose R instead (repeatable; the last match wins)")
+    prune.add_argument("--target-macs", type=float, metavar="F", help="search the ratio that leaves F of the MACs")
+    prune.add_argument("--target-params", type=float, metavar="F", help="... that leaves F of the parameters")
+    prune.add_argument("--target-latency", type=float, metavar="F",
+                       help="... that leaves F of the latency (timed on --provider, --runs runs per candidate)")
+    prune.add_argument("--steps", type=int, default=1, metavar="K", help="prune in K rounds, re-scoring between")
     prune.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
     prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
@@ -126,18 +131,24 @@ def run_prune(args, progress) -> Report:
     _check_destinations(args)
     options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
-                           max_ratio=args.max_ratio, ratio_for=tuple(args.ratio_for)).check()
+                           max_ratio=args.max_ratio, ratio_for=tuple(args.ratio_for), target_macs=args.target_macs,
+                           target_params=args.target_params, target_latency=args.target_latency,
+                           steps=args.steps, latency_runs=args.runs).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise PlanError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     report = Report(input=args.input, output=None, options=options.to_dict())
     pruner = _load(args, report, progress)
     data = pruner.load_calibration(args.calib) if args.calib else None
-    with timed(progress, "plan") as t:
-        plan = pruner.plan(options, data=data, provider=args.provider)
+    original = pruner.depgraph
+    with timed(progress, "plan and rewrite") as t:
+        plan = pruner.prune(options, data=data, provider=args.provider)
     report.timings_s["plan"] = t.seconds
-    record_plan(plan, report, pruner.depgraph)
-    with timed(progress, "rewrite") as t:
-        pruner.apply(plan)
+    record_plan(plan, report, original, pruner.plans)
+    report.budget = [s.to_dict() for s in pruner.searches]
+    if plan is None and args.save_plan:
+        raise PlanError("--save-plan: the rounds of --steps could not be composed into one plan on the original "
+                        "graph (a group changed between rounds); run without --save-plan")
+    with timed(progress, "check") as t:
         model = pruner.to_model()
         check(model)
     report.timings_s["rewrite"] = t.seconds

@@ -29,6 +29,7 @@ class Report:
     valid: dict = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    budget: list[dict] = field(default_factory=list)  # size-target searches, one per round (targets.py)
     timings_s: dict = field(default_factory=dict)
 
     @staticmethod
@@ -58,7 +59,13 @@ def describe_groups(dg: DependencyGraph, report: Report) -> None:
                                 if end.kind == EndKind.OP and dg.nx.nodes[end].get("size") is None})
 
 
-def record_plan(plan: Plan, report: Report, dg: DependencyGraph) -> None:
+def record_plan(plan: Plan | None, report: Report, dg: DependencyGraph, rounds: list[Plan] = ()) -> None:
+    """The plan on the original graph (``dg``); with --steps, None when the rounds could not be composed."""
+    if plan is None:
+        report.channels_removed = sum(p.removed_channels for p in rounds)
+        report.skipped = [f"--steps: the {len(rounds)} rounds could not be composed into one plan on the "
+                          "original graph; per-group decisions are not reported"]
+        return
     report.channels_removed = plan.removed_channels
     report.decisions = [{"group": d.group, "root": d.root, "channels": d.size, "removed": list(d.removed),
                          "inexact_through": dg.inexact_nodes(dg.groups[d.group])}
@@ -104,6 +111,9 @@ def format_analysis(report: Report, verbose: bool = False) -> str:
 def format_summary(report: Report) -> str:
     lines = [format_analysis(report),
              f"removed   {report.channels_removed} channels in {len(report.decisions)} groups"]
+    for search in report.budget:
+        lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "
+                     f"({search['evaluations']} plans measured in {search['seconds']:.2f}s)")
     inexact = [d for d in report.decisions if d["inexact_through"]]
     if inexact:
         nodes = {n for d in inexact for n in d["inexact_through"]}

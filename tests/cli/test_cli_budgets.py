@@ -52,3 +52,34 @@ def test_bad_budget_options_are_one_line_errors(resnet, capfd, options, fragment
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
     assert sorted(os.listdir(".")) == ["resnet.onnx"]
+
+
+def test_target_macs_and_steps_on_the_command_line(resnet, capfd):
+    from onnxprune.api import Pruner
+    from onnxprune.plan import Plan
+
+    code, out, err = call(capfd, [resnet, "o.onnx", "--runs", "0", "--target-macs", "0.5", "--steps", "2",
+                                  "--report", "r.json", "--save-plan", "p.json"])
+    assert code == 0, err
+    report = json.loads(Path("r.json").read_text())
+    assert [round(b["target"], 3) for b in report["budget"]] == [0.75, 0.5]
+    assert abs(report["macs_ratio"] - 0.5) <= 0.02 and report["budget"][-1]["within_tolerance"]
+    assert "target    macs x0.750 asked, x0.7" in out and "target    macs x0.500 asked, x0." in out
+    assert report["options"]["steps"] == 2 and report["options"]["target_macs"] == 0.5
+    again = Pruner.load(resnet)  # the saved plan of both rounds, re-applied to the input model
+    again.apply(Plan.from_json(Path("p.json").read_text()))
+    assert again.macs() == report["macs_after"] and again.params() == report["params_after"]
+
+
+@pytest.mark.parametrize("options,fragment", [
+    (["--target-macs", "0.5", "--target-params", "0.5"], "give one target, not --target-macs and --target-params"),
+    (["--target-params", "0"], "--target-params must be a fraction in (0, 1]"),
+    (["--target-macs", "0.05", "--max-ratio", "0.2"], "--target-macs 0.05 is out of reach"),
+    (["--target-latency", "0.5", "--runs", "0"], "--target-latency needs timed runs"),
+    (["--steps", "0"], "--steps must be >= 1"),
+])
+def test_bad_targets_are_one_line_errors(resnet, capfd, options, fragment):
+    code, out, err = call(capfd, [resnet, "out.onnx", *options])
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
+    assert sorted(os.listdir(".")) == ["resnet.onnx"]
