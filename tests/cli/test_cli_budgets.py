@@ -79,7 +79,7 @@ def test_target_macs_and_steps_on_the_command_line(resnet, capfd):
     (["--steps", "0"], "--steps must be >= 1"),
 ])
 def test_bad_targets_are_one_line_errors(resnet, capfd, options, fragment):
-    code, out, err = call(capfd, [resnet, "out.onnx", *options])
+    code, out, err = call(capfd, ["-q", resnet, "out.onnx", *options])
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
     assert sorted(os.listdir(".")) == ["resnet.onnx"]
