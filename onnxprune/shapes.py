@@ -119,7 +119,7 @@ def _ort_infer(model: onnx.ModelProto):
     for name, value in engine.sympy_data_.items():
         try:
             array = np.asarray([int(v) for v in np.asarray(value, dtype=object).reshape(-1)], dtype=np.int64)
-        except (TypeError, ValueError):  # symbolic entries: not a constant
+        except (TypeError, ValueError, OverflowError):  # symbolic entries (or huge sentinels): not a constant
             continue
         if array.size <= MAX_KNOWN_ELEMENTS:
             known[name] = array.reshape(np.shape(value))

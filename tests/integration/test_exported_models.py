@@ -20,7 +20,8 @@ TODAY = {
     "bert_ts": (0, 1.0), "bert_dynamo": (0, 1.0),
     "vit_ts": (2, 0.84), "vit_dynamo": (2, 0.84),
     "gpt2_ts": (0, 1.0), "gpt2_dynamo": (0, 1.0),
-    "llama_ts": (2, 0.69), "llama_dynamo": (2, 0.70),
+    # LLaMA's attention MatMuls are counted since symbolic shape inference resolves them (0.69 before)
+    "llama_ts": (2, 0.73), "llama_dynamo": (2, 0.73),
     "swin_ts": (2, 0.64), "swin_dynamo": (2, 0.83),
     "bilstm_ts": (0, 1.0), "gru_ts": (0, 1.0),
     "gcn_ts": (0, 1.0), "gcn_dynamo": (0, 1.0),
