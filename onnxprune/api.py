@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import onnx
@@ -11,8 +10,8 @@ import onnx
 from . import onnx_in, onnx_out
 from .calibration import CalibrationSet
 from .depgraph import DependencyGraph, Group
-from .errors import InputError
 from .fidelity import Fidelity, measure
+from .files import PathPlan
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
@@ -26,7 +25,8 @@ from .rules import OUT, Port
 from .schedule import Lineage, round_options
 from .targets import TOLERANCE, Fraction, SearchResult, search
 from .sharing import reshare_params, unshare_params
-from .validate import ValidationResult, check, latency_side_by_side, make_inputs, session, validate
+from .validate import (Reference, ValidationResult, check, latency_side_by_side, make_inputs, run_reference,
+                       session, validate)
 
 StepHook = Callable[["Pruner", int], None]
 
@@ -172,9 +172,18 @@ class Pruner:
     def to_model(self) -> onnx.ModelProto:
         return onnx_out.to_model(reshare_params(self.graph, self._copies))
 
-    def validate(self, inputs: str | None = None, provider: str = "cpu", runs: int = 20) -> ValidationResult:
-        feeds = make_inputs(self.original_graph, inputs)
-        return validate(self._original_model(), self.to_model(), feeds, provider, runs)
+    def feeds(self, inputs: str | None = None, seed: int = 0) -> dict:
+        """Validation inputs: the arrays of an .npz file, or random ones (seeded) of the analysed shapes."""
+        return make_inputs(self.original_graph, inputs, seed)
+
+    def run_original(self, feeds: dict, provider: str = "cpu") -> Reference:
+        """Run the unpruned model (before pruning, so its own failures are reported as such)."""
+        return run_reference(self._original_model(), feeds, provider)
+
+    def validate(self, inputs: str | None = None, provider: str = "cpu", runs: int = 20,
+                 feeds: dict | None = None, reference: Reference | None = None) -> ValidationResult:
+        feeds = self.feeds(inputs) if feeds is None else feeds
+        return validate(self._original_model(), self.to_model(), feeds, provider, runs, reference)
 
     # --- data
     def load_calibration(self, path: str | os.PathLike) -> CalibrationSet:
@@ -202,19 +211,12 @@ class Pruner:
 
 def ensure_distinct(src: str | os.PathLike, dst: str | os.PathLike, what: str = "output") -> None:
     """Refuse to overwrite the input model (also through links or other spellings)."""
-    src_path, dst_path = Path(src), Path(dst)
-    if src_path.resolve() == dst_path.resolve() or (dst_path.exists() and src_path.exists()
-                                                    and os.path.samefile(src_path, dst_path)):
-        raise InputError(f"{what} {dst} is the input file; choose another path")
-    if dst_path.is_dir():
-        raise InputError(f"{what} {dst} is a directory; give a file name")
+    PathPlan().read("input", src).write(what, dst).check(reads_exist=False)
 
 
 def ensure_writable(dst: str | os.PathLike, what: str = "output") -> None:
     """Fail before any work when ``dst`` cannot be created, so a late write cannot leave half the results."""
-    folder = next(p for p in Path(dst).absolute().parents if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise InputError(f"{what} {dst}: {folder} is not a writable folder")
+    PathPlan().write(what, dst).check()
 
 
 Progress = Callable[[str], None]

@@ -1,22 +1,44 @@
 """Command line: ``onnxprune [prune] IN OUT --ratio R`` and ``onnxprune analyze IN``.
 
-A thin layer over :mod:`onnxprune.api`; every expected failure is one line on
-stderr and a non-zero exit, and nothing is written unless everything passed.
+A thin layer over :mod:`onnxprune.api`. The contract (also in the README):
+every failure is one line on stderr (``onnxprune: error: ...``) and an exit
+code per class (:mod:`onnxprune.errors`); every path is checked before any
+work (:mod:`onnxprune.files`); outputs are written together and atomically,
+only when everything passed; SIGINT/SIGTERM leave nothing behind.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from pathlib import Path
+import threading
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
 
 from . import onnx_in, onnx_out
-from .api import Pruner, PruneOptions, ensure_distinct, ensure_writable, timed
-from .errors import OnnxPruneError, PlanError
+from .api import Pruner, PruneOptions
+from .calibration import CalibrationSet
+from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Interrupted, NothingToPrune,
+                     OnnxPruneError, OptionError, UsageError)
+from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
+from .progress import Progress
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
-from .validate import PROVIDERS, check
+from .resources import available_memory, check_memory, parse_size
+from .validate import PROVIDERS, check, check_provider, read_inputs_file
 
 COMMANDS = ("prune", "analyze")
+DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal error
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line with a hint, not a usage block."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +46,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224",
                         help="fix an input's shape for analysis (repeatable)")
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every blocked group")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onnxprune", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="onnxprune", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     prune = sub.add_parser("prune", help="prune channels and write a smaller model (default command)")
     _common(prune)
@@ -42,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     prune.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                        help="regex on node names whose output channels stay (repeatable)")
+    prune.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
     prune.add_argument("--global", dest="global_rank", action="store_true",
                        help="rank channels across groups (normalized scores): --ratio of all channels goes")
     prune.add_argument("--max-ratio", type=float, default=1.0, metavar="R",
@@ -53,11 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--target-latency", type=float, metavar="F",
                        help="... that leaves F of the latency (timed on --provider, --runs runs per candidate)")
     prune.add_argument("--steps", type=int, default=1, metavar="K", help="prune in K rounds, re-scoring between")
-    prune.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
     prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
     prune.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
     prune.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
+    prune.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                       help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
+                            "default: the memory available now)")
     prune.add_argument("--save-plan", metavar="FILE.json", help="also write the pruning plan as JSON")
     analyze = sub.add_parser("analyze", help="show groups, what blocks them, params and MACs")
     _common(analyze)
@@ -65,23 +91,68 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(_with_command(list(sys.argv[1:] if argv is None else argv)))
-    progress = None if args.quiet else (lambda msg: print(f"[onnxprune] {msg}", file=sys.stderr))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with _signals_raise(), warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # numpy/onnx warnings never reach the user
+        try:
+            args = build_parser().parse_args(_with_command(argv))
+            progress = Progress(enabled=not args.quiet)
+            report = (run_analyze if args.command == "analyze" else run_prune)(args, progress)
+            if args.json:
+                print(report.to_json())
+            progress.flush()
+            return 0
+        except NothingToPrune as exc:
+            return _fail(f"onnxprune: nothing to prune: {exc}", exc.exit_code)
+        except OnnxPruneError as exc:
+            return _fail(f"onnxprune: error: {exc}", exc.exit_code)
+        except KeyboardInterrupt:
+            return _fail("onnxprune: error: interrupted (SIGINT); nothing written", EXIT_SIGINT)
+        except Interrupted:
+            return _fail("onnxprune: error: interrupted (SIGTERM); nothing written", EXIT_SIGTERM)
+        except MemoryError:
+            return _fail("onnxprune: error: out of memory (try --no-validate or a smaller --input-shape)", 1)
+        except OSError as exc:  # an unwritable folder, a full disk...
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _fail(f"onnxprune: error: {where}{exc.strerror or exc}", 1)
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0]
+            return _fail(f"onnxprune: error: internal error: {type(exc).__name__}: {first} "
+                         f"(a bug in onnxprune; {DEBUG_ENV}=1 shows the traceback)", EXIT_INTERNAL)
+
+
+def _fail(line: str, code: int) -> int:
+    sys.stdout.flush()
+    print(line, file=sys.stderr)
+    return code
+
+
+@contextmanager
+def _signals_raise():
+    """SIGTERM raises Interrupted and SIGINT KeyboardInterrupt, so every cleanup runs; restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise Interrupted()
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        report = run_analyze(args, progress) if args.command == "analyze" else run_prune(args, progress)
-        if args.report:
-            _write_text(args.report, report.to_json())
-    except (OnnxPruneError, OSError) as exc:  # OSError: an unwritable output folder, a full disk...
-        print(f"onnxprune: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("onnxprune: interrupted, nothing written", file=sys.stderr)
-        return 130
-    return 0
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _with_command(argv: list[str]) -> list[str]:
     """Put the command first, as argparse needs: ``-q IN OUT`` means ``prune -q IN OUT``."""
+    if any(a in ("-h", "--help") for a in argv) and not any(a in COMMANDS for a in argv):
+        return argv
     first = next((a for a in argv if not a.startswith("-")), None)
     if first in COMMANDS:
         argv.remove(first)
@@ -89,81 +160,130 @@ def _with_command(argv: list[str]) -> list[str]:
     return argv if first is None else ["prune"] + argv
 
 
-def _check_destinations(args) -> None:
-    """Every file the run will write: not the input, not a folder, in a folder we can write to."""
-    for option in ("output", "report", "save_plan"):
-        path = getattr(args, option, None)
-        if path:
-            what = "output" if option == "output" else "--" + option.replace("_", "-")
-            ensure_distinct(args.input, path, what)
-            ensure_writable(path, what)
+# ----------------------------------------------------------------------------- paths
+def paths(args) -> PathPlan:
+    """Every path the command reads and writes (add new ones here; see onnxprune.files)."""
+    plan = PathPlan().read("input", args.input)
+    plan.read("--inputs", getattr(args, "inputs", None))
+    plan.read("--calib", getattr(args, "calib", None), folder=None)  # a file or a folder
+    output = getattr(args, "output", None)
+    plan.write("output", output)
+    if output:
+        plan.write("output's external data", onnx_out.external_data_path(output))
+    plan.write("--report", args.report)
+    plan.write("--save-plan", getattr(args, "save_plan", None))
+    return plan
 
 
-def _write_text(path: str, text: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
-
-
-def _load(args, report, progress) -> Pruner:
+def _read(args, plan: PathPlan, report: Report, progress: Progress):
+    """Parse the model, add its external-data files to the path plan, check, load, check support."""
     shapes = onnx_in.parse_input_shapes(args.input_shape)
-    with timed(progress, "load") as t:
-        model = onnx_in.read_model(args.input)
+    with progress.stage("load") as stage:
+        model_file = onnx_in.open_model(args.input)
+        for file in model_file.external_files:
+            plan.read("input's external data", file)
+        plan.check()
+        model = model_file.load()
         onnx_in.check_supported(model, args.input)
         onnx_in.check_input_shapes(model, shapes)
-    report.timings_s["load"] = t.seconds
-    with timed(progress, "dependency graph") as t:
+        onnx_in.check_no_empty_inputs(model, shapes)
+    report.timings_s["load"] = stage.seconds
+    return model, shapes
+
+
+def _analyse(args, model, shapes, report: Report, progress: Progress) -> Pruner:
+    with progress.stage("dependency graph") as stage:
         pruner = Pruner.from_model(model, shapes, checked=True)
-    report.timings_s["analyze"] = t.seconds
-    describe_groups(pruner.depgraph, report)
+    report.timings_s["analyze"] = stage.seconds
+    dg = pruner.depgraph
+    if not dg.groups and not dg.barriers:
+        ops = sorted({n.op_type for n in pruner.graph.nodes})
+        what = f"its operators ({', '.join(ops)}) own no channels" if ops else "it has no operator nodes"
+        raise NothingToPrune(f"{args.input}: {what}")
+    describe_groups(dg, report)
     report.params_before, report.macs_before = pruner.params(), pruner.macs()
     return pruner
 
 
-def run_analyze(args, progress) -> Report:
-    _check_destinations(args)
+def run_analyze(args, progress: Progress) -> Report:
+    plan = paths(args).check()
     report = Report(input=args.input)
-    _load(args, report, progress)
-    print(format_analysis(report, verbose=args.verbose))
+    model, shapes = _read(args, plan, report, progress)
+    _analyse(args, model, shapes, report, progress)
+    with atomic_outputs() as out:
+        if args.report:
+            out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
+    if not args.json:
+        print(format_analysis(report, verbose=args.verbose))
     return report
 
 
-def run_prune(args, progress) -> Report:
-    _check_destinations(args)
+def _check_run_options(args) -> tuple[PruneOptions, int | None]:
     options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
                            max_ratio=args.max_ratio, ratio_for=tuple(args.ratio_for), target_macs=args.target_macs,
                            target_params=args.target_params, target_latency=args.target_latency,
                            steps=args.steps, latency_runs=args.runs).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
-        raise PlanError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
+        raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
+    if args.runs < 0:
+        raise OptionError(f"--runs must be >= 0, got {args.runs}")
+    limit = available_memory() if args.memory_limit == "auto" else parse_size(args.memory_limit)
+    if not args.no_validate:
+        check_provider(args.provider)
+    return options, limit
+
+
+def run_prune(args, progress: Progress) -> Report:
+    options, memory_limit = _check_run_options(args)
+    paths_plan = paths(args).check()
     report = Report(input=args.input, output=None, options=options.to_dict())
-    pruner = _load(args, report, progress)
-    data = pruner.load_calibration(args.calib) if args.calib else None
+    model, shapes = _read(args, paths_plan, report, progress)
+    feeds = read_inputs_file(args.inputs, onnx_in.model_inputs(model)) if args.inputs else None
+    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model)) if args.calib else None
+    pruner = _analyse(args, model, shapes, report, progress)
+    reference = None
+    if not args.no_validate:  # the original runs first: its own failures are never blamed on the pruning
+        check_memory(pruner.original_graph, memory_limit)
+        with progress.stage("run original") as stage:
+            feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
+            reference = pruner.run_original(feeds, args.provider)
+        report.timings_s["run_original"] = stage.seconds
+    if not pruner.prunable_groups():
+        raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
+                             f"('onnxprune analyze {args.input}' says why)")
     original = pruner.depgraph
-    with timed(progress, "plan and rewrite") as t:
+    with progress.stage("plan and rewrite") as stage:
         plan = pruner.prune(options, data=data, provider=args.provider)
-    report.timings_s["plan"] = t.seconds
+    report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]
     if plan is None and args.save_plan:
-        raise PlanError("--save-plan: the rounds of --steps could not be composed into one plan on the original "
-                        "graph (a group changed between rounds); run without --save-plan")
-    with timed(progress, "check") as t:
+        raise OptionError("--save-plan: the rounds of --steps could not be composed into one plan on the original "
+                          "graph (a group changed between rounds); run without --save-plan")
+    with progress.stage("check") as stage:
         model = pruner.to_model()
         check(model)
-    report.timings_s["rewrite"] = t.seconds
+    report.timings_s["rewrite"] = stage.seconds
     report.valid["checker"] = True
     report.params_after, report.macs_after = pruner.params(), pruner.macs()
-    if not args.no_validate:
-        with timed(progress, "validate") as t:
-            result = pruner.validate(args.inputs, args.provider, args.runs)
-        report.timings_s["validate"] = t.seconds
+    if reference is not None:
+        with progress.stage("validate") as stage:
+            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference)
+        report.timings_s["validate"] = stage.seconds
         report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
         report.latency_ms_before, report.latency_ms_after = result.latency_ms_before, result.latency_ms_after
         report.provider = args.provider
-    onnx_out.save(model, args.output)
     report.output = args.output
-    if args.save_plan:
-        _write_text(args.save_plan, plan.to_json())
-    print(format_summary(report))
+    with atomic_outputs() as out:
+        onnx_out.stage_model(out, model, args.output)
+        if args.save_plan and plan is not None:
+            out.stage(args.save_plan, lambda staged: staged.write_text(plan.to_json()))
+        if args.report:
+            out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
+    if not args.json:
+        print(format_summary(report))
     return report
+
+
+__all__ = ["main", "build_parser", "paths", "InputError"]

@@ -10,6 +10,7 @@ the rules in the registry.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,11 +19,16 @@ from enum import Enum
 import networkx as nx
 import numpy as np
 
+from .errors import InputError
 from .ir import Graph
 from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
-from .rules import Barrier, NodeView, Port, Side
+from .rules import Barrier, NodeView, Port, Side, call_rule, strict_default
 from .shapes import is_symbolic
+
+
+# An end longer than this joins no group (its index arrays would not fit in memory).
+MAX_END_SIZE = 1 << 24
 
 
 class EndKind(str, Enum):
@@ -113,9 +119,10 @@ class Group:
 class DependencyGraph:
     """Build from a :class:`Graph` and a rule registry; see :meth:`groups`."""
 
-    def __init__(self, graph: Graph, registry: Registry | None = None):
+    def __init__(self, graph: Graph, registry: Registry | None = None, strict: bool | None = None):
         if registry is None:
             registry = builtin_registry()
+        self.strict = strict_default() if strict is None else strict  # see rules.call_rule
         self.graph = graph
         self.registry = registry
         self.nx = nx.MultiGraph()
@@ -145,7 +152,7 @@ class DependencyGraph:
             if spec is None:
                 continue
             view = NodeView(node, self.graph)
-            for port, axes in spec.roots(view):
+            for port, axes in call_rule("roots", node, spec.roots, view, strict=self.strict):
                 self._reach(view.tensor(port), axes)
         while self._queue:
             tensor, axes = self._queue.popleft()
@@ -162,9 +169,10 @@ class DependencyGraph:
         ends = self._ends_of(tensor, axes)
         shape = self.graph.shape(tensor)
         symbolic = [shape[a] for a in axes if is_symbolic(shape[a])] if shape is not None else []
-        size = int(np.prod([shape[a] for a in axes])) if shape is not None and not symbolic else None
+        size = math.prod(int(shape[a]) for a in axes) if shape is not None and not symbolic else None
+        too_big = size is not None and size > MAX_END_SIZE  # its index arrays would not fit in memory
         for end in ends:
-            self.nx.add_node(end, size=size, tensor=tensor)
+            self.nx.add_node(end, size=None if too_big else size, tensor=tensor)
         hub = ends[0]
         for end in ends[1:]:
             self.nx.add_edge(hub, end, kind=EdgeKind.INTER, mapping=IDENTITY, a=hub)
@@ -174,6 +182,9 @@ class DependencyGraph:
         elif size is None:
             for end in ends:
                 self._block(end, f"shape of {tensor} unknown (pass --input-shape)")
+        elif too_big:
+            for end in ends:
+                self._block(end, f"{tensor} has {size} elements along axes {list(axes)}, too many to analyse")
         self._dims[key] = ends
         self._queue.append(key)
         return key
@@ -216,10 +227,7 @@ class DependencyGraph:
                              f"{node.domain + '::' if node.domain else ''}{node.op_type} at opset {opset}")
             return
         view = NodeView(node, self.graph)
-        try:
-            answer = spec.couple(view, end.port, end.axes)
-        except Exception as exc:  # a rule that cannot read this node must not prune through it
-            answer = Barrier(f"rule failed ({type(exc).__name__}: {exc})")
+        answer = call_rule("couple", node, spec.couple, view, end.port, end.axes, strict=self.strict)
         if isinstance(answer, Barrier):
             self._block(end, f"{node.op_type} {node.name}: {answer.reason}")
             return
@@ -316,7 +324,10 @@ class DependencyGraph:
             if u not in offsets or v not in offsets:
                 continue
             a, b = (u, v) if data["a"] == u else (v, u)
-            ia, ib = data["mapping"].pairs(self.size(a), self.size(b))
+            try:
+                ia, ib = data["mapping"].pairs(self.size(a), self.size(b))
+            except ValueError:
+                raise self._inconsistent(a, b) from None
             us.append(ia + offsets[a])
             vs.append(ib + offsets[b])
         if total == 0:
@@ -350,6 +361,13 @@ class DependencyGraph:
         for i, group in enumerate(groups):
             group.id = i
         return groups
+
+    def _inconsistent(self, a: End, b: End) -> InputError:
+        """Two coupled ends whose sizes cannot map: the model's parameters do not fit its channels."""
+        node = self.graph.node_by_name.get(a.node or b.node)
+        where = f"node '{node.name}' ({node.op_type})" if node else f"tensor {a.tensor}"
+        return InputError(f"inconsistent model: at {where}, {a.tensor} has {self.size(a)} channels along axes "
+                          f"{list(a.axes)} but {b.tensor} has {self.size(b)} along {list(b.axes)}")
 
     def _end_order(self, end: End):
         return (self._order.get(end.node, -1), end.kind, end.tensor, end.axes, str(end.port))

@@ -5,7 +5,7 @@ import numpy as np
 
 from .ir import Graph
 from .registry import Registry
-from .rules import NodeView
+from .rules import NodeView, call_rule
 
 
 def count_params(graph: Graph) -> int:
@@ -18,5 +18,5 @@ def count_macs(graph: Graph, registry: Registry) -> int:
     for node in graph.nodes:
         spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
         if spec is not None and spec.macs is not None:
-            total += int(spec.macs(NodeView(node, graph)))
+            total += int(call_rule("macs", node, spec.macs, NodeView(node, graph)))
     return total

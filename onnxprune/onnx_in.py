@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 from . import shapes
 from .errors import InputError, ShapeError, UnsupportedModelError
+from .files import resolve_inside
 from .ir import Graph, ModelMeta, Node, Value
 
 MIN_OPSET = 9
@@ -18,8 +20,43 @@ MIN_OPSET = 9
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 
-def read_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read and sanity-check an ONNX file, with clear errors for every bad input."""
+@dataclass
+class ModelFile:
+    """A parsed model whose external data is located (and checked) but not read yet.
+
+    Commands list :attr:`external_files` among the paths they read (see
+    :mod:`onnxprune.files`) before calling :meth:`load`.
+    """
+
+    path: Path
+    proto: onnx.ModelProto
+    external: dict[Path, list[onnx.TensorProto]] = field(default_factory=dict)
+
+    @property
+    def external_files(self) -> list[Path]:
+        return sorted(self.external)
+
+    def load(self) -> onnx.ModelProto:
+        """Read every external tensor into the model (our own reader: locations were checked in open_model)."""
+        for file, tensors in self.external.items():
+            try:
+                with open(file, "rb") as stream:
+                    for tensor in tensors:
+                        _read_external_tensor(stream, tensor, file)
+            except OSError as exc:
+                raise InputError(f"{self.path}: external data could not be read ({file.name}: "
+                                 f"{exc.strerror or exc})") from None
+        return self.proto
+
+
+def open_model(path: str | os.PathLike) -> ModelFile:
+    """Parse an ONNX file and locate its external data, with clear errors for every bad input.
+
+    Every external location (initializers, tensor attributes such as Constant
+    values, subgraphs, functions) is resolved against the model's folder by
+    :func:`onnxprune.files.resolve_inside`: absolute paths and paths that leave
+    the folder are refused, whatever onnx's own loader would do.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -31,23 +68,78 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not an ONNX model or truncated ({_first_line(exc)})") from None
-    if not model.graph.node or not model.opset_import:
-        raise InputError(f"{path}: not an ONNX model or truncated (no graph nodes or opset)")
-    if _uses_external_data(model):
-        try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing file is the latter
-            raise InputError(f"{path}: external data could not be read ({_first_line(exc)})") from None
-    return model
+    if not model.opset_import or not model.HasField("graph") or not (model.graph.node or model.graph.output):
+        raise InputError(f"{path}: not an ONNX model or truncated (no graph or opset)")
+    external: dict[Path, list[onnx.TensorProto]] = {}
+    for tensor in _all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        what = f"{path}: external data of tensor '{tensor.name}'"
+        file = resolve_inside(path.parent, info.get("location", ""), what)
+        if not file.is_file():
+            raise InputError(f"{path}: external data could not be read "
+                             f"({info['location']}: no such file next to the model)")
+        external.setdefault(file, []).append(tensor)
+    return ModelFile(path, model, external)
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file with its external data (see :func:`open_model`)."""
+    return open_model(path).load()
+
+
+def _read_external_tensor(stream, tensor: onnx.TensorProto, file: Path) -> None:
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else -1
+    except ValueError:
+        raise InputError(f"{file.name}: tensor '{tensor.name}' has a bad offset or length") from None
+    size = os.fstat(stream.fileno()).st_size
+    if offset < 0 or offset > size or (length >= 0 and offset + length > size):
+        raise InputError(f"external data {file.name} is too short for tensor '{tensor.name}' "
+                         f"(offset {offset}, length {length}, file {size} bytes)")
+    stream.seek(offset)
+    tensor.raw_data = stream.read(length)
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Every TensorProto of the model: initializers, tensor attributes, subgraphs, functions."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def _graph_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node: onnx.NodeProto):
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        if attr.HasField("sparse_tensor"):
+            yield attr.sparse_tensor.values
+            yield attr.sparse_tensor.indices
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g)
+        for sub in attr.graphs:
+            yield from _graph_tensors(sub)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
@@ -145,6 +237,23 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
         meta=meta,
         known={name: value for name, value in known.items() if name not in params},
     )
+
+
+def model_inputs(model: onnx.ModelProto) -> list[Value]:
+    """The inputs a caller feeds (initializers excluded), as the file declares them."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [_value(vi) for vi in model.graph.input if vi.name not in initializers]
+
+
+def check_no_empty_inputs(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> None:
+    """A declared zero-size dim is not dynamic: say so instead of failing later."""
+    for value in model_inputs(model):
+        shape = (input_shapes or {}).get(value.name, value.shape)
+        zero = [i for i, d in enumerate(shape or ()) if d == 0]
+        if zero:
+            raise InputError(f"input {value.name} declares a zero-size dim {zero[0]} (shape "
+                             f"{'x'.join(str(d) for d in shape)}): an empty tensor has no channels to prune; "
+                             f"fix it with --input-shape {value.name}:...")
 
 
 def declared_static(model: onnx.ModelProto) -> bool:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
 from onnx import helper, numpy_helper
 
+from .files import Outputs, atomic_outputs
 from .ir import Graph, Node, Value
 
 # Protobuf cannot serialise a single message above 2 GB.
@@ -46,27 +45,33 @@ def to_model(graph: Graph) -> onnx.ModelProto:
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool = False) -> None:
-    """Write atomically: files are staged in a fresh folder next to ``path``, then renamed.
+    """Write atomically and signal-safely (see :mod:`onnxprune.files`): all files land, or none."""
+    with atomic_outputs() as out:
+        stage_model(out, model, path, external_data)
+
+
+def stage_model(out: Outputs, model: onnx.ModelProto, path: str | os.PathLike, external_data: bool = False) -> None:
+    """Stage ``model`` (and its external data, ``<name>.data``) for ``path`` in a transaction.
 
     Staging external data in a fresh folder matters: onnx appends tensors to
     an existing data file, so writing over an earlier ``.data`` would grow it
     with stale bytes (and change it before the new model is complete).
     """
+    out.stage(path, lambda staged: _write(model, staged, external_data))
+
+
+def external_data_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save` puts a model's external data (a destination to check, like the model)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        staged = staging / path.name
-        if external_data or model.ByteSize() > PROTO_LIMIT:
-            location = f"{path.name}.data"  # relative to the model, so it keeps its final name
-            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=location, size_threshold=1024)
-            os.replace(staging / location, path.parent / location)
-        else:
-            onnx.save_model(model, str(staged))
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return path.parent / f"{path.name}.data"
+
+
+def _write(model: onnx.ModelProto, staged: Path, external_data: bool) -> None:
+    if external_data or model.ByteSize() > PROTO_LIMIT:
+        onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=external_data_path(staged).name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(staged))
 
 
 def _referenced_names(graph: Graph) -> set[str]:

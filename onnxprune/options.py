@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, replace
 
-from .errors import PlanError
+from .errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -43,35 +43,35 @@ class PruneOptions:
         return None
 
     def check(self) -> "PruneOptions":
-        """Raise PlanError for an unusable option; return self so calls chain."""
+        """Raise OptionError (a PlanError, exit code 2) for an unusable option; return self so calls chain."""
         from .importance import CRITERIA  # late: importance imports the engine
         if not 0.0 <= self.ratio < 1.0:
-            raise PlanError(f"--ratio must be in [0, 1), got {self.ratio}")
+            raise OptionError(f"--ratio must be in [0, 1), got {self.ratio}")
         if self.criterion not in CRITERIA:
-            raise PlanError(f"unknown criterion '{self.criterion}' (choose from {', '.join(CRITERIA)})")
+            raise OptionError(f"unknown criterion '{self.criterion}' (choose from {', '.join(CRITERIA)})")
         if self.round_to < 1:
-            raise PlanError(f"--round-to must be >= 1, got {self.round_to}")
+            raise OptionError(f"--round-to must be >= 1, got {self.round_to}")
         if self.seed < 0:
-            raise PlanError(f"--seed must be >= 0, got {self.seed}")
+            raise OptionError(f"--seed must be >= 0, got {self.seed}")
         for pattern in self.ignore:
             _check_regex("--ignore", pattern)
         if not 0.0 < self.max_ratio <= 1.0:
-            raise PlanError(f"--max-ratio must be in (0, 1], got {self.max_ratio}")
+            raise OptionError(f"--max-ratio must be in (0, 1], got {self.max_ratio}")
         for pattern, ratio in self.ratio_for:
             _check_regex("--ratio-for", pattern)
             if not 0.0 <= ratio < 1.0:
-                raise PlanError(f"--ratio-for {pattern}={ratio}: the ratio must be in [0, 1)")
+                raise OptionError(f"--ratio-for {pattern}={ratio}: the ratio must be in [0, 1)")
         asked = [m for m in TARGET_METRICS if getattr(self, f"target_{m}") is not None]
         if len(asked) > 1:
-            raise PlanError(f"give one target, not {' and '.join('--target-' + m for m in asked)}")
+            raise OptionError(f"give one target, not {' and '.join('--target-' + m for m in asked)}")
         for metric in asked:
             value = getattr(self, f"target_{metric}")
             if not 0.0 < value <= 1.0:
-                raise PlanError(f"--target-{metric} must be a fraction in (0, 1], got {value}")
+                raise OptionError(f"--target-{metric} must be a fraction in (0, 1], got {value}")
         if self.target_latency is not None and self.latency_runs < 1:
-            raise PlanError(f"--target-latency needs timed runs (--runs >= 1), got {self.latency_runs}")
+            raise OptionError(f"--target-latency needs timed runs (--runs >= 1), got {self.latency_runs}")
         if self.steps < 1:
-            raise PlanError(f"--steps must be >= 1, got {self.steps}")
+            raise OptionError(f"--steps must be >= 1, got {self.steps}")
         return self
 
     def with_(self, **changes) -> "PruneOptions":
@@ -95,11 +95,11 @@ def parse_ratio_for(text: str) -> tuple[str, float]:
             raise ValueError
         return pattern, float(ratio)
     except ValueError:
-        raise PlanError(f"--ratio-for '{text}': expected REGEX=RATIO, e.g. 'layer4.*=0.3'") from None
+        raise OptionError(f"--ratio-for '{text}': expected REGEX=RATIO, e.g. 'layer4.*=0.3'") from None
 
 
 def _check_regex(option: str, pattern: str) -> None:
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise PlanError(f"{option} '{pattern}': bad regular expression ({exc})") from None
+        raise OptionError(f"{option} '{pattern}': bad regular expression ({exc})") from None

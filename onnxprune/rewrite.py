@@ -11,7 +11,7 @@ from .errors import PlanError
 from .ir import Graph, Value
 from .mapping import dense_axis
 from .plan import Plan
-from .rules import NodeView, Port, PortChange, Side
+from .rules import NodeView, Port, PortChange, Side, call_rule
 
 
 def removed_per_dim(dg: DependencyGraph, plan: Plan) -> dict[tuple[str, tuple[int, ...]], np.ndarray]:
@@ -67,14 +67,15 @@ def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
     consumers = graph.consumers
     nodes = []
     for node in graph.nodes:
-        new = copy.copy(node)
-        new.attrs, new.inputs = dict(node.attrs), list(node.inputs)
+        new = copy.copy(node)  # every container copied too: the input graph stays as it was
+        new.attrs, new.attr_types = dict(node.attrs), dict(node.attr_types)
+        new.inputs, new.outputs, new.implicit_inputs = list(node.inputs), list(node.outputs), list(node.implicit_inputs)
         nodes.append(new)
         changes = _changes(graph, node, kept)
         spec = dg.spec(node.name)
         if not changes or spec is None or spec.rewrite is None:
             continue
-        updates = spec.rewrite(NodeView(node, graph), changes)
+        updates = call_rule("rewrite", node, spec.rewrite, NodeView(node, graph), changes, strict=dg.strict)
         for key, value in updates.attrs.items():
             if value is None:
                 new.attrs.pop(key, None)

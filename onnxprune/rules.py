@@ -8,12 +8,14 @@ else to do) or a :class:`Barrier` (the node cannot be pruned that way).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, NamedTuple, Protocol
 
 import numpy as np
 
+from .errors import OnnxPruneError, RuleError
 from .ir import Graph, Node
 from .mapping import IDENTITY, Mapping
 
@@ -217,3 +219,33 @@ class OpSpec:
     linear: Callable[[NodeView], LinearForm | None] | None = None
     # for normalizations with running statistics recovery can re-estimate
     running_stats: RunningStats | None = None
+
+
+STRICT_ENV = "ONNXPRUNE_STRICT"
+
+
+def strict_default() -> bool:
+    """Strict mode (a rule's own exception propagates unchanged) when ONNXPRUNE_STRICT is set; the tests set it."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+def call_rule(hook: str, node: Node, fn: Callable, *args, strict: bool | None = None):
+    """Call a rule hook; a rule that raises is a bug, never a silent barrier.
+
+    Strict (tests): the rule's exception propagates, with a note naming the op
+    and node. Otherwise: a one-line :class:`RuleError` (an internal error)
+    naming them, so the run stops and writes nothing.
+    """
+    try:
+        return fn(*args)
+    except OnnxPruneError:
+        raise
+    except Exception as exc:
+        where = f"the {node.op_type} rule ({hook}) failed on node '{node.name}'"
+        if strict_default() if strict is None else strict:
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"onnxprune: {where}")
+            raise
+        message = str(exc).strip().splitlines()
+        raise RuleError(f"internal error: {where}: {type(exc).__name__}"
+                        f"{': ' + message[0] if message else ''} (a bug in onnxprune; please report it)") from exc

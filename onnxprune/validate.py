@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import InputError, ShapeError, ValidationError
-from .ir import Graph
+from .ir import Graph, Value
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -40,24 +41,62 @@ def check(model: onnx.ModelProto) -> None:
         raise ValidationError(f"pruned model fails onnx.checker: {str(exc).strip().splitlines()[0]}") from None
 
 
+def check_provider(provider: str) -> str:
+    """The onnxruntime provider name for ``--provider``, refused up front when this install lacks it."""
+    name = PROVIDERS.get(provider)
+    if name is None:
+        raise InputError(f"--provider {provider}: choose from {', '.join(PROVIDERS)}")
+    if name not in ort.get_available_providers():
+        raise InputError(f"--provider {provider}: onnxruntime here has no {name} "
+                         f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu")
+    return name
+
+
+def read_inputs_file(npz: str | Path, inputs: list[Value]) -> dict[str, np.ndarray]:
+    """Load ``--inputs`` and check it against the model's inputs: names, dtypes, ranks and fixed dims.
+
+    Extra arrays are ignored (one file can serve several models).
+    """
+    try:
+        with np.load(npz, allow_pickle=False) as archive:
+            data = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise InputError(f"--inputs {npz}: cannot read it as an .npz archive ({_line(exc)})") from None
+    if not isinstance(data, dict) or not data:
+        raise InputError(f"--inputs {npz}: no arrays in it")
+    names = [v.name for v in inputs]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise InputError(f"--inputs {npz}: missing arrays for inputs {', '.join(missing)}")
+    for value in inputs:
+        array = data[value.name]
+        expected = onnx.helper.tensor_dtype_to_np_dtype(value.dtype) if value.dtype else None
+        if expected is not None and array.dtype != expected:
+            raise InputError(f"--inputs {npz}: array {value.name} is {array.dtype}, the model wants {expected}")
+        if value.shape is not None:
+            fits = len(array.shape) == len(value.shape) and all(
+                not isinstance(d, int) or d == n for d, n in zip(value.shape, array.shape))
+            if not fits:
+                want = "x".join(str(d) if isinstance(d, int) else "?" for d in value.shape) or "scalar"
+                got = "x".join(map(str, array.shape)) or "scalar"
+                raise InputError(f"--inputs {npz}: array {value.name} has shape {got}, the model wants {want}")
+    return {v.name: data[v.name] for v in inputs}
+
+
 def make_inputs(graph: Graph, npz: str | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Feeds for every graph input: from an .npz file, or random with the analysed shapes."""
     if npz:
-        try:
-            data = dict(np.load(npz))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"--inputs {npz}: cannot read ({exc})") from None
-        missing = [v.name for v in graph.inputs if v.name not in data]
-        if missing:
-            raise InputError(f"--inputs {npz}: missing arrays for inputs {', '.join(missing)}")
-        return {v.name: data[v.name] for v in graph.inputs}
+        return read_inputs_file(npz, graph.inputs)
     rng = np.random.default_rng(seed)
     feeds = {}
     for declared in graph.inputs:
         value = graph.values.get(declared.name, declared)
         shape = list(value.shape or [])
         for i, d in enumerate(shape):
-            if not isinstance(d, int) or d <= 0:
+            if d == 0:
+                raise ShapeError(f"input {value.name} has a zero-size dim {i}; give it a size with "
+                                 f"--input-shape {value.name}:1x...")
+            if not isinstance(d, int) or d < 0:
                 if i == 0:
                     shape[i] = 1
                 else:
@@ -74,16 +113,30 @@ def make_inputs(graph: Graph, npz: str | None = None, seed: int = 0) -> dict[str
 
 
 def session(model: onnx.ModelProto | str | Path, provider: str = "cpu") -> ort.InferenceSession:
-    name = PROVIDERS.get(provider)
-    if name is None:
-        raise InputError(f"--provider {provider}: choose from {', '.join(PROVIDERS)}")
-    if name not in ort.get_available_providers():
-        raise InputError(f"--provider {provider}: onnxruntime here has no {name} "
-                         f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu")
+    name = check_provider(provider)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures come back as exceptions; ORT's own log would add stderr lines
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=[name])
+
+
+@dataclass
+class Reference:
+    """The original model's session and outputs on the validation feeds: run before pruning."""
+
+    session: ort.InferenceSession
+    outputs: list
+
+
+def run_reference(original: onnx.ModelProto, feeds, provider: str = "cpu") -> Reference:
+    """Run the input model first, so a model onnxruntime cannot run is never blamed on the pruning."""
+    try:
+        before = session(original, provider)
+        return Reference(before, before.run(None, feeds))
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"onnxruntime cannot run the input model: {_line(exc)}") from None
 
 
 def latency_side_by_side(sessions: list[ort.InferenceSession], feeds, runs: int = 20, warmup: int = 3) -> list[float]:
@@ -101,31 +154,26 @@ def latency_side_by_side(sessions: list[ort.InferenceSession], feeds, runs: int 
 
 
 def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider: str = "cpu",
-             runs: int = 20) -> ValidationResult:
+             runs: int = 20, reference: Reference | None = None) -> ValidationResult:
     result = ValidationResult(provider=provider)
     check(pruned)
     result.checker = True
-    try:
-        before = session(original, provider)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise ValidationError(f"onnxruntime cannot run the input model: {_line(exc)}") from None
+    reference = reference or run_reference(original, feeds, provider)
     try:
         after = session(pruned, provider)
         out_after = after.run(None, feeds)
     except Exception as exc:
         raise ValidationError(f"onnxruntime cannot run the pruned model: {_line(exc)}") from None
-    out_before = before.run(None, feeds)
     result.onnxruntime = True
     names = [o.name for o in after.get_outputs()]
-    for name, a, b in zip(names, out_before, out_after):
+    for name, a, b in zip(names, reference.outputs, out_after):
         if np.shape(a) != np.shape(b):
             raise ValidationError(f"output {name} changed shape: {np.shape(a)} -> {np.shape(b)}")
         result.output_shapes[name] = list(np.shape(b))
     result.shapes_match = True
     if runs > 0:
-        result.latency_ms_before, result.latency_ms_after = latency_side_by_side([before, after], feeds, runs)
+        result.latency_ms_before, result.latency_ms_after = latency_side_by_side(
+            [reference.session, after], feeds, runs)
     return result
 
 

@@ -153,7 +153,7 @@ def test_cli_refuses_a_data_driven_criterion_without_calib(tmp_path, capfd):
     out = tmp_path / "out.onnx"
     code = main([model, str(out), "--criterion", "output", "-q"])
     err = capfd.readouterr().err
-    assert code == 1 and err.count("\n") == 1 and err.startswith("onnxprune: error:") and "--calib" in err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("onnxprune: error:") and "--calib" in err
     assert not out.exists()
 
 

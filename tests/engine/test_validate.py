@@ -130,10 +130,11 @@ def test_a_pruned_model_failing_in_onnxruntime_is_a_validation_error_without_log
     assert capfd.readouterr().err == ""  # onnxruntime's own error log stays quiet
 
 
-def test_an_input_model_onnxruntime_cannot_load_is_a_validation_error():
+def test_an_input_model_onnxruntime_cannot_load_is_an_input_error():
+    """The original is run first: its own failure is bad input, never blamed on the pruned model."""
     broken = identity_model([1, 48])
     broken.graph.node[0].op_type = "NoSuchOp"
-    with pytest.raises(ValidationError, match="cannot run the input model"):
+    with pytest.raises(InputError, match="cannot run the input model"):
         validate(broken, identity_model([1, 48]), FEEDS, runs=0)
 
 
