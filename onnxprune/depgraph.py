@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .ir import Graph
-from .mapping import IDENTITY, Mapping, Overlap, Project, Reorder, compose, dense_axis
+from .mapping import IDENTITY, Mapping, Modulo, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
 from .rules import Barrier, NodeView, Port, Side, call_rule, strict_default
 from .shapes import is_symbolic
@@ -293,6 +293,10 @@ class DependencyGraph:
                     if long[: len(short)] == short and shape is not None:
                         tail = int(np.prod([shape[a] for a in long[len(short):]]))
                         self.nx.add_edge(hub_s, hub_l, kind=EdgeKind.ALIAS, mapping=Overlap(tail, 1), a=hub_s)
+                    elif long[len(long) - len(short):] == short and shape is not None:
+                        # (3,) inside (1, 3): long's flat index i*inner + j is short's j
+                        inner = int(np.prod([shape[a] for a in short]))
+                        self.nx.add_edge(hub_l, hub_s, kind=EdgeKind.ALIAS, mapping=Modulo(inner), a=hub_l)
                     elif set(short) & set(long):
                         reason = f"{tensor} would be pruned along {short} and {long}"
                         for end in self._dims[(tensor, short)] + self._dims[(tensor, long)]:

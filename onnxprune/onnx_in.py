@@ -351,3 +351,8 @@ def _ensure_unique_names(nodes: list[Node]) -> None:
             node.name = f"{base}__{k}"
             k += 1
         seen.add(node.name)
+
+
+def attribute_array(value) -> np.ndarray | None:
+    """A tensor-valued attribute (kept opaque in the IR, e.g. ConstantOfShape's fill) as numpy."""
+    return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else None

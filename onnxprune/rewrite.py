@@ -92,6 +92,11 @@ def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
                 name = _fresh_name(f"{node.name}_in{slot}_pruned", params)
                 new.inputs[slot] = name
             params[name] = value
+        for slot in updates.drop_inputs:
+            if slot < len(new.inputs):
+                new.inputs[slot] = ""
+        while new.inputs and not new.inputs[-1]:
+            new.inputs.pop()
     return dataclasses.replace(graph, nodes=nodes, params=params, values=_resized(graph.values, kept),
                                inputs=list(graph.inputs), outputs=list(graph.outputs),
                                declared=_resized(graph.declared, kept))

@@ -132,6 +132,7 @@ class Updates:
 
     attrs: dict[str, Any] = field(default_factory=dict)
     inputs: dict[int, np.ndarray] = field(default_factory=dict)  # new constant input values
+    drop_inputs: tuple[int, ...] = ()  # optional inputs to omit (e.g. a zero initial state: omitted means zero)
 
 
 class LinearForm(Protocol):

@@ -6,9 +6,11 @@ from functools import lru_cache
 
 from onnxprune.registry import Registry
 
-from . import activation, concat_split, conv, elementwise, linear, norm, pooling, reduce, resize, shape, source
+from . import (activation, concat_split, conv, elementwise, indexing, linear, norm, pooling, reduce, resize, rnn, shape,
+               source)
 
-FAMILIES = (conv, linear, norm, activation, elementwise, pooling, concat_split, shape, resize, reduce, source)
+FAMILIES = (conv, linear, norm, activation, elementwise, pooling, concat_split, shape, resize, reduce, source, rnn,
+            indexing)
 
 
 def register_all(registry: Registry) -> Registry:
