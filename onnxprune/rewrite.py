@@ -92,14 +92,21 @@ def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
                 name = _fresh_name(f"{node.name}_in{slot}_pruned", params)
                 new.inputs[slot] = name
             params[name] = value
-        for slot in updates.drop_inputs:
-            if slot < len(new.inputs):
-                new.inputs[slot] = ""
-        while new.inputs and not new.inputs[-1]:
-            new.inputs.pop()
+        _omit_inputs(new, updates.drop_inputs)
     return dataclasses.replace(graph, nodes=nodes, params=params, values=_resized(graph.values, kept),
                                inputs=list(graph.inputs), outputs=list(graph.outputs),
                                declared=_resized(graph.declared, kept))
+
+
+def _omit_inputs(node, slots) -> None:
+    """Leave optional inputs empty (trailing empty names dropped, as onnx writes them)."""
+    if not slots:
+        return
+    for slot in slots:
+        if slot < len(node.inputs):
+            node.inputs[slot] = ""
+    while node.inputs and not node.inputs[-1]:
+        node.inputs.pop()
 
 
 def _resized(values: dict[str, Value], kept) -> dict[str, Value]:
