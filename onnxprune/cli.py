@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("output", help="where to write the pruned model (never the input)")
     prune.add_argument("--ratio", type=float, default=0.5, help="fraction of each group's channels to remove")
     prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l2",
-                       help="channel importance (activation, output: need --calib)")
+                       help="channel importance (" + ", ".join(n for n, c in CRITERIA.items() if c.data_driven)
+                       + ": need --calib)")
     prune.add_argument("--calib", metavar="FILE.npz|DIR",
                        help="calibration samples (one array per model input, samples on axis 0)")
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")

@@ -279,3 +279,16 @@ def test_unfolded_gram_is_the_second_moment_of_3x3_patches():
     patches = [padded[n, :, i:i + 3, j:j + 3].reshape(-1) for n in range(5) for i in range(4) for j in range(4)]
     u = np.array(patches)  # rows: positions; columns: (channel, tap), the weight's layout
     np.testing.assert_allclose(gram, u.T @ u / len(u), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("criterion, planted_first", [("activation", (SILENT, DEAD)),  # blind to readers
+                                                      ("output", (SILENT, MUTED, DEAD)),
+                                                      ("reconstruction", (SILENT, MUTED, DEAD))])
+def test_global_ranking_takes_the_planted_channels_across_groups(criterion, planted_first):
+    """Scores share one scale across groups (budget.normalize): with --global, Conv_0's planted
+    channels go before any channel of Conv_1's group."""
+    dg = planted()
+    total = sum(g.size for g in dg.prunable_groups())
+    plan = make_plan(dg, ratio=len(planted_first) / total, global_rank=True, criterion=criterion, data=calib())
+    removed = {(d.group, k) for d in plan.decisions for k in d.removed}
+    assert removed == {(dg.group_of("Conv_0").id, k) for k in planted_first}
