@@ -22,7 +22,9 @@ from .plan import GroupDecision, Plan, make_plan
 from .registry import Registry, builtin_registry
 from .rewrite import apply_plan
 from .rules import OUT, Port
+from . import sensitivity
 from .schedule import Lineage, round_options
+from .sensitivity import DEFAULT_RATIOS, Sensitivity
 from .targets import TOLERANCE, Fraction, SearchResult, search
 from .sharing import reshare_params, unshare_params
 from .validate import (Reference, ValidationResult, check, latency_side_by_side, make_inputs, run_reference,
@@ -201,6 +203,16 @@ class Pruner:
         (default: a few random samples)."""
         data = data if data is not None else self.random_inputs()
         return measure(self.original_graph, reshare_params(self.graph, self._copies), data, provider)
+
+    def sensitivity(self, data: CalibrationSet | None = None, *, ratios=DEFAULT_RATIOS,
+                    options: PruneOptions | None = None, blocks: int = 0, provider: str = "cpu",
+                    progress=None) -> Sensitivity:
+        """Prune each group (or block of groups) of the current model alone at each ratio and measure
+        the outputs' error against the original (see :mod:`onnxprune.sensitivity`)."""
+        data = data if data is not None else self.random_inputs()
+        return sensitivity.analyze(self.depgraph, self.original_graph, data, ratios=ratios, options=options,
+                                   blocks=blocks, provider=provider, progress=progress,
+                                   to_model_graph=lambda g: reshare_params(g, self._copies))
 
     def save(self, path: str | os.PathLike, check_model: bool = True) -> None:
         model = self.to_model()

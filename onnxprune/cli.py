@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import onnx_in, onnx_out
 from .api import Pruner, PruneOptions
@@ -28,9 +31,10 @@ from .importance import CRITERIA
 from .progress import Progress
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .resources import available_memory, check_memory, parse_size
+from .sensitivity import ERRORS, Sensitivity
 from .validate import PROVIDERS, check, check_provider, read_inputs_file
 
-COMMANDS = ("prune", "analyze")
+COMMANDS = ("prune", "analyze", "sensitivity")
 DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal error
 
 
@@ -77,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--target-params", type=float, metavar="F", help="... that leaves F of the parameters")
     prune.add_argument("--target-latency", type=float, metavar="F",
                        help="... that leaves F of the latency (timed on --provider, --runs runs per candidate)")
+    prune.add_argument("--ratio-from", metavar="SENS.json:MAXERR",
+                       help="--ratio-for options from a sensitivity report, for an error budget per unit")
     prune.add_argument("--steps", type=int, default=1, metavar="K", help="prune in K rounds, re-scoring between")
     prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
@@ -88,7 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--save-plan", metavar="FILE.json", help="also write the pruning plan as JSON")
     analyze = sub.add_parser("analyze", help="show groups, what blocks them, params and MACs")
     _common(analyze)
+    _sensitivity_parser(sub)
     return parser
+
+
+def _sensitivity_parser(sub) -> None:
+    sens = sub.add_parser("sensitivity", help="prune each group alone at a few ratios; report the output error")
+    _common(sens)
+    sens.add_argument("--calib", metavar="FILE.npz|DIR", help="samples to measure on (default: random inputs)")
+    sens.add_argument("--samples", type=int, default=32, metavar="N",
+                      help="use at most N samples of --calib (random inputs: 8)")
+    sens.add_argument("--ratios", default="0.25,0.5,0.75", metavar="R1,R2,...", help="ratios to try per unit")
+    sens.add_argument("--criterion", choices=sorted(CRITERIA), default="l2", help="which channels go first")
+    sens.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    sens.add_argument("--blocks", type=int, default=0, metavar="N",
+                      help="measure blocks of groups whose root names share their first N '/' parts (0: groups)")
+    sens.add_argument("--error", choices=ERRORS, default="cosine",
+                      help="error for --suggest: 1-cosine, relative L2, or 1-top-1 agreement")
+    sens.add_argument("--suggest", type=float, metavar="MAXERR",
+                      help="print --ratio-for options keeping each unit's error within MAXERR")
+    sens.add_argument("--plot", metavar="FILE.png", help="plot error against ratio per unit (PNG)")
+    sens.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
+    sens.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(_with_command(argv))
             progress = Progress(enabled=not args.quiet)
-            report = (run_analyze if args.command == "analyze" else run_prune)(args, progress)
+            run = {"analyze": run_analyze, "prune": run_prune, "sensitivity": run_sensitivity}[args.command]
+            report = run(args, progress)
             if args.json:
                 print(report.to_json())
             progress.flush()
@@ -173,6 +201,8 @@ def paths(args) -> PathPlan:
         plan.write("output's external data", onnx_out.external_data_path(output))
     plan.write("--report", args.report)
     plan.write("--save-plan", getattr(args, "save_plan", None))
+    plan.write("--plot", getattr(args, "plot", None))
+    plan.read("--ratio-from", _ratio_from_path(getattr(args, "ratio_from", None)))
     return plan
 
 
@@ -222,7 +252,8 @@ def run_analyze(args, progress: Progress) -> Report:
 def _check_run_options(args) -> tuple[PruneOptions, int | None]:
     options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
-                           max_ratio=args.max_ratio, ratio_for=tuple(args.ratio_for), target_macs=args.target_macs,
+                           max_ratio=args.max_ratio, target_macs=args.target_macs,
+                           ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),
                            target_params=args.target_params, target_latency=args.target_latency,
                            steps=args.steps, latency_runs=args.runs).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
@@ -285,6 +316,76 @@ def run_prune(args, progress: Progress) -> Report:
     if not args.json:
         print(format_summary(report))
     return report
+
+
+# ----------------------------------------------------------------------------- sensitivity
+def _ratio_from_path(spec: str | None) -> str | None:
+    return spec.rpartition(":")[0] or None if spec else None
+
+
+def _ratios_from(spec: str | None) -> list[tuple[str, float]]:
+    """``SENS.json:MAXERR`` -> the (pattern, ratio) pairs that report suggests for that error budget."""
+    if not spec:
+        return []
+    path, _, budget = spec.rpartition(":")
+    try:
+        if not path:
+            raise ValueError
+        max_error = float(budget)
+    except ValueError:
+        raise OptionError(f"--ratio-from '{spec}': expected SENS.json:MAXERR, e.g. sens.json:0.01") from None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--ratio-from {path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--ratio-from {path}: not a sensitivity report written by onnxprune sensitivity "
+                         "(not text)") from None
+    return Sensitivity.from_json(text, f"--ratio-from {path}").suggest(max_error)
+
+
+def _parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        ratios = []
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise OptionError(f"--ratios '{text}': expected ratios in (0, 1) separated by commas, e.g. 0.25,0.5")
+    return ratios
+
+
+def run_sensitivity(args, progress: Progress) -> Sensitivity:
+    ratios = _parse_ratios(args.ratios)
+    options = PruneOptions(criterion=args.criterion, round_to=args.round_to, seed=args.seed).check()
+    if args.samples < 1:
+        raise OptionError(f"--samples must be >= 1, got {args.samples}")
+    if CRITERIA[options.criterion].data_driven and not args.calib:
+        raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
+    check_provider(args.provider)
+    paths_plan = paths(args).check()
+    report = Report(input=args.input)
+    model, shapes = _read(args, paths_plan, report, progress)
+    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model)).take(args.samples) if args.calib else None
+    pruner = _analyse(args, model, shapes, report, progress)
+    if not pruner.prunable_groups():
+        raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
+                             f"('onnxprune analyze {args.input}' says why)")
+    data = data if data is not None else pruner.random_inputs(min(args.samples, 8), args.seed)
+    live = progress.enabled and sys.stderr.isatty()  # like Progress: nothing live off a terminal
+    with progress.stage("sensitivity"):
+        result = pruner.sensitivity(data, ratios=ratios, options=options, blocks=args.blocks, provider=args.provider,
+                                    progress=lambda jobs: tqdm(jobs, desc="[onnxprune] sensitivity", unit="prune",
+                                                               leave=False, file=sys.stderr, disable=not live))
+    with atomic_outputs() as out:
+        if args.plot:
+            out.stage(args.plot, lambda staged: result.plot(str(staged), args.error))
+        if args.report:
+            out.stage(args.report, lambda staged: staged.write_text(result.to_json()))
+    if not args.json:
+        print(result.table())
+        if args.suggest is not None:
+            print("suggested: " + " ".join(shlex.quote(w) for w in result.ratio_for_options(args.suggest, args.error)))
+    return result
 
 
 __all__ = ["main", "build_parser", "paths", "InputError"]

@@ -83,3 +83,46 @@ def test_bad_targets_are_one_line_errors(resnet, capfd, options, fragment):
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
     assert sorted(os.listdir(".")) == ["resnet.onnx"]
+
+
+def test_sensitivity_writes_table_json_and_png_and_feeds_prune(tmp_path, monkeypatch, capfd):
+    import numpy as np
+
+    from engine.test_sensitivity import two_branches
+    monkeypatch.chdir(tmp_path)
+    save(two_branches(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    np.savez("calib.npz", input=rng.standard_normal((12, 3, 8, 8)).astype(np.float32))
+    code, out, err = call(capfd, ["sensitivity", "m.onnx", "--calib", "calib.npz", "--ratios", "0.25,0.5",
+                                  "--plot", "plots/sens.png", "--report", "sens.json", "--suggest", "0.5"])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["unit", "ch", "r=0.25", "r=0.5"]
+    assert {line.split()[0] for line in lines[2:4]} == {"Conv_0", "Conv_1"}
+    assert lines[-1].startswith("suggested: --ratio-for '^(?:Conv_")
+    assert "[onnxprune] sensitivity: " in err  # the stage line (the live bar shows on terminals only)
+    report = json.loads(Path("sens.json").read_text())
+    assert report["samples"] == 12 and report["data"].startswith("--calib calib.npz")
+    assert [len(u["points"]) for u in report["units"]] == [2, 2]
+    assert Path("plots/sens.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in os.listdir("plots") if p.startswith(".")]  # no temp file left
+    code, _, err = call(capfd, ["-q", "m.onnx", "o.onnx", "--no-validate", "--ratio", "0.5",
+                                "--ratio-from", "sens.json:1.0", "--report", "r.json"])
+    assert code == 0, err
+    assert {d["group"]: len(d["removed"]) for d in json.loads(Path("r.json").read_text())["decisions"]} == \
+        {0: 4, 1: 3}  # every unit within an error of 1: the largest measured ratio (0.5)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["sensitivity", "resnet.onnx", "--ratios", "0.5,1.5"], "--ratios '0.5,1.5': expected ratios in (0, 1)"),
+    (["sensitivity", "resnet.onnx", "--samples", "0"], "--samples must be >= 1"),
+    (["sensitivity", "resnet.onnx", "--plot", "resnet.onnx"], "--plot resnet.onnx is the input file"),
+    (["resnet.onnx", "o.onnx", "--ratio-from", "missing.json:0.1"], "--ratio-from missing.json: cannot read"),
+    (["resnet.onnx", "o.onnx", "--ratio-from", "sens.json"], "expected SENS.json:MAXERR"),
+    (["resnet.onnx", "o.onnx", "--ratio-from", "resnet.onnx:0.1"], "not a sensitivity report"),
+])
+def test_bad_sensitivity_options_are_one_line_errors(resnet, capfd, args, fragment):
+    code, out, err = call(capfd, ["-q", *args])
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
+    assert sorted(os.listdir(".")) == ["resnet.onnx"]
