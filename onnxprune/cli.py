@@ -22,13 +22,15 @@ import numpy as np
 from tqdm import tqdm
 
 from . import onnx_in, onnx_out
-from .api import Pruner, PruneOptions
+from .api import Pruner, PruneOptions, RecoveryOptions
 from .calibration import CalibrationSet
 from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Interrupted, NothingToPrune,
                      OnnxPruneError, OptionError, UsageError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
+from .options import RECOVERY_METHODS
 from .progress import Progress
+from .recovery import recovery_report
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .resources import available_memory, check_memory, parse_size
 from .sensitivity import ERRORS, Sensitivity
@@ -67,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                        + ": need --calib)")
     prune.add_argument("--calib", metavar="FILE.npz|DIR",
                        help="calibration samples (one array per model input, samples on axis 0)")
+    prune.add_argument("--recover", action="store_true",
+                       help="after pruning, re-fit the model to the original on --calib data (no training)")
+    prune.add_argument("--recover-methods", default=",".join(RECOVERY_METHODS), metavar="M[,M]",
+                       help=f"recovery methods ({', '.join(RECOVERY_METHODS)}; default: all)")
     prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     prune.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                        help="regex on node names whose output channels stay (repeatable)")
@@ -249,6 +255,15 @@ def run_analyze(args, progress: Progress) -> Report:
     return report
 
 
+def _recovery_options(args) -> RecoveryOptions | None:
+    """Checked before any work: --recover needs --calib."""
+    if not args.recover:
+        return None
+    if not args.calib:
+        raise OptionError("--recover re-fits the pruned model on calibration data: give --calib FILE.npz")
+    return RecoveryOptions(methods=args.recover_methods, seed=args.seed, provider=args.provider).check()
+
+
 def _check_run_options(args) -> tuple[PruneOptions, int | None]:
     options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
@@ -268,6 +283,7 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
 
 def run_prune(args, progress: Progress) -> Report:
     options, memory_limit = _check_run_options(args)
+    recovery = _recovery_options(args)
     paths_plan = paths(args).check()
     report = Report(input=args.input, output=None, options=options.to_dict())
     model, shapes = _read(args, paths_plan, report, progress)
@@ -285,8 +301,14 @@ def run_prune(args, progress: Progress) -> Report:
         raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
                              f"('onnxprune analyze {args.input}' says why)")
     original = pruner.depgraph
+    recover_round = None
+    if recovery is not None:  # after every round of --steps, so the next one scores recovered weights
+        bars = progress.enabled and sys.stderr.isatty()
+
+        def recover_round(p: Pruner, step: int) -> None:
+            p.recover(data, recovery, progress=bars)
     with progress.stage("plan and rewrite") as stage:
-        plan = pruner.prune(options, data=data, provider=args.provider)
+        plan = pruner.prune(options, data=data, provider=args.provider, after_step=recover_round)
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]
@@ -297,6 +319,10 @@ def run_prune(args, progress: Progress) -> Report:
         model = pruner.to_model()
         check(model)
     report.timings_s["rewrite"] = stage.seconds
+    if pruner.recoveries:
+        report.timings_s["recover"] = sum(r.seconds + r.fidelity_seconds for r in pruner.recoveries)
+        report.timings_s["plan"] -= report.timings_s["recover"]
+        report.recovery = recovery_report(pruner.recoveries)
     report.valid["checker"] = True
     report.params_after, report.macs_after = pruner.params(), pruner.macs()
     if reference is not None:

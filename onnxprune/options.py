@@ -103,3 +103,49 @@ def _check_regex(option: str, pattern: str) -> None:
         re.compile(pattern)
     except re.error as exc:
         raise OptionError(f"{option} '{pattern}': bad regular expression ({exc})") from None
+
+
+RECOVERY_METHODS = ("bias", "lstsq", "bn")  # the order they run in
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """How recovery re-fits a pruned model to the original on calibration data."""
+
+    methods: tuple[str, ...] = RECOVERY_METHODS  # any of RECOVERY_METHODS; they run in that order
+    ridge: float = 1e-3  # least squares: ridge, relative to the mean diagonal of the Gram matrix
+    max_rows: int = 4096  # rows (output positions) sampled per batch and layer, to bound memory
+    batch_size: int = 16
+    holdout: float = 0.2  # fraction of the calibration samples held out to report fidelity
+    bn_shift: bool = False  # re-estimate BN statistics as the pruned-vs-original shift on the data
+    undo_if_worse: bool = True  # keep the unrecovered model if held-out fidelity got worse
+    seed: int = 0
+    provider: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            object.__setattr__(self, "methods", tuple(m.strip() for m in self.methods.split(",") if m.strip()))
+        else:
+            object.__setattr__(self, "methods", tuple(self.methods))
+
+    def check(self) -> "RecoveryOptions":
+        unknown = [m for m in self.methods if m not in RECOVERY_METHODS]
+        if unknown or not self.methods:
+            raise OptionError(f"--recover-methods: unknown method(s) {', '.join(unknown) or '(none given)'} "
+                            f"(choose from {', '.join(RECOVERY_METHODS)})")
+        if not self.ridge >= 0:
+            raise OptionError(f"recovery ridge must be >= 0, got {self.ridge}")
+        if self.max_rows < 1 or self.batch_size < 1:
+            raise OptionError("recovery max_rows and batch_size must be >= 1")
+        if not 0.0 <= self.holdout < 1.0:
+            raise OptionError(f"recovery holdout must be in [0, 1), got {self.holdout}")
+        return self
+
+    @property
+    def ordered(self) -> tuple[str, ...]:
+        return tuple(m for m in RECOVERY_METHODS if m in self.methods)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["methods"] = list(self.ordered)
+        return data

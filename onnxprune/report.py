@@ -31,6 +31,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     budget: list[dict] = field(default_factory=list)  # size-target searches, one per round (targets.py)
     timings_s: dict = field(default_factory=dict)
+    recovery: dict | None = None  # RecoveryResult.to_dict(): methods, time, held-out fidelity before/after
 
     @staticmethod
     def ratio(after, before):
@@ -108,6 +109,26 @@ def format_analysis(report: Report, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _fidelity_text(fidelity: dict) -> str:
+    text = f"cosine {fidelity['cosine_worst_output']:.4f}, max |err| {fidelity['max_abs']:.3g}"
+    if fidelity.get("top1") is not None:
+        text += f", top-1 agreement {100 * fidelity['top1']:.1f}%"
+    return text
+
+
+def _recovery_lines(recovery: dict) -> list[str]:
+    layers = ", ".join(f"{p['name']} {p['changed']}" for p in recovery["passes"])
+    rounds = f" after each of {len(recovery['rounds'])} rounds" if recovery.get("rounds") else ""
+    lines = [f"recovery  {'+'.join(recovery['methods'])} on {recovery['fit_samples']} samples{rounds} in "
+             f"{recovery['seconds']:.2f}s ({layers})"
+             + ("" if recovery["kept"] else "; held-out fidelity got worse: NOT applied")]
+    before, after = recovery.get("fidelity_before"), recovery.get("fidelity_after")
+    if before and after:
+        lines.append(f"fidelity  {_fidelity_text(before)}  (pruned, {recovery['heldout_samples']} held-out samples)")
+        lines.append(f"       -> {_fidelity_text(after)}  (recovered)")
+    return lines
+
+
 def format_summary(report: Report) -> str:
     lines = [format_analysis(report),
              f"removed   {report.channels_removed} channels in {len(report.decisions)} groups"]
@@ -119,6 +140,8 @@ def format_summary(report: Report) -> str:
         nodes = {n for d in inexact for n in d["inexact_through"]}
         lines.append(f"note      {len(inexact)} groups pass through {len(nodes)} nodes whose statistics span "
                      "channels (e.g. LayerNorm): there, removal is not the same as zeroing (see --report)")
+    if report.recovery:
+        lines += _recovery_lines(report.recovery)
     if report.latency_ms_before is not None:
         lines.append(_before_after("latency", report.latency_ms_before, report.latency_ms_after,
                                    lambda v: f"{v:.2f} ms") + f"  [{report.provider}]")

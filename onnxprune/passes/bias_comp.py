@@ -1,0 +1,85 @@
+"""Bias compensation (FLAP): a removed input channel's mean contribution moves into the
+consumer's bias, so the layer's outputs keep their mean.
+
+For each linear layer that lost input channels, the mean of every unfolded input column
+(channel x kernel tap, padding included) is measured on the *original* model, where the
+removed channels still exist; ``sum_k W[:, k] * E[x_k]`` over the removed columns is
+added to the bias. A channel that is constant on the data (a dead ReLU's bias, a
+saturated unit) is thereby removed exactly, wherever no padding cuts its window. Layers
+that cannot take a bias (MatMul) are left as they are and named in the notes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph
+from ..options import RecoveryOptions
+from ..registry import Registry
+from . import PassResult
+from .layers import Kept, kept_indices, layer_named, linear_layers, lost_channels, paired_batches, sample_rows, \
+    with_updates
+
+
+class BiasCompensation:
+    """Move removed channels' mean contributions into biases (a :class:`GraphPass`)."""
+
+    name = "bias compensation"
+
+    def __init__(self, original: Graph, data, kept: Kept, registry: Registry,
+                 options: RecoveryOptions | None = None):
+        self.original, self.data, self.kept, self.registry = original, data, kept, registry
+        self.options = options or RecoveryOptions()
+
+    def run(self, graph: Graph) -> PassResult:
+        layers, notes = [], []
+        for layer in linear_layers(graph, self.registry):
+            if not lost_channels(self.kept, layer.input, layer.form.in_axis):
+                continue
+            original = layer_named(self.original, self.registry, layer.node.name)
+            if original is None:
+                continue
+            if layer.form.bias() is None and not layer.form.can_add_bias:
+                notes.append(f"{layer.node.name}: no bias to compensate into")
+                continue
+            layers.append((layer, original))
+        if not layers:
+            return PassResult(self.name, graph, 0, tuple(notes))
+        means = self._column_means([o for _, o in layers])
+        updates = {}
+        for (layer, original), mean in zip(layers, means):
+            updates[layer.node.name] = layer.form.store(layer.form.matrix(), self._bias(layer, original, mean))
+        return PassResult(self.name, with_updates(graph, updates), len(updates), tuple(notes))
+
+    def _column_means(self, originals) -> list[np.ndarray]:
+        """E[unfolded input column] per layer, [groups, K], on the original model."""
+        rng = np.random.default_rng(self.options.seed)
+        sums = [None] * len(originals)
+        counts = [0] * len(originals)
+        inputs = [o.input for o in originals]
+        for values, _ in paired_batches(self.original, inputs, None, [], self.data,
+                                        self.options.batch_size, self.options.provider):
+            for i, layer in enumerate(originals):
+                x = np.asarray(values[layer.input])
+                cols = layer.form.unfold(x, sample_rows(layer.form.n_rows(x.shape), self.options.max_rows, rng))
+                total = cols.astype(np.float64).sum(axis=0)
+                sums[i] = total if sums[i] is None else sums[i] + total
+                counts[i] += len(cols)
+        return [s / c for s, c in zip(sums, counts)]
+
+    def _bias(self, layer, original, mean: np.ndarray) -> np.ndarray:
+        """The pruned layer's bias plus the removed columns' mean contribution, per kept output."""
+        orig_form, form = original.form, layer.form
+        groups, _, k = orig_form.matrix().shape
+        in_channels = groups * (int(orig_form.k_channel.max()) + 1)
+        per_group = in_channels // groups
+        kept_in = kept_indices(self.kept, layer.input, form.in_axis, in_channels)
+        removed = np.ones(in_channels, dtype=bool)
+        removed[kept_in] = False
+        column_channel = np.arange(groups)[:, None] * per_group + orig_form.k_channel[None, :]  # [G, K]
+        lost = removed[column_channel] * mean  # [G, K]: mean of removed columns, 0 elsewhere
+        delta = np.einsum("gok,gk->go", orig_form.matrix().astype(np.float64), lost).reshape(-1)
+        out_channels = form.matrix().shape[0] * form.matrix().shape[1]
+        kept_out = kept_indices(self.kept, form.output, form.out_axis, out_channels)
+        bias = form.bias()
+        base = np.zeros(out_channels) if bias is None else np.asarray(bias, np.float64)
+        return base + delta[kept_out]

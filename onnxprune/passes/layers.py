@@ -1,0 +1,196 @@
+"""What recovery passes share: finding linear layers and running statistics through the
+rules, ordering them front to back, tracking which original channels survive, and
+writing new parameter values into a graph copy."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from ..ir import Graph, Node
+from ..registry import Registry
+from ..rules import LinearForm, NodeView, RunningStats, Updates
+
+# tensor -> axis -> indices (into the original model's tensor) still present after pruning
+Kept = dict[str, dict[int, np.ndarray]]
+
+
+@dataclass
+class Layer:
+    """A node with a matrix view, in some graph."""
+
+    node: Node
+    form: LinearForm
+
+    @property
+    def input(self) -> str:
+        return self.node.inputs[self.form.input_slot]
+
+
+def linear_layers(graph: Graph, registry: Registry) -> list[Layer]:
+    """Every node whose rule gives a matrix view (in graph order)."""
+    layers = []
+    for node in graph.nodes:
+        spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+        if spec is None or spec.linear is None:
+            continue
+        form = spec.linear(NodeView(node, graph))
+        if form is not None:
+            layers.append(Layer(node, form))
+    return layers
+
+
+def layer_named(graph: Graph, registry: Registry, name: str) -> Layer | None:
+    node = graph.node_by_name.get(name)
+    if node is None:
+        return None
+    spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+    form = spec.linear(NodeView(node, graph)) if spec is not None and spec.linear is not None else None
+    return Layer(node, form) if form is not None else None
+
+
+def running_stats(graph: Graph, registry: Registry) -> list[tuple[Node, RunningStats]]:
+    """Normalizations whose rule declares running statistics held in constants."""
+    found = []
+    for node in graph.nodes:
+        spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+        stats = spec.running_stats if spec is not None else None
+        if stats is None:
+            continue
+        view = NodeView(node, graph)
+        if view.const(stats.mean_slot) is not None and view.const(stats.var_slot) is not None:
+            found.append((node, stats))
+    return found
+
+
+def kept_indices(kept: Kept, tensor: str, axis: int, size: int) -> np.ndarray:
+    """Original indices of the ``size`` channels ``tensor`` has now along ``axis``."""
+    return kept.get(tensor, {}).get(axis, np.arange(size))
+
+
+def lost_channels(kept: Kept, tensor: str, axis: int) -> bool:
+    return axis in kept.get(tensor, {})
+
+
+def compose(earlier: Kept, now: Kept) -> Kept:
+    """Kept indices after two prunes: ``now`` indexes the tensor as ``earlier`` left it."""
+    result = {t: dict(axes) for t, axes in earlier.items()}
+    for tensor, axes in now.items():
+        for axis, keep in axes.items():
+            before = result.setdefault(tensor, {}).get(axis)
+            result[tensor][axis] = keep if before is None else before[keep]
+    return result
+
+
+def front_to_back(graph: Graph, targets: Iterable[str]) -> list[list[str]]:
+    """Targets (node names) in levels: a target's inputs depend only on targets of earlier levels,
+    so each level can be fitted from one pass over the data."""
+    targets = set(targets)
+    depth: dict[str, int] = {}
+    level_of: dict[str, int] = {}
+    for node in graph.nodes:
+        d = max((depth.get(t, 0) for t in list(node.inputs) + node.implicit_inputs if t), default=0)
+        if node.name in targets:
+            level_of[node.name] = d
+            d += 1
+        for out in node.outputs:
+            depth[out] = d
+    levels: list[list[str]] = [[] for _ in range(max(level_of.values(), default=-1) + 1)]
+    for node in graph.nodes:
+        if node.name in level_of:
+            levels[level_of[node.name]].append(node.name)
+    return [level for level in levels if level]
+
+
+def changed_values(graph: Graph, kept: Kept, registry: Registry) -> set[str]:
+    """Tensors whose remaining channels no longer hold the original's values.
+
+    Slicing a tensor leaves its kept channels as they were; values change where a node
+    mixes channels and lost some of its input channels: a node with its own output
+    channels (a rule with ``roots``: Conv, Gemm, ...) or an inexact rule (LayerNorm).
+    Everything computed from those changes too.
+    """
+    changed: set[str] = set()
+    for node in graph.nodes:
+        inputs = [t for t in list(node.inputs) + node.implicit_inputs if t]
+        if any(t in changed for t in inputs):
+            changed.update(o for o in node.outputs if o)
+            continue
+        lost = [t for t in inputs if t in kept and t not in graph.params]
+        if not lost:
+            continue
+        spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+        if spec is None or not spec.exact or spec.roots(NodeView(node, graph)):
+            changed.update(o for o in node.outputs if o)
+    return changed
+
+
+def with_updates(graph: Graph, changes: dict[str, Updates]) -> Graph:
+    """A copy of ``graph`` with new constant inputs / attributes on the named nodes.
+
+    A constant another node also reads gets a fresh name instead of being changed under it.
+    """
+    if not changes:
+        return graph
+    params = dict(graph.params)
+    consumers = graph.consumers
+    nodes = []
+    for node in graph.nodes:
+        updates = changes.get(node.name)
+        if updates is None:
+            nodes.append(node)
+            continue
+        new = copy.copy(node)
+        new.attrs, new.attr_types, new.inputs = dict(node.attrs), dict(node.attr_types), list(node.inputs)
+        for key, value in updates.attrs.items():
+            new.attrs[key] = value
+            new.attr_types.pop(key, None)
+        for slot, value in updates.inputs.items():
+            while len(new.inputs) <= slot:
+                new.inputs.append("")
+            name = new.inputs[slot]
+            if not name or name not in graph.params or len(consumers.get(name, [])) > 1 \
+                    or name in graph.graph_output_names:
+                name = _fresh_name(f"{node.name}_in{slot}_recovered", params)
+                new.inputs[slot] = name
+            params[name] = value
+        nodes.append(new)
+    return dataclasses.replace(graph, nodes=nodes, params=params)
+
+
+def _fresh_name(base: str, taken) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def sample_rows(n_rows: int, limit: int, rng: np.random.Generator) -> np.ndarray | None:
+    """All rows (None) or a random sorted subset of ``limit`` of them, to bound memory."""
+    if limit <= 0 or n_rows <= limit:
+        return None
+    return np.sort(rng.choice(n_rows, size=limit, replace=False))
+
+
+def paired_batches(pruned: Graph, pruned_tensors, original: Graph | None, original_tensors, data,
+                   batch_size: int, provider: str = "cpu"):
+    """Per batch, (pruned model's tensors, original model's tensors) on the same samples."""
+    from ..activations import stream  # late: activations imports onnxruntime helpers
+    got = stream(pruned, list(pruned_tensors), data, provider, batch_size)
+    if original is None:
+        for values in got:
+            yield values, {}
+        return
+    ref = stream(original, list(original_tensors), data, provider, batch_size)
+    yield from zip(got, ref)
+
+
+def progress_bar(iterable, desc: str, enabled: bool, total: int | None = None):
+    """tqdm on stderr, or the iterable itself when quiet."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, leave=False, unit="level")

@@ -1,0 +1,120 @@
+"""Least-squares reconstruction: re-fit each linear layer that lost input channels so
+that, on calibration data, its outputs match the unpruned model's (He et al. 2017,
+ThiNet; the layer-wise "mask tuning" of Kwon et al. 2022).
+
+The inputs X are the *pruned* model's own values at that layer, with every earlier
+layer already re-fitted: layers are solved front to back, one pass over the data per
+level of layers that do not feed each other, so errors are compensated instead of
+accumulated. The targets Y are the original model's outputs of the same tensor (names
+survive pruning), restricted to the output channels that are still there. Only the
+Gram matrices X^T X and X^T Y are kept (memory: K^2 per group, not activations), and
+each group (grouped/depthwise convs) is solved on its own with a small ridge. Where the
+layer has or can take a bias, it is fitted as an intercept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Graph
+from ..options import RecoveryOptions
+from ..registry import Registry
+from . import PassResult
+from .layers import (Kept, Layer, front_to_back, kept_indices, layer_named, linear_layers, lost_channels,
+                     paired_batches, progress_bar, sample_rows, with_updates)
+
+
+@dataclass
+class _Normal:
+    """Accumulated normal equations of one layer (per group, intercept column last)."""
+
+    layer: Layer
+    original: Layer
+    kept_out: np.ndarray
+    intercept: bool
+    xtx: np.ndarray | None = None
+    xty: np.ndarray | None = None
+    rows: int = 0
+
+    def update(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, limit: int) -> None:
+        form = self.layer.form
+        rows = sample_rows(form.n_rows(x.shape), limit, rng)
+        cols = form.unfold(np.asarray(x), rows).astype(np.float64)
+        target = self.original.form.out_rows(np.asarray(y))
+        target = (target if rows is None else target[rows])[:, self.kept_out].astype(np.float64)
+        target = target.reshape(len(target), form.groups, -1)
+        if self.intercept:
+            cols = np.concatenate([cols, np.ones(cols.shape[:2] + (1,))], axis=2)
+        by_group = np.ascontiguousarray(cols.transpose(1, 0, 2))  # [G, rows, K]
+        by_group_t = np.ascontiguousarray(cols.transpose(1, 2, 0))  # [G, K, rows]
+        gram = by_group_t @ by_group  # one BLAS product per group
+        cross = by_group_t @ np.ascontiguousarray(target.transpose(1, 0, 2))
+        self.xtx = gram if self.xtx is None else self.xtx + gram
+        self.xty = cross if self.xty is None else self.xty + cross
+        self.rows += len(cols)
+
+    def solve(self, ridge: float):
+        """(matrix [G, O, K], bias [G*O] or None) minimizing ||X W^T + b - Y||^2 + ridge ||W||^2."""
+        k = self.layer.form.matrix().shape[2]
+        matrices, biases = [], []
+        for gram, cross in zip(self.xtx, self.xty):
+            scale = float(np.trace(gram[:k, :k])) / max(k, 1)
+            gram = gram.copy()
+            gram[np.arange(k), np.arange(k)] += ridge * scale + 1e-12
+            try:
+                solution = np.linalg.solve(gram, cross)  # [K(+1), O]
+            except np.linalg.LinAlgError:  # singular (e.g. no ridge and dead columns)
+                solution = np.linalg.lstsq(gram, cross, rcond=None)[0]
+            matrices.append(solution[:k].T)
+            biases.append(solution[k] if self.intercept else None)
+        bias = np.concatenate(biases) if self.intercept else None
+        return np.stack(matrices), bias
+
+
+class LeastSquaresRefit:
+    """Re-fit layers that lost input channels, front to back (a :class:`GraphPass`)."""
+
+    name = "least-squares refit"
+
+    def __init__(self, original: Graph, data, kept: Kept, registry: Registry,
+                 options: RecoveryOptions | None = None, progress: bool = False):
+        self.original, self.data, self.kept, self.registry = original, data, kept, registry
+        self.options = options or RecoveryOptions()
+        self.progress = progress
+
+    def targets(self, graph: Graph) -> list[str]:
+        return [layer.node.name for layer in linear_layers(graph, self.registry)
+                if lost_channels(self.kept, layer.input, layer.form.in_axis)
+                and layer_named(self.original, self.registry, layer.node.name) is not None]
+
+    def run(self, graph: Graph) -> PassResult:
+        rng = np.random.default_rng(self.options.seed)
+        levels = front_to_back(graph, self.targets(graph))
+        changed, notes = 0, []
+        for level in progress_bar(levels, self.name, self.progress):
+            normals = [self._normal(graph, name) for name in level]
+            batches = paired_batches(graph, [n.layer.input for n in normals], self.original,
+                                     [n.original.form.output for n in normals], self.data,
+                                     self.options.batch_size, self.options.provider)
+            for got, ref in batches:
+                for n in normals:
+                    n.update(got[n.layer.input], ref[n.original.form.output], rng, self.options.max_rows)
+            updates = {}
+            for n in normals:
+                matrix, bias = n.solve(self.options.ridge)
+                updates[n.layer.node.name] = n.layer.form.store(matrix, bias)
+                if not n.intercept:
+                    notes.append(f"{n.layer.node.name}: no bias to fit (weights only)")
+            graph = with_updates(graph, updates)
+            changed += len(updates)
+        return PassResult(self.name, graph, changed, tuple(notes))
+
+    def _normal(self, graph: Graph, name: str) -> _Normal:
+        layer = layer_named(graph, self.registry, name)
+        original = layer_named(self.original, self.registry, name)
+        form = layer.form
+        out_channels = form.matrix().shape[0] * form.matrix().shape[1]
+        kept_out = kept_indices(self.kept, form.output, form.out_axis, out_channels)
+        intercept = form.bias() is not None or form.can_add_bias
+        return _Normal(layer, original, kept_out, intercept)
