@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--ratio-from", metavar="SENS.json:MAXERR",
                        help="--ratio-for options from a sensitivity report, for an error budget per unit")
     prune.add_argument("--steps", type=int, default=1, metavar="K", help="prune in K rounds, re-scoring between")
+    prune.add_argument("--head-ratio", type=float, metavar="R", help="ratio for attention-head groups (default --ratio)")
+    prune.add_argument("--prune-hidden", action="store_true",
+                       help="also prune the hidden size (groups through norm statistics: inexact)")
+    prune.add_argument("--no-prune-heads", dest="prune_heads", action="store_false", help="keep attention heads")
+    prune.add_argument("--no-prune-channels", dest="prune_channels", action="store_false",
+                       help="keep other channel groups (MLP width, conv channels)")
     prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
     prune.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
@@ -270,7 +276,9 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
                            ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),
                            target_params=args.target_params, target_latency=args.target_latency,
-                           steps=args.steps, latency_runs=args.runs).check()
+                           steps=args.steps, latency_runs=args.runs, head_ratio=args.head_ratio,
+                           prune_hidden=args.prune_hidden, prune_heads=args.prune_heads,
+                           prune_channels=args.prune_channels).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     if args.runs < 0:

@@ -23,7 +23,7 @@ from .errors import InputError
 from .ir import Graph
 from .mapping import IDENTITY, Mapping, Modulo, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
-from .rules import Barrier, NodeView, Port, Side, call_rule, strict_default
+from .rules import Barrier, Mark, NodeView, Port, Side, Trait, call_rule, strict_default
 from .shapes import is_symbolic
 
 
@@ -80,6 +80,14 @@ class Group:
     channels: list[dict[End, np.ndarray]]
     blocked: list[str] = field(default_factory=list)
     root: End | None = None
+    traits: frozenset = frozenset()  # Trait marks the rules gave its ends
+
+    @property
+    def kind(self) -> str:
+        """hidden (normalization statistics span it), heads (attention), or channels (MLP, conv...)."""
+        if Trait.STATISTICS in self.traits:
+            return "hidden"
+        return "heads" if Trait.HEADS in self.traits else "channels"
     _layout: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -127,6 +135,7 @@ class DependencyGraph:
         self.registry = registry
         self.nx = nx.MultiGraph()
         self.barriers: dict[End, str] = {}
+        self.marks: dict[End, list[Mark]] = {}
         self._dims: dict[tuple[str, tuple[int, ...]], list[End]] = {}
         self._expanded: set[End] = set()
         self._order = {n.name: i for i, n in enumerate(graph.nodes)}
@@ -232,6 +241,9 @@ class DependencyGraph:
             self._block(end, f"{node.op_type} {node.name}: {answer.reason}")
             return
         for link in answer:
+            if isinstance(link, Mark):
+                self.marks.setdefault(end, []).append(link)
+                continue
             tensor = view.tensor(link.port)
             if not tensor:
                 continue
@@ -360,7 +372,8 @@ class DependencyGraph:
                 channels.append({e: np.asarray(sorted(ix), dtype=np.int64) for e, ix in per_end.items()})
             blocked = sorted({self.barriers[e] for e in members if e in self.barriers})
             root = next((e for e in members if e.kind == EndKind.OP and e.port.side == Side.OUT), members[0])
-            groups.append(Group(0, members, channels, blocked, root))
+            traits = frozenset(m.trait for e in members for m in self.marks.get(e, ()))
+            groups.append(Group(0, members, channels, blocked, root, traits))
         groups.sort(key=lambda g: self._end_order(g.root))
         for i, group in enumerate(groups):
             group.id = i
@@ -395,7 +408,9 @@ class DependencyGraph:
     def inexact_nodes(self, group: Group) -> list[str]:
         """Nodes in the group whose rule says removal is not the same as zeroing."""
         names = {e.node for e in group.ends if e.kind == EndKind.OP}
-        return sorted(n for n in names if (spec := self.spec(n)) is not None and not spec.exact)
+        inexact = {n for n in names if (spec := self.spec(n)) is not None and not spec.exact}
+        inexact |= {e.node for e in group.ends if any(m.trait == Trait.STATISTICS for m in self.marks.get(e, ()))}
+        return sorted(inexact)
 
     def groups_matching(self, pattern: str) -> list[Group]:
         """Groups whose output-side ends belong to nodes whose name matches ``pattern``."""

@@ -205,3 +205,22 @@ class Project(Mapping):
             if k != self.axis:
                 coords[k] = np.zeros_like(coords[k])
         return a, np.ravel_multi_index(tuple(coords), self.sizes).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Marginal(Mapping):
+    """A's channels flatten ``sizes``; B flattens only the axes in ``keep`` (same order).
+
+    Where an operator drops some of an end's axes (a batched MatMul contracts
+    head_dim but keeps the head axis), A's channel pairs with the B channel
+    at its kept coordinates: all of A's channels sharing them go together.
+    """
+
+    sizes: tuple[int, ...]
+    keep: tuple[int, ...]
+
+    def pairs(self, n_a, n_b):
+        a = _arange(int(np.prod(self.sizes)))
+        coords = np.unravel_index(a, self.sizes)
+        kept = tuple(coords[k] for k in self.keep)
+        return a, np.ravel_multi_index(kept, tuple(self.sizes[k] for k in self.keep)).astype(np.int64)

@@ -26,6 +26,12 @@ class PruneOptions:
     target_latency: float | None = None  # ... of the measured latency
     steps: int = 1  # prune in this many rounds, re-scoring between them
     latency_runs: int = 20  # timed runs per model and candidate for --target-latency
+    # what is pruned, by group kind (Group.kind): attention heads, other channels (MLP width,
+    # conv channels), and the hidden size (groups through normalization statistics: inexact)
+    prune_heads: bool = True
+    prune_channels: bool = True
+    prune_hidden: bool = False
+    head_ratio: float | None = None  # ratio for attention-head groups (default: --ratio)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore, tuple):
@@ -72,7 +78,13 @@ class PruneOptions:
             raise OptionError(f"--target-latency needs timed runs (--runs >= 1), got {self.latency_runs}")
         if self.steps < 1:
             raise OptionError(f"--steps must be >= 1, got {self.steps}")
+        if self.head_ratio is not None and not 0.0 <= self.head_ratio < 1.0:
+            raise OptionError(f"--head-ratio must be in [0, 1), got {self.head_ratio}")
         return self
+
+    def prunes(self, kind: str) -> bool:
+        """Whether groups of this kind (see Group.kind) may be pruned."""
+        return {"heads": self.prune_heads, "hidden": self.prune_hidden}.get(kind, self.prune_channels)
 
     def with_(self, **changes) -> "PruneOptions":
         return replace(self, **changes)

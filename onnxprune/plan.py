@@ -60,6 +60,10 @@ def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level
     return plan_for_level(dg, budgets, options, options.ratio if level is None else level, skipped)
 
 
+_KIND_SWITCH = {"hidden": "size not pruned (normalization statistics span it; use --prune-hidden)",
+                "heads": "not pruned (--no-prune-heads)", "channels": "not pruned (--no-prune-channels)"}
+
+
 def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int, tuple[int, int]] | None = None,
                   data: CalibrationSet | None = None, provider: str = "cpu"
                   ) -> tuple[list[GroupBudget], tuple[str, ...]]:
@@ -79,6 +83,11 @@ def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int,
         if group.id in protected:
             skipped.append(f"group {group.id} ({group.root}): ignored by --ignore")
             continue
+        if not options.prunes(group.kind):
+            skipped.append(f"group {group.id} ({group.root}): {group.kind} " + _KIND_SWITCH[group.kind])
+            continue
+        if group.kind == "heads" and options.head_ratio is not None:
+            fixed.setdefault(group.id, options.head_ratio)  # --ratio-for patterns still win
         groups.append(group)
     if criterion.data_driven:  # one streaming pass for every group's statistics
         context.collect([n for group in groups for n in criterion.needs(context, group)], options.criterion)

@@ -64,8 +64,7 @@ def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
             for axis, keep in axes.items():
                 value = np.take(value, keep, axis=axis)
             params[name] = value
-    consumers = graph.consumers
-    nodes = []
+    nodes, new_inputs, upstream = [], {}, []
     for node in graph.nodes:
         new = copy.copy(node)  # every container copied too: the input graph stays as it was
         new.attrs, new.attr_types = dict(node.attrs), dict(node.attr_types)
@@ -83,16 +82,26 @@ def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
             else:
                 new.attrs[key] = value
         for slot, value in updates.inputs.items():
-            while len(new.inputs) <= slot:
-                new.inputs.append("")
-            name = new.inputs[slot]
-            shared = not name or name not in graph.params or len(consumers.get(name, [])) > 1 \
-                or name in graph.graph_output_names
-            if shared:
-                name = _fresh_name(f"{node.name}_in{slot}_pruned", params)
-                new.inputs[slot] = name
-            params[name] = value
+            _request(new_inputs, (node.name, slot), value)
         _omit_inputs(new, updates.drop_inputs)
+        for path, value in updates.upstream.items():
+            upstream.append((path, value))
+    by_name = {n.name: n for n in nodes}
+    for path, value in upstream:
+        nodes, key = _private_path(nodes, by_name, path)
+        _request(new_inputs, key, value)
+    readers = _readers(nodes)
+    for (node_name, slot), value in new_inputs.items():
+        new = by_name[node_name]
+        while len(new.inputs) <= slot:
+            new.inputs.append("")
+        name = new.inputs[slot]
+        shared = not name or name not in graph.params or len(readers.get(name, [])) > 1 \
+            or name in graph.graph_output_names
+        if shared:
+            name = _fresh_name(f"{node_name}_in{slot}_pruned", params)
+            new.inputs[slot] = name
+        params[name] = value
     return dataclasses.replace(graph, nodes=nodes, params=params, values=_resized(graph.values, kept),
                                inputs=list(graph.inputs), outputs=list(graph.outputs),
                                declared=_resized(graph.declared, kept))
@@ -107,6 +116,43 @@ def _omit_inputs(node, slots) -> None:
             node.inputs[slot] = ""
     while node.inputs and not node.inputs[-1]:
         node.inputs.pop()
+
+
+def _request(new_inputs: dict, key: tuple[str, int], value: np.ndarray) -> None:
+    if key in new_inputs and not np.array_equal(new_inputs[key], value):
+        raise PlanError(f"input {key[1]} of {key[0]} would need two different values")
+    new_inputs[key] = value
+
+
+def _readers(nodes) -> dict[str, list]:
+    table: dict[str, list] = {}
+    for n in nodes:
+        for name in list(n.inputs) + list(n.implicit_inputs):
+            if name:
+                table.setdefault(name, []).append(n)
+    return table
+
+
+def _private_path(nodes: list, by_name: dict, path) -> tuple[list, tuple[str, int]]:
+    """Walk ``path`` from its first node up to the constant, copying every node on the way
+    that other nodes also read, so that rewriting the constant changes this reader only."""
+    reader = by_name[path[0][0]]
+    for (_, slot), (producer_name, next_slot) in zip(path, path[1:]):
+        tensor = reader.inputs[slot]
+        producer = next(n for n in nodes if tensor in n.outputs)
+        if len(_readers(nodes).get(tensor, [])) > 1:
+            clone = copy.copy(producer)
+            clone.attrs, clone.inputs = dict(producer.attrs), list(producer.inputs)
+            taken = {o for n in nodes for o in n.outputs} | set(by_name)
+            clone.name = _fresh_name(f"{producer.name}_for_{reader.name}", taken)
+            clone.outputs = [_fresh_name(f"{o}_for_{reader.name}", taken) if o else o for o in producer.outputs]
+            reader.inputs[slot] = clone.outputs[producer.outputs.index(tensor)]
+            nodes = list(nodes)
+            nodes.insert(nodes.index(producer) + 1, clone)
+            by_name[clone.name] = clone
+            producer = clone
+        reader = producer
+    return nodes, (reader.name, path[-1][1])
 
 
 def _resized(values: dict[str, Value], kept) -> dict[str, Value]:

@@ -58,7 +58,25 @@ class Barrier:
     reason: str
 
 
-Answer = list[Couple] | Barrier
+class Trait(str, Enum):
+    """What a group is, as the rules see it while coupling (options switch each kind on or off)."""
+
+    HEADS = "heads"  # a batch axis shared by two activations of a matmul: attention heads
+    STATISTICS = "statistics"  # a normalization's statistics span the channels: the hidden size
+
+
+@dataclass(frozen=True)
+class Mark:
+    """An answer item that couples nothing but tells what the group is (see :class:`Trait`).
+
+    ``Mark(Trait.STATISTICS, ...)`` also means removal is valid but not the same as
+    zeroing (the mean/variance run over fewer channels)."""
+
+    trait: Trait
+    reason: str = ""
+
+
+Answer = list[Couple | Mark] | Barrier
 
 
 @dataclass
@@ -133,6 +151,10 @@ class Updates:
     attrs: dict[str, Any] = field(default_factory=dict)
     inputs: dict[int, np.ndarray] = field(default_factory=dict)  # new constant input values
     drop_inputs: tuple[int, ...] = ()  # optional inputs to omit (e.g. a zero initial state: omitted means zero)
+    # constants further up, by path: ((this node, slot), (producer of that input, slot), ...)
+    # ending at the constant; e.g. a piece of the Concat that builds a Reshape target at run
+    # time. Nodes on the path that others also read are copied for this node first.
+    upstream: dict[tuple[tuple[str, int], ...], np.ndarray] = field(default_factory=dict)
 
 
 class LinearForm(Protocol):

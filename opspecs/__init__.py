@@ -6,11 +6,11 @@ from functools import lru_cache
 
 from onnxprune.registry import Registry
 
-from . import (activation, concat_split, conv, elementwise, indexing, linear, norm, pooling, reduce, resize, rnn, shape,
-               source)
+from . import (activation, concat_split, conv, elementwise, expand, indexing, linear, norm, pooling, reduce, resize, rnn,
+               shape, source)
 
 FAMILIES = (conv, linear, norm, activation, elementwise, pooling, concat_split, shape, resize, reduce, source, rnn,
-            indexing)
+            indexing, expand)
 
 
 def register_all(registry: Registry) -> Registry:

@@ -114,3 +114,68 @@ def reshape_links(shape_a, shape_b, axes: tuple[int, ...], port_b: Port) -> Answ
 
 def int_list(value) -> list[int]:
     return [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+# Ops through which a small int tensor keeps its elements in order (shape arithmetic plumbing).
+_SHAPE_PLUMBING = ("Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Flatten")
+
+
+def shape_entries(view: NodeView, slot: int):
+    """Where each element of a shape operand comes from, or None if its length is unknown.
+
+    An element is ``(path, flat index)`` when it is a constant, directly or as a
+    piece of a Concat of constants and run-time dims (how exporters build
+    Reshape/Expand targets): ``path`` lists the (node, input slot) hops from
+    this node to the constant. Run-time elements are None.
+    """
+    return _entries(view.graph, ((view.node.name, slot),), depth=0)
+
+
+def _entries(graph, path, depth: int):
+    reader, slot = path[-1]
+    node = graph.node_by_name[reader]
+    name = node.inputs[slot] if slot < len(node.inputs) else ""
+    if not name:
+        return None
+    if name in graph.params:
+        return [(path, i) for i in range(int(graph.params[name].size))]
+    shape = graph.shape(name)
+    length = int(np.prod(shape)) if shape is not None else None
+    produced = graph.producers.get(name)
+    if produced is not None and depth < 8:
+        producer = produced[0]
+        if producer.domain == "" and producer.op_type == "Concat" and int(producer.attrs.get("axis", 0)) in (0, -1):
+            parts = [_entries(graph, path + ((producer.name, k),), depth + 1) for k in range(len(producer.inputs))]
+            if all(p is not None for p in parts):
+                return [e for p in parts for e in p]
+        elif producer.domain == "" and producer.op_type in _SHAPE_PLUMBING and producer.inputs:
+            inner = _entries(graph, path + ((producer.name, 0),), depth + 1)
+            if inner is not None and (length is None or len(inner) == length):
+                return inner
+    return None if length is None else [None] * length
+
+
+def entry_value(view: NodeView, entry) -> int | None:
+    """The constant value of a shape entry, or None for a run-time one."""
+    if entry is None:
+        return None
+    path, index = entry
+    node_name, slot = path[-1]
+    node = view.graph.node_by_name[node_name]
+    return int(np.asarray(view.graph.params[node.inputs[slot]]).reshape(-1)[index])
+
+
+def rewrite_entries(view: NodeView, entries, sizes: dict[int, int], keep_values=(-1, 0)):
+    """``Updates.upstream`` setting entry ``axis`` to ``sizes[axis]`` (entries holding keep_values stay)."""
+    values: dict[tuple, np.ndarray] = {}
+    for axis, size in sizes.items():
+        entry = entries[axis]
+        if entry is None or entry_value(view, entry) in keep_values:
+            continue
+        path, index = entry
+        if path not in values:
+            node_name, slot = path[-1]
+            node = view.graph.node_by_name[node_name]
+            values[path] = np.array(view.graph.params[node.inputs[slot]], copy=True)
+        values[path].reshape(-1)[index] = size
+    return values

@@ -95,6 +95,18 @@ def _slice_params(view: NodeView):
     return [int(s) for s in starts], [int(e) for e in ends], [int(a) % rank for a in axes], steps
 
 
+def _sliced_axes(view: NodeView) -> list[int] | None:
+    """The axes a Slice cuts, when they are constant even if its bounds are not."""
+    rank = view.rank(IN(0))
+    if rank is None or view.opset < 10:
+        return None
+    if not view.has_input(3):
+        n = view.shape(IN(1))
+        return list(range(n[0])) if n is not None and len(n) == 1 else None
+    axes = view.const(3)
+    return None if axes is None else [int(a) % rank for a in np.asarray(axes).reshape(-1)]
+
+
 def _clamped_start(start: int, step: int, size: int) -> int:
     if start < 0:
         start += size
@@ -107,6 +119,9 @@ def _slice(view: NodeView, port, axes):
     params = _slice_params(view)
     in_shape = view.shape(IN(0))
     if params is None:
+        sliced = _sliced_axes(view)
+        if sliced is not None and not set(axes) & set(sliced):  # run-time bounds on other axes
+            return [Couple(OUT(0) if port == IN(0) else IN(0), axes)]
         return Barrier("Slice bounds are computed at run time")
     if in_shape is None:
         return unknown_shape(view, IN(0))
@@ -126,9 +141,10 @@ def _slice(view: NodeView, port, axes):
 
 
 def _rewrite_slice(view: NodeView, changes) -> Updates:
-    if IN(0) not in changes:
+    params = _slice_params(view)
+    if IN(0) not in changes or params is None:  # run-time bounds: only unsliced axes were pruned
         return Updates()
-    starts, ends, sliced, steps = _slice_params(view)
+    starts, ends, sliced, steps = params
     in_shape = view.shape(IN(0))
     change = changes[IN(0)]
     new_starts, new_ends = list(starts), list(ends)

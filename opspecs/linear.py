@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
+from onnxprune.mapping import IDENTITY, Marginal
+from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Trait, Updates
 
 from ._common import broadcast, unknown_shape
 
@@ -35,26 +36,53 @@ def _couple_gemm(view: NodeView, port, axes):
     return Barrier(f"Gemm cannot prune axes {axes} of {port} (rows)")
 
 
+def _matmul_labels(rank: int, out_rank: int, first: bool) -> list:
+    """What each axis of an operand (or the output) is: ("batch", output axis), "row", "k" or "col"."""
+    if first is None:  # the output
+        return [("batch", a) for a in range(rank - 2)] + ["row", "col"]
+    tail = ["row", "k"] if first else ["k", "col"]
+    return [("batch", a + out_rank - rank) for a in range(rank - 2)] + tail
+
+
 def _couple_matmul(view: NodeView, port, axes):
-    ra, rb, ry = view.rank(IN(0)), view.rank(IN(1)), view.rank(OUT(0))
-    if None in (ra, rb, ry):
+    """numpy matmul: batch axes broadcast, rows of A go to rows of Y, columns of B to columns of Y,
+    A's last and B's second-to-last axes are contracted together. Any set of axes of one operand
+    couples to the axes of the others that carry the same meaning (batched attention couples the
+    head axis of Q, K and the scores; the contracted head_dim of Q and K drops out of the scores)."""
+    ranks = {IN(0): view.rank(IN(0)), IN(1): view.rank(IN(1)), OUT(0): view.rank(OUT(0))}
+    if None in ranks.values():
         return unknown_shape(view, OUT(0))
-    if ra < 2 or rb < 2:
+    if ranks[IN(0)] < 2 or ranks[IN(1)] < 2:
         return Barrier("MatMul with a vector operand")
-    if port == IN(0) and axes == (ra - 1,):
-        return [Couple(IN(1), (rb - 2,))]
-    if port == IN(1) and axes == (rb - 2,):
-        return [Couple(IN(0), (ra - 1,))]
-    if port == IN(1) and axes == (rb - 1,):
-        return [Couple(OUT(0), (ry - 1,))]
-    if port == OUT(0) and axes == (ry - 1,):
-        return [Couple(IN(1), (rb - 1,))]
-    # rows of A map to rows of Y when B has no batch axes to broadcast against
-    if rb == 2 and port == IN(0) and max(axes) < ra - 1:
-        return [Couple(OUT(0), tuple(a + ry - ra for a in axes))]
-    if rb == 2 and port == OUT(0) and max(axes) < ry - 1:
-        return [Couple(IN(0), tuple(a - (ry - ra) for a in axes))]
-    return Barrier(f"MatMul cannot prune axes {axes} of {port}")
+    shapes = {p: view.shape(p) for p in ranks}
+    if port not in shapes or shapes[port] is None or any(s is None for s in shapes.values()):
+        return unknown_shape(view, port)
+    ry = ranks[OUT(0)]
+    labels = {IN(0): _matmul_labels(ranks[IN(0)], ry, True), IN(1): _matmul_labels(ranks[IN(1)], ry, False),
+              OUT(0): _matmul_labels(ry, ry, None)}
+    mine = [labels[port][a] for a in axes]
+    sizes = tuple(shapes[port][a] for a in axes)
+    links = []
+    for other in (IN(0), IN(1), OUT(0)):
+        if other == port:
+            continue
+        keep, other_axes = [], []
+        for k, label in enumerate(mine):
+            if label not in labels[other]:
+                continue
+            axis = labels[other].index(label)
+            if shapes[other][axis] == sizes[k]:
+                keep.append(k)
+                other_axes.append(axis)
+            elif shapes[other][axis] != 1:
+                return Barrier(f"MatMul operands disagree on axis {axes[k]} of {port}")
+        if not keep:
+            continue
+        mapping = IDENTITY if len(keep) == len(axes) else Marginal(sizes, tuple(keep))
+        links.append(Couple(other, tuple(other_axes), mapping))
+    if view.const(0) is None and view.const(1) is None and any(isinstance(label, tuple) for label in mine):
+        links.append(Mark(Trait.HEADS, "batch axis of a matmul between two activations"))
+    return links
 
 
 def _roots_if_const_weight(view: NodeView):

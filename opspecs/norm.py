@@ -1,7 +1,7 @@
 """Per-channel normalizations: channel axis 1 couples input, output and every parameter."""
 from __future__ import annotations
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, RunningStats
+from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, RunningStats, Trait
 
 
 def _per_channel(n_params: int, spatial_coupled: bool):
@@ -52,12 +52,15 @@ def _layer_norm(view: NodeView, port, axes):
     if len(normalized) != 1 or tuple(axes) != (axis,):
         return Barrier(f"axes {axes} mix several normalized axes")
     params = [Couple(IN(i), (0,)) for i in (1, 2) if view.has_input(i)]
-    return [Couple(other, axes)] + params
+    return [Couple(other, axes)] + params + [Mark(Trait.STATISTICS, f"{view.node.op_type} statistics")]
 
 
 def register(registry) -> None:
     registry.register(OpSpec(("LayerNormalization",), _layer_norm, since=17, param_roles={1: "norm_scale"},
                              exact=False, family="norm"))
+    # onnxruntime's fused RMSNorm: LayerNormalization's signature without the mean (scale only)
+    registry.register(OpSpec(("SimplifiedLayerNormalization",), _layer_norm, domain="com.microsoft",
+                             param_roles={1: "norm_scale"}, exact=False, family="norm"))
     registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
                              running_stats=RunningStats(input_slot=0, axis=1, mean_slot=3, var_slot=4),
                              param_roles={1: "bn_scale"}, neutral={4: 1.0}, family="norm"))

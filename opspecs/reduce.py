@@ -1,7 +1,13 @@
-"""Reductions and Softmax: axes that are reduced/normalized over are barriers."""
+"""Reductions and Softmax.
+
+Reducing over the pruned channels (the mean and variance of RMSNorm and of
+LayerNorm written out as ReduceMean/Sub/Pow/Sqrt/Div) stays valid with fewer
+channels but computes a different statistic: such groups are marked as the
+hidden size (pruned only on request, reported as inexact). Softmax over the
+pruned axis is a barrier."""
 from __future__ import annotations
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side
+from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Side, Trait
 
 from ._common import int_list, unknown_shape
 
@@ -34,7 +40,9 @@ def _reduce(view: NodeView, port, axes):
     keep = int(view.attr("keepdims", 1))
     if port == IN(0):
         if any(a in reduced for a in axes):
-            return Barrier(f"axes {axes} are reduced over")
+            if all(a in reduced for a in axes):  # a statistic over the channels (norm mean/variance)
+                return [Mark(Trait.STATISTICS, f"{view.node.op_type} over the pruned axis")]
+            return Barrier(f"axes {axes} are partly reduced over")
         return [Couple(OUT(0), tuple(a if keep else a - sum(r < a for r in reduced) for a in axes))]
     survivors = [a for a in range(rank) if keep or a not in reduced]
     in_axes = tuple(survivors[a] for a in axes)

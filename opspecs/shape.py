@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.mapping import IDENTITY, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
-from ._common import reshape_links, unknown_shape
+from ._common import entry_value, reshape_links, rewrite_entries, shape_entries, unknown_shape
 
 
 def _reshape_like(view: NodeView, port, axes):
@@ -20,22 +21,81 @@ def _reshape_like(view: NodeView, port, axes):
 
 
 def _reshape(view: NodeView, port, axes):
-    if view.opset >= 5 and view.has_input(1) and view.const(1) is None:
-        # a run-time shape is fine only where it reads -1 or copies a dim (0)
-        return Barrier("Reshape target shape is computed at run time")
-    return _reshape_like(view, port, axes)
+    """Reshape keeps row-major order. Its target may be built at run time (Concat of Shape
+    pieces and constants, 0 and -1): constant pieces are rewritten, run-time pieces read the
+    pruned sizes when the model runs. Splitting one axis into several (hidden -> heads x
+    head_dim) couples whole blocks: the leading split axis (heads) is the channel."""
+    if port.side == Side.IN and port.slot > 0:
+        return Barrier("shape operand pruned")
+    answer = _reshape_like(view, port, axes)
+    if isinstance(answer, Barrier) or not answer:
+        return answer
+    link = answer[0]
+    if len(axes) == 1 and len(link.axes) > 1 and link.mapping == IDENTITY:
+        link = _split_blocks(view, link) or link
+    out_axes = axes if port == OUT(0) else link.axes
+    if view.opset >= 5 and view.const(1) is None:
+        entries = shape_entries(view, 1)
+        if entries is None or len(entries) != len(view.shape(OUT(0))):
+            return Barrier("Reshape target is computed at run time and cannot be traced")
+        for axis in out_axes:
+            if entry_value(view, entries[axis]) == 0 and not _copies_axis(port, axes, link, axis):
+                return Barrier(f"Reshape target copies (0) a pruned dim from another axis")
+    return [link]
+
+
+def _copies_axis(port, axes, link, axis) -> bool:
+    """A 0 in the target copies the input dim at the same index: fine if that axis maps to itself."""
+    return link.mapping == IDENTITY and tuple(axes) == tuple(link.axes) == (axis,)
+
+
+def _split_blocks(view: NodeView, link: Couple) -> Couple | None:
+    """hidden -> (heads, head_dim): couple to the leading split axis, each channel a block."""
+    split_port = link.port
+    shape = view.shape(split_port)
+    sizes = [shape[a] for a in link.axes]
+    lead = next((k for k, s in enumerate(sizes) if s > 1), None)
+    if lead is None or lead == len(sizes) - 1 or _reordered_later(view, split_port, link.axes):
+        return None
+    inner = int(np.prod(sizes[lead + 1:]))
+    return Couple(split_port, (link.axes[lead],), Overlap(1, inner))
+
+
+def _reordered_later(view: NodeView, port, axes) -> bool:
+    """The split axes are permuted against each other next to the Reshape: a channel shuffle,
+    whose channels interleave the blocks, so blocks cannot be the unit."""
+    graph, tensor = view.graph, view.tensor(port)
+    neighbours = [n for n, _ in graph.consumers.get(tensor, [])] if port.side == Side.OUT else \
+        [graph.producers[tensor][0]] if tensor in graph.producers else []
+    for node in neighbours:
+        if node.op_type != "Transpose":
+            continue
+        rank = len(view.shape(port))
+        perm = [int(p) for p in node.attrs.get("perm", list(reversed(range(rank))))]
+        if port.side == Side.OUT:
+            where = [perm.index(a) for a in axes]  # output position of each split axis
+        else:
+            where = [perm[a] for a in axes]  # input axis each split axis came from
+        if where != sorted(where):
+            return True
+    return False
 
 
 def _rewrite_reshape(view: NodeView, changes) -> Updates:
     if OUT(0) not in changes:
         return Updates()
-    target = view.const(1) if view.opset >= 5 else np.asarray(view.attr("shape"))
-    new_shape = changes[OUT(0)].new_shape
+    change = changes[OUT(0)]
+    sizes = {axis: len(keep) for axis, keep in change.kept.items()}
     allow_zero = int(view.attr("allowzero", 0))
-    new = [d if (d == -1 or (d == 0 and not allow_zero)) else new_shape[i] for i, d in enumerate(int(x) for x in target)]
+    keep_values = (-1,) if allow_zero else (-1, 0)
     if view.opset < 5:
-        return Updates(attrs={"shape": new})
-    return Updates(inputs={1: np.asarray(new, dtype=np.int64)})
+        target = [int(x) for x in view.attr("shape")]
+        return Updates(attrs={"shape": [sizes.get(i, d) if d not in keep_values else d for i, d in enumerate(target)]})
+    if view.const(1) is not None:
+        target = [int(x) for x in view.const(1).reshape(-1)]
+        new = [sizes.get(i, d) if d not in keep_values else d for i, d in enumerate(target)]
+        return Updates(inputs={1: np.asarray(new, dtype=np.int64)})
+    return Updates(upstream=rewrite_entries(view, shape_entries(view, 1), sizes, keep_values))
 
 
 def _rewrite_squeeze(view: NodeView, changes) -> Updates:

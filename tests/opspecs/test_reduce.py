@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from onnxprune.plan import make_plan
 from onnxprune.rules import IN, OUT
 from opspecs.reduce import REDUCE
 from support.builder import GraphBuilder
@@ -63,7 +64,8 @@ def test_reduce_keepdims0_over_leading_axis_shifts_the_channel_axis():
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax"])
 @pytest.mark.parametrize("opset", [13, 18])
 @pytest.mark.parametrize("axes", [[1], [1, 2, 3], [-3], None])
-def test_reduce_over_the_channel_axis_is_a_barrier(op, opset, axes):
+def test_reduce_over_the_channel_axis_is_a_hidden_size_statistic(op, opset, axes):
+    """Valid with fewer channels, but a different statistic: inexact, pruned only with prune_hidden."""
     b = GraphBuilder(opset=opset, seed=3)
     x = b.conv(b.input("input", [1, 3, 4, 4]), 6)
     y = _reduce(b, op, x, axes, keepdims=1)  # None: every axis is reduced
@@ -71,8 +73,11 @@ def test_reduce_over_the_channel_axis_is_a_barrier(op, opset, axes):
     model = b.build()
     dg = depgraph(model)
     group = dg.group_of("Conv_0")
-    assert not group.prunable
-    assert any(f"{op} {op}_0" in r and "reduced over" in r for r in group.blocked), group.blocked
+    assert group.prunable and group.kind == "hidden"
+    assert f"{op}_0" in dg.inexact_nodes(group)
+    assert make_plan(dg, ratio=0.5).decisions == ()
+    assert [d.group for d in make_plan(dg, ratio=0.5, prune_hidden=True).decisions] == [group.id]
+    assert_all_groups_oracle(model)  # inexact groups: valid, same output shapes
 
 
 def test_reduce_with_noop_empty_axes_passes_everything():

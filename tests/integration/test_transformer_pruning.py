@@ -1,0 +1,138 @@
+"""Attention heads, MLP width and hidden size on the exported Transformers (tests/models).
+
+The oracle: pruning a group equals zeroing its channels in every coupled
+parameter (exact groups: heads, MLP), checked at both test lengths, so the
+rewritten run-time shape arithmetic works with other batch/sequence sizes than
+the analysed one. Hidden-size groups run through normalization statistics:
+inexact, pruned only with ``prune_hidden``.
+"""
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxprune import Pruner
+from onnxprune.masking import mask_group
+from onnxprune import onnx_out
+from support.exported import exported_models
+from support.oracle import prune_channels, run
+
+MODELS = {m.name: m for m in exported_models()}
+
+# prunable groups by kind (heads / channels = MLP width / hidden = residual stream)
+KINDS = {
+    "bert_ts": {"heads": 2, "channels": 2}, "bert_dynamo": {"heads": 2, "channels": 2},
+    "vit_ts": {"heads": 2, "channels": 2}, "vit_dynamo": {"heads": 2, "channels": 2},
+    "gpt2_ts": {"heads": 2, "channels": 2, "hidden": 1}, "gpt2_dynamo": {"heads": 2, "channels": 2, "hidden": 1},
+    "llama_ts": {"heads": 2, "channels": 2, "hidden": 1}, "llama_dynamo": {"heads": 2, "channels": 2, "hidden": 1},
+    "swin_dynamo": {"heads": 2, "channels": 2},
+    "decomposed_layernorm_ts": {"hidden": 1}, "decomposed_layernorm_dynamo": {"hidden": 1},
+}
+# MACs ratio at --ratio 0.5: (default, with prune_hidden), as measured (at most)
+MACS = {
+    "bert_ts": (0.50, 0.50), "bert_dynamo": (0.50, 0.50),  # hidden states are a graph output
+    "vit_ts": (0.62, 0.62), "vit_dynamo": (0.62, 0.62),  # likewise; the patch conv stays
+    "gpt2_ts": (0.56, 0.29), "gpt2_dynamo": (0.56, 0.29),
+    "llama_ts": (0.58, 0.30), "llama_dynamo": (0.58, 0.30),
+    "swin_dynamo": (0.57, 0.57),
+    "decomposed_layernorm_ts": (1.0, 0.5), "decomposed_layernorm_dynamo": (1.0, 0.5),
+}
+
+
+def _assert_oracle(pruner, model, group, channels):
+    dg = pruner.depgraph
+    pruned = prune_channels(dg, group, channels)
+    masked = onnx_out.to_model(mask_group(dg, group, channels))
+    for k in (0, 1):
+        feeds = model.feeds(k)
+        for e, a in zip(run(masked, feeds), run(pruned, feeds)):
+            assert e.shape == a.shape
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4, err_msg=f"{group.describe()} length {k}")
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_groups_by_kind(name):
+    pruner = Pruner.from_model(MODELS[name].load())  # no --input-shape: batch and sequence stay symbolic
+    assert dict(Counter(g.kind for g in pruner.prunable_groups())) == KINDS[name]
+    for group in pruner.prunable_groups():
+        assert bool(pruner.depgraph.inexact_nodes(group)) == (group.kind == "hidden"), group.describe()
+
+
+@pytest.mark.parametrize("name", ["bert_ts", "bert_dynamo", "vit_ts", "gpt2_ts", "gpt2_dynamo", "llama_ts",
+                                  "llama_dynamo", "swin_dynamo"])
+def test_heads_and_mlp_prune_like_zeroing_at_two_lengths(name):
+    model = MODELS[name]
+    pruner = Pruner.from_model(model.load())
+    exact = [g for g in pruner.prunable_groups() if g.kind != "hidden"]
+    assert exact
+    for group in exact:
+        _assert_oracle(pruner, model, group, tuple(range(0, group.size, 2)))
+
+
+def test_a_head_is_a_block_of_head_dim_channels_in_q_k_v_and_the_output_projection():
+    """BERT (4 heads of 8): head h = channels 8h..8h+7 of Q, K, V and rows of the output projection."""
+    pruner = Pruner.from_model(MODELS["bert_ts"].load())
+    heads = [g for g in pruner.prunable_groups() if g.kind == "heads"]
+    assert [g.size for g in heads] == [4, 4]
+    weights = {e.tensor: e for e in heads[0].ends if e.kind == "param" and e.tensor in pruner.graph.params
+               and pruner.graph.params[e.tensor].shape == (32, 32)}
+    assert len(weights) == 4  # query, key, value (columns) and the output projection (rows)
+    for tensor, end in weights.items():
+        assert heads[0].channels[1][end].tolist() == list(range(8, 16)), tensor
+
+
+def test_grouped_query_attention_prunes_kv_heads_with_their_query_heads():
+    """LLaMA: 4 query heads share 2 KV heads; a group channel is one KV head and its 2 query heads."""
+    pruner = Pruner.from_model(MODELS["llama_ts"].load())
+    heads = [g for g in pruner.prunable_groups() if g.kind == "heads"]
+    assert [g.size for g in heads] == [2, 2]
+    widths = sorted({len(idx) for ch in heads[0].channels for e, idx in ch.items() if e.kind == "param"
+                     and pruner.graph.params[e.tensor].ndim == 2})
+    assert widths == [8, 16]  # one KV head (head_dim 8) in k/v_proj, two query heads in q_proj/o_proj
+
+
+@pytest.mark.parametrize("name", sorted(MACS))
+def test_prune_half_keeps_dynamic_axes_working(name):
+    model = MODELS[name]
+    for hidden, limit in zip((False, True), MACS[name]):
+        pruner = Pruner.from_model(model.load())
+        before = pruner.macs()
+        pruner.prune(ratio=0.5, prune_hidden=hidden)
+        pruned = pruner.to_model()
+        onnx.checker.check_model(pruned, full_check=True)
+        for k in (0, 1):
+            feeds = model.feeds(k)
+            original, after = run(model.load(), feeds), run(pruned, feeds)
+            assert [o.shape for o in original] == [a.shape for a in after]
+            assert all(np.isfinite(a).all() for a in after)
+        assert pruner.macs() / before <= limit + 1e-3, (hidden, pruner.macs() / before)
+        declared = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in pruned.graph.input]
+        assert declared == [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+                            for i in model.load().graph.input]
+
+
+def test_hidden_size_needs_prune_hidden_and_head_ratio_sets_the_heads_share():
+    model = MODELS["llama_ts"].load()
+    plan = Pruner.from_model(model).plan(ratio=0.5)
+    assert any("hidden size not pruned" in s and "--prune-hidden" in s for s in plan.skipped)
+    pruner = Pruner.from_model(model)
+    heads = {g.id for g in pruner.prunable_groups() if g.kind == "heads"}
+    plan = pruner.plan(ratio=0.5, head_ratio=0.0)
+    assert not heads & {d.group for d in plan.decisions}
+    plan = pruner.plan(ratio=0.5, prune_heads=False, prune_channels=False, prune_hidden=True)
+    assert {pruner.groups[d.group].kind for d in plan.decisions} == {"hidden"}
+
+
+def test_cli_prunes_hidden_only_when_asked(tmp_path):
+    import subprocess
+    import sys
+    src = MODELS["decomposed_layernorm_ts"].path
+    out = tmp_path / "out.onnx"
+    base = [sys.executable, "-m", "onnxprune", str(src), str(out), "--runs", "0", "-q"]
+    done = subprocess.run(base, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "removed   0 channels in 0 groups" in done.stdout, done.stdout
+    done = subprocess.run(base + ["--prune-hidden", "--head-ratio", "0.25"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "removed   8 channels in 1 groups" in done.stdout, done.stdout
