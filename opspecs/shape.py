@@ -50,35 +50,59 @@ def _copies_axis(port, axes, link, axis) -> bool:
 
 
 def _split_blocks(view: NodeView, link: Couple) -> Couple | None:
-    """hidden -> (heads, head_dim): couple to the leading split axis, each channel a block."""
+    """hidden -> (heads, head_dim): couple to the leading split axis, each channel a block.
+
+    Not where the blocks are then interleaved (a channel shuffle transposes the split axes
+    against each other) or picked apart (Gather/Slice/Split along the block axis, as for the
+    two directions of an RNN): there the element-wise coupling keeps more prunable."""
     split_port = link.port
     shape = view.shape(split_port)
     sizes = [shape[a] for a in link.axes]
     lead = next((k for k, s in enumerate(sizes) if s > 1), None)
-    if lead is None or lead == len(sizes) - 1 or _reordered_later(view, split_port, link.axes):
+    if lead is None or lead == len(sizes) - 1 or not _blocks_stay_whole(view, split_port, link.axes, lead):
         return None
     inner = int(np.prod(sizes[lead + 1:]))
     return Couple(split_port, (link.axes[lead],), Overlap(1, inner))
 
 
-def _reordered_later(view: NodeView, port, axes) -> bool:
-    """The split axes are permuted against each other next to the Reshape: a channel shuffle,
-    whose channels interleave the blocks, so blocks cannot be the unit."""
+_PICKERS = {"Gather": "axis", "Slice": None, "Split": "axis"}
+
+
+def _blocks_stay_whole(view: NodeView, port, axes, lead: int) -> bool:
     graph, tensor = view.graph, view.tensor(port)
-    neighbours = [n for n, _ in graph.consumers.get(tensor, [])] if port.side == Side.OUT else \
-        [graph.producers[tensor][0]] if tensor in graph.producers else []
-    for node in neighbours:
-        if node.op_type != "Transpose":
-            continue
-        rank = len(view.shape(port))
-        perm = [int(p) for p in node.attrs.get("perm", list(reversed(range(rank))))]
-        if port.side == Side.OUT:
-            where = [perm.index(a) for a in axes]  # output position of each split axis
-        else:
-            where = [perm[a] for a in axes]  # input axis each split axis came from
-        if where != sorted(where):
+    if port.side == Side.IN:  # merging blocks back: look at where they were made
+        producer = graph.producers.get(tensor)
+        if producer is None or producer[0].op_type != "Transpose":
             return True
-    return False
+        rank = len(view.shape(port))
+        perm = [int(p) for p in producer[0].attrs.get("perm", list(reversed(range(rank))))]
+        where = [perm[a] for a in axes]
+        return where == sorted(where)
+    return _whole_downstream(graph, tensor, list(axes), lead, depth=0)
+
+
+def _whole_downstream(graph, tensor, axes, lead, depth) -> bool:
+    for node, slot in graph.consumers.get(tensor, []):
+        if node.op_type == "Transpose" and slot == 0:
+            rank = len(graph.shape(tensor) or ())
+            perm = [int(p) for p in node.attrs.get("perm", list(reversed(range(rank))))]
+            moved = [perm.index(a) for a in axes]
+            if moved != sorted(moved):
+                return False  # a shuffle: the split axes swap places
+            if depth < 3 and not _whole_downstream(graph, node.outputs[0], moved, lead, depth + 1):
+                return False
+        elif node.op_type in _PICKERS and slot == 0 and _picks_axis(graph, node, axes[lead]):
+            return False
+    return True
+
+
+def _picks_axis(graph, node, axis) -> bool:
+    rank = len(graph.shape(node.inputs[0]) or ()) or 1
+    if node.op_type == "Slice":
+        if len(node.inputs) > 3 and node.inputs[3] in graph.params:
+            return axis in [int(a) % rank for a in np.asarray(graph.params[node.inputs[3]]).reshape(-1)]
+        return True
+    return int(node.attrs.get(_PICKERS[node.op_type], 0)) % rank == axis
 
 
 def _rewrite_reshape(view: NodeView, changes) -> Updates:
