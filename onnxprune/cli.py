@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import onnx_in, onnx_out
+from . import files, onnx_in, onnx_out
 from .api import Pruner, PruneOptions, RecoveryOptions
 from .calibration import CalibrationSet
 from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Interrupted, NothingToPrune,
-                     OnnxPruneError, OptionError, UsageError)
+                     OnnxPruneError, OptionError, RuleError, UsageError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
 from .options import RECOVERY_METHODS
@@ -34,7 +34,7 @@ from .recovery import recovery_report
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .resources import available_memory, check_memory, parse_size
 from .sensitivity import ERRORS, Sensitivity
-from .validate import PROVIDERS, check, check_provider, read_inputs_file
+from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
 
 COMMANDS = ("prune", "analyze", "sensitivity")
 DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal error
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     with _signals_raise(), warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # numpy/onnx warnings never reach the user
+        before = files.commits()
         try:
             args = build_parser().parse_args(_with_command(argv))
             progress = Progress(enabled=not args.quiet)
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         except OnnxPruneError as exc:
             return _fail(f"onnxprune: error: {exc}", exc.exit_code)
         except KeyboardInterrupt:
-            return _fail("onnxprune: error: interrupted (SIGINT); nothing written", EXIT_SIGINT)
+            return _fail(f"onnxprune: error: interrupted (SIGINT); {_written(before)}", EXIT_SIGINT)
         except Interrupted:
-            return _fail("onnxprune: error: interrupted (SIGTERM); nothing written", EXIT_SIGTERM)
+            return _fail(f"onnxprune: error: interrupted (SIGTERM); {_written(before)}", EXIT_SIGTERM)
         except MemoryError:
             return _fail("onnxprune: error: out of memory (try --no-validate or a smaller --input-shape)", 1)
         except OSError as exc:  # an unwritable folder, a full disk...
@@ -162,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             first = (str(exc).strip().splitlines() or [""])[0]
             return _fail(f"onnxprune: error: internal error: {type(exc).__name__}: {first} "
                          f"(a bug in onnxprune; {DEBUG_ENV}=1 shows the traceback)", EXIT_INTERNAL)
+
+
+def _written(commits_before: int) -> str:
+    """A signal that arrives during the final renames is handled after them: say if outputs are complete."""
+    return "nothing written" if files.commits() == commits_before else "the outputs were already complete"
 
 
 def _fail(line: str, code: int) -> int:
@@ -236,7 +242,11 @@ def _read(args, plan: PathPlan, report: Report, progress: Progress):
 
 def _analyse(args, model, shapes, report: Report, progress: Progress) -> Pruner:
     with progress.stage("dependency graph") as stage:
-        pruner = Pruner.from_model(model, shapes, checked=True)
+        try:
+            pruner = Pruner.from_model(model, shapes, checked=True)
+        except RuleError:
+            _blame_the_input_if_it_does_not_load(model, getattr(args, "provider", "cpu"))
+            raise
     report.timings_s["analyze"] = stage.seconds
     dg = pruner.depgraph
     if not dg.groups and not dg.barriers:
@@ -246,6 +256,17 @@ def _analyse(args, model, shapes, report: Report, progress: Progress) -> Pruner:
     describe_groups(dg, report)
     report.params_before, report.macs_before = pruner.params(), pruner.macs()
     return pruner
+
+
+def _blame_the_input_if_it_does_not_load(model, provider: str) -> None:
+    """A rule failed: if onnxruntime cannot even load the model, that (bad input) is the real cause."""
+    try:
+        session(model, provider)
+    except OnnxPruneError:
+        return
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"onnxruntime cannot load the input model: {first}") from None
 
 
 def run_analyze(args, progress: Progress) -> Report:

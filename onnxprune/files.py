@@ -170,6 +170,13 @@ def resolve_inside(folder: str | os.PathLike, location: str, what: str) -> Path:
 
 
 # ------------------------------------------------------------------ atomic, signal-safe writes
+_commits = 0  # transactions committed in this process (the CLI's interrupt line says whether outputs landed)
+
+
+def commits() -> int:
+    return _commits
+
+
 class Outputs:
     """Outputs staged next to their destinations; see :func:`atomic_outputs`."""
 
@@ -195,12 +202,14 @@ class Outputs:
         write(staging / dest.name)
 
     def commit(self) -> None:
+        global _commits
         _pause_for_tests("commit")
         with signals_held():
             for staging, dest in self._staged:
                 for item in sorted(staging.iterdir()):
                     os.replace(item, dest.parent / item.name)
             self.committed = True
+            _commits += 1
 
     def discard(self) -> None:
         for staging, _ in self._staged:

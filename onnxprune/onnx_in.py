@@ -163,6 +163,8 @@ def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise InputError(f"{origin}: invalid ONNX model ({_first_line(exc)})") from None
+    except UnicodeDecodeError:  # a damaged file can hold names that are not UTF-8
+        raise InputError(f"{origin}: invalid ONNX model (a name or string is not valid UTF-8; damaged file?)") from None
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
