@@ -179,7 +179,7 @@ class DependencyGraph:
         shape = self.graph.shape(tensor)
         symbolic = [shape[a] for a in axes if is_symbolic(shape[a])] if shape is not None else []
         size = math.prod(int(shape[a]) for a in axes) if shape is not None and not symbolic else None
-        too_big = size is not None and size > MAX_END_SIZE  # its index arrays would not fit in memory
+        too_big = size is not None and not 0 < size <= MAX_END_SIZE  # index arrays would not fit (or a bad dim)
         for end in ends:
             self.nx.add_node(end, size=None if too_big else size, tensor=tensor)
         hub = ends[0]
@@ -193,7 +193,8 @@ class DependencyGraph:
                 self._block(end, f"shape of {tensor} unknown (pass --input-shape)")
         elif too_big:
             for end in ends:
-                self._block(end, f"{tensor} has {size} elements along axes {list(axes)}, too many to analyse")
+                self._block(end, f"{tensor} has {size} elements along axes {list(axes)}, "
+                                 f"{'too many' if size > 0 else 'nothing'} to analyse")
         self._dims[key] = ends
         self._queue.append(key)
         return key

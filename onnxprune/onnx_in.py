@@ -159,6 +159,11 @@ def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
             raise UnsupportedModelError(
                 f"{origin}: node '{node.name or node.op_type}' uses custom domain '{node.domain}' "
                 f"(op {node.op_type}); onnxprune only handles standard ONNX and com.microsoft ops")
+    for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
+        negative = [d.dim_value for d in dims if d.HasField("dim_value") and d.dim_value < 0]
+        if negative:
+            raise InputError(f"{origin}: invalid ONNX model ({vi.name} declares a negative dim {negative[0]})")
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
