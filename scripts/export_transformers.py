@@ -301,7 +301,8 @@ def _check(spec: Spec, model: nn.Module, path: str) -> None:
     """onnxruntime matches torch at two batch sizes and sequence lengths."""
     model_proto = onnx.load(path)
     onnx.checker.check_model(model_proto, full_check=True)
-    declared = {v.name: v.type.tensor_type.shape.dim for v in list(model_proto.graph.input) + list(model_proto.graph.output)}
+    ends = list(model_proto.graph.input) + list(model_proto.graph.output)
+    declared = {v.name: v.type.tensor_type.shape.dim for v in ends}
     for name, axes in spec.dynamic.items():
         for axis in axes:
             if declared[name][axis].HasField("dim_value"):

@@ -88,7 +88,8 @@ def test_pruned_node_shapes_and_attribute(op):
     gates = GATES[op]
     assert w.shape == (2, gates * 4, IN) and r.shape == (2, gates * 4, 4) and bias.shape == (2, 2 * gates * 4)
     assert len(node.input) <= 5  # the zero initial states were dropped: omitted means zero
-    original = onnx.numpy_helper.to_array({t.name: t for t in model.graph.initializer}[_node(model, f"{op}_0").input[1]])
+    weights = {t.name: t for t in model.graph.initializer}
+    original = onnx.numpy_helper.to_array(weights[_node(model, f"{op}_0").input[1]])
     kept = [1, 2, 4, 5]
     expected_rows = [g * HIDDEN + j for g in range(gates) for j in kept]
     np.testing.assert_array_equal(w, original[:, expected_rows, :])

@@ -1,0 +1,105 @@
+"""onnxruntime contrib ops (opspecs/contrib.py): rules where the channel mapping is plain, barriers with reasons.
+
+Each test graph is x -> MatMul+Add (C channels, a root) -> contrib op -> MatMul -> output,
+run by onnxruntime's CPU kernels for the com.microsoft domain.
+"""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune import onnx_in
+from onnxprune.rules import IN, OUT, NodeView
+from opspecs import default_registry
+from support.oracle import assert_all_groups_oracle, depgraph
+
+B, S, FEAT, C = 2, 5, 6, 8
+RNG = np.random.default_rng(0)
+
+
+def _arr(*shape, scale=0.5):
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _model(make_op, inputs=None, c_out=C, extra_inits=()):
+    """Two projections around the op under test: 'h' = x @ W1 + b1 [B, S, C]; output = op(...) @ W2."""
+    inits = {"W1": _arr(FEAT, C), "b1": _arr(C, scale=0.1), "W2": _arr(c_out, 4), "W0": _arr(FEAT, C)}
+    inits.update(dict(extra_inits))
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["m"], name="proj"),
+             helper.make_node("Add", ["m", "b1"], ["h"], name="proj_bias"),
+             helper.make_node("MatMul", ["x", "W0"], ["h2"], name="proj2")]
+    op_nodes, result = make_op()
+    nodes += op_nodes
+    nodes.append(helper.make_node("MatMul", [result, "W2"], ["output"], name="head"))
+    graph = helper.make_graph(nodes, "contrib", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, S, FEAT])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [B, S, 4])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def _ms(op, inputs, outputs=("y",), **attrs):
+    return helper.make_node(op, list(inputs), list(outputs), name=op, domain="com.microsoft", **attrs)
+
+
+EXACT = {
+    "FastGelu": lambda: ([_ms("FastGelu", ["m", "b1"])], "y"),
+    "BiasGelu": lambda: ([_ms("BiasGelu", ["m", "b1"])], "y"),
+    "Gelu": lambda: ([_ms("Gelu", ["h"])], "y"),
+    "QuickGelu": lambda: ([_ms("QuickGelu", ["h"], alpha=1.702)], "y"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(EXACT))
+def test_biased_and_plain_activations_prune_exactly(op):
+    model = _model(EXACT[op])
+    dg = assert_all_groups_oracle(model, min_groups=1)
+    group = dg.group_of("proj")
+    assert group.prunable and group.size == C and not dg.inexact_nodes(group)
+    assert any(e.node == op for e in group.ends)
+
+
+@pytest.mark.parametrize("op", ["SkipLayerNormalization", "SkipSimplifiedLayerNormalization"])
+def test_skip_layer_norms_prune_hidden_inexactly(op):
+    params = ["gamma", "beta", "bias"] if op == "SkipLayerNormalization" else ["gamma", "bias"]
+    inits = {p: (1 + _arr(C, scale=0.2)) if p == "gamma" else _arr(C, scale=0.1) for p in params}
+    model = _model(lambda: ([_ms(op, ["h", "h2"] + params, epsilon=1e-5)], "y"), extra_inits=inits.items())
+    dg = assert_all_groups_oracle(model, min_groups=1)  # inexact groups: valid, same shapes
+    group = dg.group_of("proj")
+    assert group is dg.group_of("proj2") and group.prunable
+    assert dg.inexact_nodes(group) == [op]
+    assert {e.tensor for e in group.ends if e.kind == "param"} >= set(params)
+
+
+def test_fused_attention_prunes_its_input_width_and_blocks_heads_with_a_reason():
+    hidden = 8
+    def make():
+        return [_ms("Attention", ["h", "Wqkv", "bqkv"], num_heads=2)], "y"
+    model = _model(make, c_out=hidden, extra_inits=[("Wqkv", _arr(C, 3 * hidden)), ("bqkv", _arr(3 * hidden))])
+    dg = assert_all_groups_oracle(model, min_groups=1)
+    group = dg.group_of("proj")  # input width: rows of the packed weight
+    assert group.prunable and any(e.tensor == "Wqkv" and e.axes == (0,) for e in group.ends)
+    answer = _rule_answer(model, "Attention", OUT(0))
+    assert "packs Q, K and V of 2 heads" in answer.reason and "whole heads" in answer.reason
+
+
+def _rule_answer(model, node_name, port, axes=(2,)):
+    graph = onnx_in.from_model(model)
+    node = graph.node_by_name[node_name]
+    return default_registry().lookup(node.domain, node.op_type, 1).couple(NodeView(node, graph), port, axes)
+
+
+@pytest.mark.parametrize("op,reason", [("MultiHeadAttention", "num_heads=2"), ("RotaryEmbedding", "pairs dimension")])
+def test_head_ops_are_barriers_with_reasons(op, reason):
+    if op == "MultiHeadAttention":
+        make = lambda: ([_ms(op, ["h", "h2", "h2"], num_heads=2)], "y")  # noqa: E731
+        extra = []
+    else:
+        extra = [("pos", np.arange(S, dtype=np.int64)[None].repeat(B, 0)), ("cos", _arr(16, 2)), ("sin", _arr(16, 2))]
+        make = lambda: ([_ms(op, ["h", "pos", "cos", "sin"], num_heads=2)], "y")  # noqa: E731
+    model = _model(make, extra_inits=extra)
+    assert reason in _rule_answer(model, op, IN(0)).reason
+    dg = depgraph(model)
+    assert any(reason in r for r in dg.group_of("proj").blocked)
