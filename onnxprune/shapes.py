@@ -182,12 +182,63 @@ def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] |
     if not concrete_inputs:
         return symbolic, known
     concrete, _ = _infer(_with_inputs(model, concrete_inputs))
+    holes = [n for n, (_, dims) in concrete.items() if dims is None or not all(isinstance(d, int) and d > 0 for d in dims)]
+    if holes:  # shapes computed from run-time values (Pad amounts, ...): run the model and look
+        observed = _observed_shapes(model, concrete_inputs)
+        if observed:
+            again = _observed_shapes(model, {k: [d + 1 if _dynamic(model, k, i) else d for i, d in enumerate(v)]
+                                             for k, v in concrete_inputs.items()})
+            for name in holes:
+                if name in observed and name in again and len(observed[name]) == len(again[name]):
+                    elem = concrete[name][0]
+                    sym = symbolic.get(name, (0, None))[1]
+                    concrete[name] = (elem, tuple(a for a in observed[name]))
+                    symbolic[name] = (symbolic.get(name, (elem, None))[0] or elem,
+                                      tuple(a if a == b else (sym[i] if sym and isinstance(sym[i], str) else f"{name}_d{i}")
+                                            for i, (a, b) in enumerate(zip(observed[name], again[name]))))
     merged = {}
     for name in set(symbolic) | set(concrete):
         elem, sym = symbolic.get(name, (0, None))
         elem_c, conc = concrete.get(name, (0, None))
         merged[name] = (elem or elem_c, _merge(sym, conc))
     return merged, known
+
+
+def _dynamic(model: onnx.ModelProto, name: str, axis: int) -> bool:
+    for vi in model.graph.input:
+        if vi.name == name:
+            dims = vi.type.tensor_type.shape.dim
+            return axis < len(dims) and not dims[axis].HasField("dim_value")
+    return False
+
+
+def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> dict[str, tuple[int, ...]]:
+    """Last resort: run the model once in onnxruntime (zeros in, every intermediate out)."""
+    try:
+        import onnxruntime as ort
+        work = _with_inputs(model, input_shapes)
+        declared = {o.name for o in work.graph.output}
+        inferred = _onnx_infer(work)
+        types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
+        for node in work.graph.node:
+            for name in node.output:
+                if name and name not in declared and types.get(name):
+                    work.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+        feeds = {}
+        initializers = {t.name for t in model.graph.initializer}
+        for vi in work.graph.input:
+            if vi.name in initializers:
+                continue
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+            feeds[vi.name] = np.zeros([d.dim_value for d in vi.type.tensor_type.shape.dim], dtype=dtype)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(work.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return {name: tuple(int(d) for d in np.shape(value)) for name, value in zip(names, session.run(names, feeds))}
+    except Exception:  # a model onnxruntime cannot run here: keep what inference found
+        return {}
 
 
 def _merge(sym, conc):
