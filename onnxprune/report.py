@@ -135,6 +135,10 @@ def format_summary(report: Report) -> str:
     for search in report.budget:
         lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "
                      f"({search['evaluations']} plans measured in {search['seconds']:.2f}s)")
+    kept_hidden = [s for s in report.skipped if "hidden size not pruned" in s]
+    if kept_hidden:
+        lines.append(f"kept      {len(kept_hidden)} hidden-size groups (normalization statistics span them; "
+                     "--prune-hidden prunes them too)")
     inexact = [d for d in report.decisions if d["inexact_through"]]
     if inexact:
         nodes = {n for d in inexact for n in d["inexact_through"]}

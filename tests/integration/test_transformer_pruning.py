@@ -136,6 +136,35 @@ def test_cli_prunes_hidden_only_when_asked(tmp_path):
     done = subprocess.run(base, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "removed   0 channels in 0 groups" in done.stdout, done.stdout
+    assert "kept      1 hidden-size groups" in done.stdout, done.stdout
     done = subprocess.run(base + ["--prune-hidden", "--head-ratio", "0.25"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "removed   8 channels in 1 groups" in done.stdout, done.stdout
+
+
+def test_builder_bert_classifier_heads_oracle_and_hidden_size():
+    """Built like an export (run-time Reshape targets with constant heads/head_dim/hidden pieces):
+    heads and MLP match zeroing at two lengths; with prune_hidden the whole residual stream
+    (embedding tables, every LayerNorm and projection, the classifier input) halves too."""
+    from support import transformers
+    model = transformers.bert_classifier()
+    pruner = Pruner.from_model(model)
+    assert dict(Counter(g.kind for g in pruner.prunable_groups())) == {"heads": 2, "channels": 2, "hidden": 1}
+    dg = pruner.depgraph
+    for group in pruner.prunable_groups():
+        if group.kind == "hidden":
+            continue
+        channels = tuple(range(0, group.size, 2))
+        pruned, masked = prune_channels(dg, group, channels), onnx_out.to_model(mask_group(dg, group, channels))
+        for batch, seq in ((1, 5), (3, 11)):
+            feeds = transformers.feeds(batch, seq)
+            np.testing.assert_allclose(run(pruned, feeds)[0], run(masked, feeds)[0], rtol=1e-4, atol=1e-4)
+    for hidden, limit in ((False, 0.6), (True, 0.30)):
+        pruner = Pruner.from_model(model)
+        before = pruner.macs()
+        pruner.prune(ratio=0.5, prune_hidden=hidden)
+        assert pruner.macs() / before <= limit, (hidden, pruner.macs() / before)
+        pruned = pruner.to_model()
+        onnx.checker.check_model(pruned, full_check=True)
+        for batch, seq in ((1, 5), (3, 11)):
+            assert run(pruned, transformers.feeds(batch, seq))[0].shape == (batch, transformers.CLASSES)
