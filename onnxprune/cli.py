@@ -335,8 +335,9 @@ def run_prune(args, progress: Progress) -> Report:
         bars = progress.enabled and sys.stderr.isatty()
 
         def recover_round(p: Pruner, step: int) -> None:
-            p.recover(data, recovery, progress=bars)
-    with progress.stage("plan and rewrite") as stage:
+            with progress.stage(f"recover (round {step})" if options.steps > 1 else "recover"):
+                p.recover(data, recovery, progress=bars)
+    with progress.stage("plan and rewrite" + (" and recover" if recovery else "")) as stage:
         plan = pruner.prune(options, data=data, provider=args.provider, after_step=recover_round)
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
