@@ -1,7 +1,8 @@
 """Per-channel normalizations: channel axis 1 couples input, output and every parameter."""
 from __future__ import annotations
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, RunningStats, Trait
+from onnxprune.mapping import Overlap, compose
+from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, RunningStats, Trait, Updates
 
 
 def _per_channel(n_params: int, spatial_coupled: bool):
@@ -55,7 +56,40 @@ def _layer_norm(view: NodeView, port, axes):
     return [Couple(other, axes)] + params + [Mark(Trait.STATISTICS, f"{view.node.op_type} statistics")]
 
 
+def _group_norm(view: NodeView, port, axes):
+    """GroupNormalization: statistics per group of C/G channels, so removing whole groups leaves
+    the others' statistics alone (exact). Channels of a group are tied together; the scale and
+    bias are per channel (opset 21; onnx deprecates the per-group form of opset 18)."""
+    shape = view.shape(IN(0))
+    if shape is None:
+        return Barrier("shape unknown")
+    groups = int(view.attr("num_groups"))
+    per_group = shape[1] // groups
+    if port in (IN(1), IN(2)):
+        return [Couple(OUT(0), (1,))]
+    other = OUT(0) if port == IN(0) else IN(0)
+    if 1 not in axes:
+        if any(a >= 2 for a in axes):
+            return Barrier("normalization statistics span these axes")
+        return [Couple(other, axes)]
+    if tuple(axes) != (1,):
+        return Barrier(f"channel axis merged with {axes}")
+    whole = compose(Overlap(1, per_group), Overlap(per_group, 1), groups)  # channel -> its group -> its channels
+    return [Couple(other, (1,)), Couple(port, (1,), whole)] + \
+        [Couple(IN(i), (0,)) for i in (1, 2) if view.has_input(i)]
+
+
+def _rewrite_group_norm(view: NodeView, changes) -> Updates:
+    change = changes.get(IN(0)) or changes.get(OUT(0))
+    if change is None or 1 not in change.kept:
+        return Updates()
+    per_group = change.old_shape[1] // int(view.attr("num_groups"))
+    return Updates(attrs={"num_groups": len(change.kept[1]) // per_group})
+
+
 def register(registry) -> None:
+    registry.register(OpSpec(("GroupNormalization",), _group_norm, since=21, rewrite=_rewrite_group_norm,
+                             param_roles={1: "norm_scale"}, family="norm"))
     registry.register(OpSpec(("LayerNormalization",), _layer_norm, since=17, param_roles={1: "norm_scale"},
                              exact=False, family="norm"))
     # onnxruntime's fused RMSNorm: LayerNormalization's signature without the mean (scale only)

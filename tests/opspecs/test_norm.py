@@ -1,6 +1,8 @@
 """Normalization rules (opspecs/norm.py): BatchNormalization, InstanceNormalization, LRN."""
 import numpy as np
 import onnx
+import pytest
+from onnx import helper, numpy_helper
 
 from onnxprune.rules import IN, OUT
 from support.builder import GraphBuilder
@@ -151,3 +153,39 @@ def test_layernorm_over_several_axes_is_a_barrier():
     group = depgraph(model).group_of("Conv_0")
     assert not group.prunable
     assert any("LayerNormalization" in reason for reason in group.blocked)
+
+
+def _group_norm_model(opset: int) -> onnx.ModelProto:
+    """conv(3->12) -> GroupNormalization(4 groups) -> Relu -> conv(12->5), written by hand:
+    onnx's shape inference does not expand GroupNormalization, so the builder cannot."""
+    rng = np.random.default_rng(7)
+    n = 4 if opset < 21 else 12
+    f32 = lambda *shape, s=0.3: numpy_helper.from_array((rng.standard_normal(shape) * s).astype(np.float32))  # noqa
+    inits = {"w0": f32(12, 3, 3, 3), "b0": f32(12), "scale": f32(n), "bias": f32(n), "w1": f32(5, 12, 1, 1)}
+    inits["scale"] = numpy_helper.from_array(1 + 0.1 * numpy_helper.to_array(inits["scale"]))
+    for name, tensor in inits.items():
+        tensor.name = name
+    nodes = [helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], name="Conv_0", pads=[1, 1, 1, 1]),
+             helper.make_node("GroupNormalization", ["c0", "scale", "bias"], ["g"], name="GroupNormalization_0",
+                              num_groups=4, epsilon=1e-5),
+             helper.make_node("Relu", ["g"], ["r"], name="Relu_0"),
+             helper.make_node("Conv", ["r", "w1"], ["output"], name="Conv_1")]
+    value = lambda name, shape: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)  # noqa
+    graph = helper.make_graph(nodes, "gn", [value("input", [1, 3, 6, 6])], [value("output", [1, 5, 6, 6])],
+                              list(inits.values()), value_info=[value("g", [1, 12, 6, 6]), value("r", [1, 12, 6, 6])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("opset", [21])  # at 18 onnx deprecates it (the checker refuses the model)
+def test_group_norm_prunes_whole_groups_exactly(opset):
+    """GroupNormalization (4 groups of 3 channels): a group channel is a whole norm group, and
+    removing it leaves the other groups' statistics alone, so pruning equals zeroing."""
+    model = _group_norm_model(opset)
+    dg = assert_all_groups_oracle(model)
+    group = dg.group_of("Conv_0")
+    assert group.prunable and group.size == 4 and not dg.inexact_nodes(group)
+    pruned = prune_channels(dg, group, [1, 3])
+    node = next(n for n in pruned.graph.node if n.op_type == "GroupNormalization")
+    assert [a.i for a in node.attribute if a.name == "num_groups"] == [2]
