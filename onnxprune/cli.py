@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"onnxprune: error: interrupted (SIGINT); {_written(before)}", EXIT_SIGINT)
         except Interrupted:
             return _fail(f"onnxprune: error: interrupted (SIGTERM); {_written(before)}", EXIT_SIGTERM)
+        except UnicodeDecodeError:  # only input carries strings: a damaged model or data file
+            return _fail("onnxprune: error: the input holds text that is not valid UTF-8 (a damaged file?)", 1)
         except MemoryError:
             return _fail("onnxprune: error: out of memory (try --no-validate or a smaller --input-shape)", 1)
         except OSError as exc:  # an unwritable folder, a full disk...

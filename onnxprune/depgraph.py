@@ -345,6 +345,8 @@ class DependencyGraph:
                 ia, ib = data["mapping"].pairs(self.size(a), self.size(b))
             except ValueError:
                 raise self._inconsistent(a, b) from None
+            if len(ia) and (ia.min() < 0 or ia.max() >= self.size(a) or ib.min() < 0 or ib.max() >= self.size(b)):
+                raise self._inconsistent(a, b)  # e.g. a grouped weight whose size the group count does not divide
             us.append(ia + offsets[a])
             vs.append(ib + offsets[b])
         if total == 0:

@@ -159,6 +159,12 @@ def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
             raise UnsupportedModelError(
                 f"{origin}: node '{node.name or node.op_type}' uses custom domain '{node.domain}' "
                 f"(op {node.op_type}); onnxprune only handles standard ONNX and com.microsoft ops")
+    for tensor in _all_tensors(model):
+        try:
+            onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        except (KeyError, ValueError, TypeError):
+            raise InputError(f"{origin}: invalid ONNX model (tensor '{tensor.name}' has unknown data type "
+                             f"{tensor.data_type})") from None
     for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
         dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
         negative = [d.dim_value for d in dims if d.HasField("dim_value") and d.dim_value < 0]
