@@ -25,7 +25,7 @@ from . import files, onnx_in, onnx_out
 from .api import Pruner, PruneOptions, RecoveryOptions
 from .calibration import CalibrationSet
 from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Interrupted, NothingToPrune,
-                     OnnxPruneError, OptionError, RuleError, UsageError)
+                     OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
 from .options import RECOVERY_METHODS
@@ -271,6 +271,17 @@ def _blame_the_input_if_it_does_not_load(model, provider: str) -> None:
         raise InputError(f"onnxruntime cannot load the input model: {first}") from None
 
 
+def _blame_the_input_if_it_fails_the_checker(pruner: Pruner) -> None:
+    """The pruned model fails the full checker: if the input fails it too (declared shapes that contradict
+    its own weights...), that is bad input, not a pruning bug."""
+    if pruner.original is None:
+        return
+    try:
+        check(pruner.original)
+    except ValidationError as exc:
+        raise InputError(str(exc).replace("pruned model fails", "the input model fails", 1)) from None
+
+
 def run_analyze(args, progress: Progress) -> Report:
     plan = paths(args).check()
     report = Report(input=args.input)
@@ -349,7 +360,11 @@ def run_prune(args, progress: Progress) -> Report:
                           "graph (a group changed between rounds); run without --save-plan")
     with progress.stage("check") as stage:
         model = pruner.to_model()
-        check(model)
+        try:
+            check(model)
+        except ValidationError:
+            _blame_the_input_if_it_fails_the_checker(pruner)
+            raise
     report.timings_s["rewrite"] = stage.seconds
     if pruner.recoveries:
         report.timings_s["recover"] = sum(r.seconds + r.fidelity_seconds for r in pruner.recoveries)
