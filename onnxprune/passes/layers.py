@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..ir import Graph, Node
+from ..ir import Graph, Node, Value
 from ..registry import Registry
 from ..rules import LinearForm, NodeView, RunningStats, Updates
 
@@ -179,13 +179,28 @@ def paired_batches(pruned: Graph, pruned_tensors, original: Graph | None, origin
                    batch_size: int, provider: str = "cpu"):
     """Per batch, (pruned model's tensors, original model's tensors) on the same samples."""
     from ..activations import stream  # late: activations imports onnxruntime helpers
-    got = stream(pruned, list(pruned_tensors), data, provider, batch_size)
+    got = stream(prefix(pruned, pruned_tensors), list(pruned_tensors), data, provider, batch_size)
     if original is None:
         for values in got:
             yield values, {}
         return
-    ref = stream(original, list(original_tensors), data, provider, batch_size)
+    ref = stream(prefix(original, original_tensors), list(original_tensors), data, provider, batch_size)
     yield from zip(got, ref)
+
+
+def prefix(graph: Graph, tensors) -> Graph:
+    """The part of ``graph`` that computes ``tensors``, with them as its outputs: early layers
+    of a deep model are measured without running the rest of it."""
+    wanted = [t for t in dict.fromkeys(tensors) if t in graph.producers]
+    if not wanted or any(not getattr(graph.values.get(t), "dtype", 0) for t in wanted):
+        return graph
+    needed, keep = set(wanted), []
+    for node in reversed(graph.nodes):
+        if any(o in needed for o in node.outputs):
+            keep.append(node)
+            needed.update(t for t in list(node.inputs) + node.implicit_inputs if t)
+    outputs = [Value(t, graph.values[t].dtype, None) for t in wanted]
+    return dataclasses.replace(graph, nodes=keep[::-1], outputs=outputs)
 
 
 def progress_bar(iterable, desc: str, enabled: bool, total: int | None = None):
