@@ -292,3 +292,23 @@ def test_global_ranking_takes_the_planted_channels_across_groups(criterion, plan
     plan = make_plan(dg, ratio=len(planted_first) / total, global_rank=True, criterion=criterion, data=calib())
     removed = {(d.group, k) for d in plan.decisions for k in d.removed}
     assert removed == {(dg.group_of("Conv_0").id, k) for k in planted_first}
+
+
+@pytest.mark.parametrize("arch", ["vgg_flatten_gemm", "inception", "resnext", "mobilenetv2", "shufflenetv2"])
+def test_data_driven_plans_stay_valid_on_every_kind_of_reader(arch):
+    """Readers of every kind (Flatten->Gemm, concats, grouped and depthwise convs, shuffles) score
+    without error and the pruned model runs with unchanged output shapes; reconstruction where
+    it is quick (grouped, depthwise, shuffled readers)."""
+    from onnxprune import Pruner
+    from support.architectures import ARCHITECTURES
+    from support.oracle import random_feeds, run
+    criteria = ["output"] + (["reconstruction"] if arch in ("resnext", "shufflenetv2", "mobilenetv2") else [])
+    for criterion in criteria:
+        pruner = Pruner.from_model(ARCHITECTURES[arch]())
+        original = pruner.to_model()
+        plan = pruner.prune(ratio=0.5, criterion=criterion, data=pruner.random_inputs(2))
+        assert plan.removed_channels > 0
+        feeds = random_feeds(original)
+        before, after = run(original, feeds), run(pruner.to_model(), feeds)
+        assert [a.shape for a in after] == [b.shape for b in before]
+        assert all(np.all(np.isfinite(a)) for a in after)
