@@ -146,8 +146,15 @@ def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, tuple | None]]
 
 
 def _infer(model: onnx.ModelProto):
-    """onnx's static dims (the spec's word), onnxruntime's symbolic dims where onnx has none."""
+    """onnx's static dims (the spec's word), onnxruntime's symbolic dims where onnx has none.
+
+    onnxruntime's symbolic inference is skipped where onnx's already gives every
+    node output a full shape (static CNNs): its sympy simplification can take
+    tens of seconds on Resize-heavy models, for nothing new.
+    """
     onnx_shapes = _value_shapes(_onnx_infer(model))
+    if _complete(model, onnx_shapes):
+        return onnx_shapes, {}
     result = _ort_infer(model)
     if result is None:
         return onnx_shapes, {}
@@ -157,6 +164,21 @@ def _infer(model: onnx.ModelProto):
         elem_o, ort_dims = shapes.get(name, (0, None))
         shapes[name] = (elem or elem_o, _prefer_static(dims, ort_dims))
     return shapes, known
+
+
+def _complete(model: onnx.ModelProto, shapes) -> bool:
+    """Every node output has a known element type and rank, each dim a value or one of the
+    inputs' own symbols (a symbol onnx invents, ``unk__3``, may be a size onnxruntime knows)."""
+    symbols = {d.dim_param for vi in model.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
+    for node in model.graph.node:
+        for name in node.output:
+            if not name:
+                continue
+            elem, dims = shapes.get(name, (0, None))
+            if not elem or dims is None or any(not (isinstance(d, int) and d > 0) and d not in symbols
+                                               for d in dims):
+                return False
+    return True
 
 
 def _prefer_static(first, second):
@@ -175,9 +197,12 @@ def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] |
     ``known[name]`` holds int tensors whose value does not depend on any symbol.
     """
     declared = _symbolic_inputs(model)
-    symbolic, known = _infer(_with_inputs(model, declared))  # known values never depend on --input-shape
     if input_shapes:  # dims the user fixes are analysed as static
-        symbolic, _ = _infer(_with_inputs(model, {**declared, **input_shapes}))
+        # ``known`` stays empty here: values known with fixed dims may depend on them (and the
+        # inference with the declared dims, which only ``known`` would need, can be slow)
+        symbolic, known = _infer(_with_inputs(model, {**declared, **input_shapes}))[0], {}
+    else:
+        symbolic, known = _infer(_with_inputs(model, declared))
     concrete_inputs = stand_ins(model, input_shapes)
     if not concrete_inputs:
         return symbolic, known

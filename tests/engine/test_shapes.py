@@ -1,0 +1,35 @@
+"""Shape analysis: onnxruntime's (slow) symbolic inference runs only where onnx's leaves holes."""
+from __future__ import annotations
+
+from onnxprune import onnx_in, shapes
+from support.small_models import conv_chain
+
+
+def _count_symbolic_runs(monkeypatch):
+    calls = []
+    real = shapes._ort_infer
+
+    def counting(model):
+        calls.append(model)
+        return real(model)
+
+    monkeypatch.setattr(shapes, "_ort_infer", counting)
+    return calls
+
+
+def test_static_and_batch_symbolic_cnns_need_no_symbolic_inference(monkeypatch):
+    calls = _count_symbolic_runs(monkeypatch)
+    for batch in (1, "N"):
+        graph = onnx_in.from_model(conv_chain(batch=batch))
+        assert tuple(int(d) for d in graph.shape("output")) == (1, 10)
+    assert calls == []
+
+
+def test_symbols_onnx_invents_send_the_model_to_symbolic_inference(monkeypatch):
+    import onnx
+    from pathlib import Path
+    calls = _count_symbolic_runs(monkeypatch)
+    model = onnx.load(str(Path(__file__).resolve().parents[1] / "models" / "bert_ts.onnx"))
+    graph = onnx_in.from_model(model)
+    assert calls, "BERT's run-time Reshape targets need onnxruntime's symbolic inference"
+    assert any(isinstance(d, int) and d > 1 for v in graph.values.values() if v.shape for d in v.shape)
