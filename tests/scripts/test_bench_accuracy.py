@@ -1,0 +1,48 @@
+"""Smoke test of scripts/bench_accuracy.py on the committed digits model (in-process, no plot)."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import digits
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_reaches_the_macs_target_and_measures_accuracy(bench, tmp_path, capsys):
+    code = bench.main(["--quick", "--criteria", "l2", "random", "--no-recovery", "--no-plot",
+                       "--out-dir", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    unpruned = [r for r in rows if r["target"] is None]
+    pruned = [r for r in rows if r["target"] is not None]
+    assert [r["model"] for r in unpruned] == ["digits"]
+    assert unpruned[0]["accuracy"] == pytest.approx(digits.accuracy(digits.model()))
+    assert sorted(r["criterion"] for r in pruned) == ["l2", "random"]
+    for r in pruned:
+        assert r["target"] == 0.5 and abs(r["macs_ratio"] - 0.5) <= 0.02
+        assert 0.0 <= r["accuracy"] <= 1.0 and -1.0 <= r["cosine"] <= 1.0
+        assert not r["error"]
+    table = capsys.readouterr().out
+    assert "| digits | unpruned |" in table and "| digits | l2 | none | 0.5 |" in table
+
+
+def test_ratio_search_finds_the_ratio_closest_to_the_target(bench):
+    from onnxprune import Pruner
+    load = lambda: Pruner.from_model(digits.model())  # noqa: E731
+    search = bench.RatioSearch(load, load().macs())
+    for target in (0.7, 0.3):
+        ratio = search.ratio_for(target)
+        assert abs(search.macs_ratio(ratio) - target) <= 0.02
+    assert search.ratio_for(0.7) < search.ratio_for(0.3)
