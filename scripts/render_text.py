@@ -68,10 +68,10 @@ def render_page(rng: np.random.Generator, fonts: list[str], size: int = 256) -> 
     return img
 
 
-def render_line(rng: np.random.Generator, fonts: list[str]) -> Image.Image:
+def render_line(rng: np.random.Generator, fonts: list[str], text: str | None = None) -> Image.Image:
     """One cropped text line (2-7 words), as a text detector would hand it to a recogniser."""
     font = _font(fonts[rng.integers(len(fonts))], int(rng.integers(20, 36)))
-    text = _words(rng, int(rng.integers(2, 8)))
+    text = _words(rng, int(rng.integers(2, 8))) if text is None else text
     left, top, right, bottom = font.getbbox(text)
     pad = int(rng.integers(2, 8))
     paper = int(rng.integers(215, 256))
@@ -97,8 +97,8 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def ppocr_cls_chw(img: Image.Image, height: int = 48, width: int = 192) -> np.ndarray:
-    """rapidocr's text direction classifier: resize to height 48 keeping the aspect (at most 192
-    wide), BGR, (x/255 - 0.5)/0.5, zero-padded on the right to 192."""
+    """rapidocr's text direction classifier (and, 320 wide, its recogniser): resize to height 48
+    keeping the aspect (at most ``width`` wide), BGR, (x/255 - 0.5)/0.5, zero-padded on the right."""
     resized_w = min(width, math.ceil(height * img.width / img.height))
     bgr = np.asarray(img.resize((resized_w, height), Image.BILINEAR), np.float32)[:, :, ::-1]
     out = np.zeros((3, height, width), np.float32)
@@ -130,3 +130,17 @@ def line_direction_samples(n: int, seed: int, fonts: list[str]) -> tuple[np.ndar
         xs.append(ppocr_cls_chw(line.rotate(180) if k else line))
         ys.append(k)
     return np.stack(xs), np.array(ys, np.int64)
+
+
+def recognition_samples(n: int, seed: int, fonts: list[str], width: int = 320) -> tuple[np.ndarray, np.ndarray]:
+    """Upright text lines of 1-4 words that fit the recogniser's 48x320 input; the label is the text."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    while len(xs) < n:
+        text = _words(rng, int(rng.integers(1, 5)))
+        line = render_line(rng, fonts, text)
+        if line.width / line.height > width / 48:  # would be squeezed: draw another
+            continue
+        xs.append(ppocr_cls_chw(line, width=width))
+        ys.append(text)
+    return np.stack(xs), np.array(ys)
