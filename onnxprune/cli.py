@@ -379,6 +379,9 @@ def run_prune(args, progress: Progress) -> Report:
         report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
         report.latency_ms_before, report.latency_ms_after = result.latency_ms_before, result.latency_ms_after
         report.provider = args.provider
+        with progress.stage("fidelity") as stage:
+            report.fidelity = _fidelity(pruner, data, args).to_dict()
+        report.timings_s["fidelity"] = stage.seconds
     report.output = args.output
     with atomic_outputs() as out:
         onnx_out.stage_model(out, model, args.output)
@@ -389,6 +392,21 @@ def run_prune(args, progress: Progress) -> Report:
     if not args.json:
         print(format_summary(report))
     return report
+
+
+def _fidelity(pruner: Pruner, data: CalibrationSet | None, args):
+    """Output agreement with the original: on a held-out fifth of the calibration samples
+    (data-driven criteria scored on all of them, so this is slightly optimistic), else on a few
+    random samples, else on the validation inputs."""
+    if data is not None:
+        sample = data.split(0.2, args.seed)[1]
+        sample = CalibrationSet(sample.arrays, "held-out calibration samples")
+    else:
+        try:
+            sample = pruner.random_inputs(8, args.seed)
+        except OnnxPruneError:  # dynamic dims: the validation feeds (stand-in sizes) instead
+            sample = CalibrationSet(pruner.feeds(seed=args.seed), "random inputs")
+    return pruner.fidelity(sample, args.provider)
 
 
 # ----------------------------------------------------------------------------- sensitivity

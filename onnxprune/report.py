@@ -32,6 +32,7 @@ class Report:
     budget: list[dict] = field(default_factory=list)  # size-target searches, one per round (targets.py)
     timings_s: dict = field(default_factory=dict)
     recovery: dict | None = None  # RecoveryResult.to_dict(): methods, time, held-out fidelity before/after
+    fidelity: dict | None = None  # Fidelity.to_dict() of the written model against the original
 
     @staticmethod
     def ratio(after, before):
@@ -146,6 +147,9 @@ def format_summary(report: Report) -> str:
                      "channels (e.g. LayerNorm): there, removal is not the same as zeroing (see --report)")
     if report.recovery:
         lines += _recovery_lines(report.recovery)
+    if report.fidelity and not (report.recovery and report.recovery.get("fidelity_after")):
+        lines.append(f"fidelity  {_fidelity_text(report.fidelity)}  "
+                     f"({report.fidelity['samples']} {report.fidelity['data']})")
     if report.latency_ms_before is not None:
         lines.append(_before_after("latency", report.latency_ms_before, report.latency_ms_after,
                                    lambda v: f"{v:.2f} ms") + f"  [{report.provider}]")
