@@ -167,9 +167,11 @@ def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
                              f"{tensor.data_type})") from None
     for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
         dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
-        negative = [d.dim_value for d in dims if d.HasField("dim_value") and d.dim_value < 0]
-        if negative:
-            raise InputError(f"{origin}: invalid ONNX model ({vi.name} declares a negative dim {negative[0]})")
+        for axis, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value < 0:
+                # Paddle (and older exporters) write -1 for a dynamic dim: read it as a symbol
+                # (this rewrites the declaration in place; the written model says the same, validly)
+                d.dim_param = f"{vi.name}_dim{axis}"
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
