@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import InputError
 from .ir import Value
-from .tensor_types import np_dtype
+from .tensor_types import np_dtype, random_array
 
 OPTION = "--calib"
 
@@ -88,14 +88,7 @@ class CalibrationSet:
         arrays = {}
         for value in inputs:
             shape = tuple((shapes or {}).get(value.name) or _sample_shape(value))
-            dtype = np_dtype(value.dtype)
-            full = (n_samples,) + shape
-            if np.issubdtype(dtype, np.floating):
-                arrays[value.name] = rng.standard_normal(full).astype(dtype)
-            elif dtype == np.bool_:
-                arrays[value.name] = rng.random(full) > 0.5
-            else:
-                arrays[value.name] = rng.integers(0, 2, size=full).astype(dtype)
+            arrays[value.name] = random_array(rng, (n_samples,) + shape, value.dtype)
         return cls(arrays, "random inputs")
 
     # ------------------------------------------------------------ using

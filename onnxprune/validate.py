@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from .errors import InputError, ShapeError, ValidationError
 from .ir import Graph, Value
+from .tensor_types import random_array
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -102,13 +103,7 @@ def make_inputs(graph: Graph, npz: str | None = None, seed: int = 0) -> dict[str
                 else:
                     raise ShapeError(f"input {value.name} has dynamic dim {i} ({d}); "
                                      f"pass --input-shape {value.name}:1x... or --inputs file.npz")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[value.name] = rng.random(shape) > 0.5
-        else:
-            feeds[value.name] = rng.integers(0, 2, size=shape).astype(dtype)
+        feeds[value.name] = random_array(rng, shape, value.dtype)
     return feeds
 
 
