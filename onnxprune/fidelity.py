@@ -58,7 +58,8 @@ class Fidelity:
         return text + f"  [{self.samples} samples: {self.data}]"
 
 
-class _Accumulator:
+class AgreementAccumulator:
+    """One output's agreement with its reference, accumulated batch by batch (no outputs kept)."""
     def __init__(self, name: str):
         self.name = name
         self.cosines: list[np.ndarray] = []
@@ -106,7 +107,7 @@ def measure(original: Graph, pruned: Graph, data: CalibrationSet, provider: str 
             batch_size: int = DEFAULT_BATCH) -> Fidelity:
     """Run both models on ``data`` batch by batch and compare every output."""
     names = [v.name for v in original.outputs]
-    accs = {name: _Accumulator(name) for name in names}
+    accs = {name: AgreementAccumulator(name) for name in names}
     ref_stream = stream(original, [], data, provider, batch_size)
     got_stream = stream(pruned, [], data, provider, batch_size)
     for ref, got in zip(ref_stream, got_stream):

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .budget import GroupBudget, allocate, n_to_remove, normalize  # noqa: F401 (n_to_remove: re-exported)
+from .budget import GroupBudget, allocate, normalize
 from .calibration import CalibrationSet
 from .depgraph import DependencyGraph
 from .importance import CRITERIA

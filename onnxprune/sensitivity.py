@@ -24,7 +24,7 @@ from .calibration import CalibrationSet
 from .depgraph import DependencyGraph, Group
 from .errors import InputError
 from .activations import stream
-from .fidelity import Fidelity, _Accumulator
+from .fidelity import Fidelity, AgreementAccumulator
 from .metrics import count_macs
 from .options import PruneOptions
 from .plan import group_budgets, plan_for_counts
@@ -224,7 +224,7 @@ def analyze(dg: DependencyGraph, original_graph, data: CalibrationSet, *, ratios
 
 def _compare(reference: list[dict], pruned, data: CalibrationSet, provider: str) -> Fidelity:
     """fidelity.measure with the original's outputs computed once for all units and ratios."""
-    accs = {name: _Accumulator(name) for name in reference[0]} if reference else {}
+    accs = {name: AgreementAccumulator(name) for name in reference[0]} if reference else {}
     for ref, got in zip(reference, stream(pruned, [], data, provider)):
         for name, acc in accs.items():
             acc.update(ref[name], got[name])

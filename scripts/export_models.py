@@ -368,7 +368,7 @@ def export_and_verify(name: str, model: nn.Module, path: str, max_mib: float) ->
     print(f"  params:   {n_params:,} torch parameters; {onnx_params:,} values in ONNX initializers")
     print(f"  graph:    opset {opset}, exporter {exporter}, {len(m.graph.node)} nodes, ops {ops}")
     print(f"  io:       inputs {ins} -> outputs {outs}")
-    print(f"  checker:  onnx.checker.check_model(full_check=True) ok")
+    print("  checker:  onnx.checker.check_model(full_check=True) ok")
     print(f"  runtime:  onnxruntime {ort.__version__} CPU ran it, output {list(got.shape)}, "
           f"max|ort - torch| = {max_diff:.2e} (|output| max {scale:.3g})")
     return dict(name=name, path=path, size=size, params=n_params)

@@ -8,7 +8,8 @@ from onnxprune import onnx_in
 from onnxprune.depgraph import DependencyGraph
 from onnxprune.errors import PlanError
 from onnxprune.options import PruneOptions
-from onnxprune.plan import GroupDecision, Plan, keep_every_end_alive, make_plan, n_to_remove
+from onnxprune.budget import n_to_remove
+from onnxprune.plan import GroupDecision, Plan, keep_every_end_alive, make_plan
 from onnxprune.rewrite import apply_plan
 from support.builder import GraphBuilder
 from support.small_models import conv_chain, residual
