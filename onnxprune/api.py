@@ -76,7 +76,7 @@ class Pruner:
         if onnx_in.declared_static(model):
             folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
             if any(r.changed for r in results):
-                graph = onnx_in.to_graph(onnx_out.to_model(folded), input_shapes)
+                graph = onnx_in.reinfer(folded, input_shapes)
         return cls(graph, registry, model, input_shapes)
 
     def _set(self, graph: Graph) -> None:
@@ -188,8 +188,8 @@ class Pruner:
         return result
 
     def _reinfer(self, graph: Graph) -> Graph:
-        """Re-read the pruned graph so shapes come from onnx inference, not bookkeeping."""
-        return onnx_in.to_graph(onnx_out.to_model(graph), self.input_shapes)
+        """Shapes of the pruned graph from inference again, not from bookkeeping."""
+        return onnx_in.reinfer(graph, self.input_shapes)
 
     # --- output
     def to_model(self) -> onnx.ModelProto:

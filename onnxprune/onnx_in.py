@@ -1,6 +1,8 @@
 """The one place that reads protobuf: ONNX file or ModelProto -> :class:`Graph`."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +254,21 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
         meta=meta,
         known={name: value for name, value in known.items() if name not in params},
     )
+
+
+def reinfer(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> Graph:
+    """``graph`` with its shapes inferred again (after a rewrite), as :func:`to_graph` would.
+
+    Inference runs on a skeleton (:func:`onnx_out.to_model` without the large
+    weights): nodes and weights stay the IR's own, so no weight makes a round
+    trip through protobuf.
+    """
+    from . import onnx_out  # the other edge: a skeleton to infer on, never a model to keep
+    skeleton = onnx_out.to_model(graph, weights=False)
+    left_out = set(onnx_out.skeleton_weights(graph))
+    inferred, known = shapes.analysis_shapes(skeleton, input_shapes)
+    values = {name: Value(name, elem, dims) for name, (elem, dims) in inferred.items() if name not in left_out}
+    return dataclasses.replace(graph, values=values, known={n: v for n, v in known.items() if n not in graph.params})
 
 
 def model_inputs(model: onnx.ModelProto) -> list[Value]:

@@ -14,14 +14,29 @@ from .ir import Graph, Node, Value
 PROTO_LIMIT = 2**31 - 1
 
 
-def to_model(graph: Graph) -> onnx.ModelProto:
+# Weights above this many elements are left out of a skeleton (see :func:`to_model`).
+SKELETON_MIN_ELEMENTS = 1024
+
+
+def to_model(graph: Graph, weights: bool = True) -> onnx.ModelProto:
+    """The ModelProto of ``graph``; with ``weights=False`` a skeleton for shape inference.
+
+    A skeleton declares its large floating-point weights as graph inputs of the
+    same type and shape instead of copying them into protobuf: shape inference
+    gives the same shapes (no shape is computed from a weight's values) at a
+    fraction of the memory, and models past protobuf's 2 GB limit still fit.
+    """
     meta = graph.meta
     referenced = _referenced_names(graph)
-    initializers = [numpy_helper.from_array(arr, name) for name, arr in graph.params.items() if name in referenced]
+    left_out = set() if weights else set(skeleton_weights(graph)) & referenced
+    initializers = [numpy_helper.from_array(arr, name) for name, arr in graph.params.items()
+                    if name in referenced and name not in left_out]
+    weight_inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(graph.params[name].dtype),
+                                                   list(graph.params[name].shape)) for name in sorted(left_out)]
     proto_graph = helper.make_graph(
         nodes=[node_proto(n) for n in graph.nodes],
         name=meta.graph_name,
-        inputs=[_value_info(v) for v in graph.inputs],
+        inputs=[_value_info(v) for v in graph.inputs] + weight_inputs,
         outputs=[_value_info(v) for v in graph.outputs],
         initializer=initializers,
         doc_string=meta.graph_doc or None,
@@ -72,6 +87,12 @@ def _write(model: onnx.ModelProto, staged: Path, external_data: bool) -> None:
                         location=external_data_path(staged).name, size_threshold=1024)
     else:
         onnx.save_model(model, str(staged))
+
+
+def skeleton_weights(graph: Graph) -> list[str]:
+    """The parameters a skeleton leaves out: large floating-point weights, never shape constants."""
+    return [name for name, arr in graph.params.items()
+            if arr.dtype.kind in "fc" and arr.size >= SKELETON_MIN_ELEMENTS]
 
 
 def _referenced_names(graph: Graph) -> set[str]:

@@ -1,0 +1,50 @@
+"""Shapes after a rewrite come from inference on a skeleton, not from a round trip of the weights."""
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+from onnxprune import Pruner, onnx_in, onnx_out
+from support.architectures import mobilenetv2, resnet_basic
+from support.exported import exported_models
+
+GPT2 = next(m for m in exported_models() if m.name == "gpt2_dynamo")
+
+
+def _shapes(graph):
+    return {name: (v.dtype, v.shape) for name, v in graph.values.items() if name not in graph.params}
+
+
+@pytest.mark.parametrize("make", [resnet_basic, mobilenetv2, GPT2.load], ids=["resnet", "mobilenetv2", "gpt2"])
+def test_reinfer_gives_the_shapes_a_full_round_trip_gives(make):
+    pruner = Pruner.from_model(make())
+    pruner.prune(ratio=0.5)
+    pruned = pruner.graph
+    full = onnx_in.to_graph(onnx_out.to_model(pruned))
+    again = onnx_in.reinfer(pruned)
+    assert _shapes(again) == _shapes(full)
+    assert {k: v.tolist() for k, v in again.known.items()} == {k: v.tolist() for k, v in full.known.items()}
+    assert again.params is pruned.params and again.nodes is pruned.nodes  # the IR's own weights, not copies
+
+
+def test_pruning_never_copies_a_large_weight_to_protobuf_before_saving(monkeypatch):
+    pruner = Pruner.from_model(resnet_basic())
+    converted = []
+    real = numpy_helper.from_array
+    monkeypatch.setattr(numpy_helper, "from_array", lambda arr, name=None: converted.append((arr.dtype.kind, arr.size)) or real(arr, name))
+    pruner.prune(ratio=0.5)
+    assert converted  # small constants go in the skeleton
+    assert not [c for c in converted if c[0] in "fc" and c[1] >= onnx_out.SKELETON_MIN_ELEMENTS]
+    converted.clear()
+    pruner.to_model()
+    assert [c for c in converted if c[1] >= onnx_out.SKELETON_MIN_ELEMENTS]  # the one trip, at save
+
+
+def test_a_skeleton_declares_left_out_weights_as_typed_inputs():
+    graph = Pruner.from_model(resnet_basic()).graph
+    skeleton = onnx_out.to_model(graph, weights=False)
+    inputs = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in skeleton.graph.input}
+    for name in onnx_out.skeleton_weights(graph):
+        assert inputs[name] == list(graph.params[name].shape)
+    kept = {t.name for t in skeleton.graph.initializer}
+    assert kept and all(np.asarray(graph.params[n]).size < onnx_out.SKELETON_MIN_ELEMENTS or graph.params[n].dtype.kind not in "fc"
+                        for n in kept)
