@@ -8,12 +8,12 @@ import pytest
 
 from onnxprune import Pruner, onnx_in
 from onnxprune.calibration import CalibrationSet
-from onnxprune.fidelity import _Accumulator, measure
+from onnxprune.fidelity import AgreementAccumulator, measure
 from support.small_models import conv_chain
 
 
 def _scores(values):
-    acc = _Accumulator("y")
+    acc = AgreementAccumulator("y")
     for ref, got in values:
         acc.update(np.asarray(ref, np.float32), np.asarray(got, np.float32))
     return acc.result()
