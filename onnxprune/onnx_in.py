@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,11 +176,49 @@ def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
                 # (this rewrites the declaration in place; the written model says the same, validly)
                 d.dim_param = f"{vi.name}_dim{axis}"
     try:
-        onnx.checker.check_model(model)
+        with checkable(model):
+            onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise InputError(f"{origin}: invalid ONNX model ({_first_line(exc)})") from None
     except UnicodeDecodeError:  # a damaged file can hold names that are not UTF-8
         raise InputError(f"{origin}: invalid ONNX model (a name or string is not valid UTF-8; damaged file?)") from None
+
+
+# The domain onnx.checker sees onnxruntime's own default-domain ops in (it judges unknown domains' ops
+# by their edges only, as for any com.microsoft op).
+_CHECK_AS = "com.microsoft"
+
+
+def runtime_extensions() -> frozenset[str]:
+    """Default-domain ops onnxruntime defines and onnx does not (SimplifiedLayerNormalization, as
+    optimum exports write it): those the rules know (registered in the default domain) and onnx has no schema for."""
+    from .registry import builtin_registry  # late: the registry imports the rules
+    return frozenset(t for d, t in builtin_registry().keys() if d == "" and not onnx.defs.has(t))
+
+
+@contextmanager
+def checkable(model: onnx.ModelProto):
+    """Within the block, ``model`` is one onnx.checker can judge: onnxruntime's default-domain
+    extensions are moved to a custom domain (in place, restored after; no copy of the weights)."""
+    extensions = runtime_extensions()
+    moved = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in extensions]
+    if not moved:
+        yield model
+        return
+    added = None
+    if not any(o.domain == _CHECK_AS for o in model.opset_import):
+        added = model.opset_import.add()
+        added.domain, added.version = _CHECK_AS, 1
+    domains = [n.domain for n in moved]
+    try:
+        for node in moved:
+            node.domain = _CHECK_AS
+        yield model
+    finally:
+        for node, domain in zip(moved, domains):
+            node.domain = domain
+        if added is not None:
+            model.opset_import.remove(added)
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:

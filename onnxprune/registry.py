@@ -36,6 +36,10 @@ class Registry:
     def op_types(self) -> list[str]:
         return sorted(f"{d}::{t}" if d else t for d, t in self._specs)
 
+    def keys(self) -> list[tuple[str, str]]:
+        """Every (domain, op_type) with a rule."""
+        return sorted(self._specs)
+
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._specs
 

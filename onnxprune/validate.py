@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from . import onnx_in
 from .errors import InputError, ShapeError, ValidationError
 from .ir import Graph, Value
 from .tensor_types import random_array
@@ -37,7 +38,8 @@ class ValidationResult:
 
 def check(model: onnx.ModelProto) -> None:
     try:
-        onnx.checker.check_model(model, full_check=True)
+        with onnx_in.checkable(model):
+            onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # checker raises several types
         raise ValidationError(f"pruned model fails onnx.checker: {str(exc).strip().splitlines()[0]}") from None
 

@@ -10,7 +10,7 @@ axes are explicit barriers with the reason, not silent passes.
 """
 from __future__ import annotations
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Port
+from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Port, Trait
 
 from ._common import broadcast, unary
 
@@ -51,7 +51,8 @@ def _skip_layer_norm(n_params: int):
         if tuple(axes) != (hidden,):
             return Barrier(f"hidden axis merged with {axes}")
         skip = [] if IN(1) in full else [Couple(IN(1), (view.rank(IN(1)) - 1,))]
-        return [Couple(p, axes) for p in full if p != port] + skip + [Couple(p, (0,)) for p in params]
+        return [Couple(p, axes) for p in full if p != port] + skip + [Couple(p, (0,)) for p in params] + \
+            [Mark(Trait.STATISTICS, f"{view.node.op_type} statistics")]
 
     return couple
 

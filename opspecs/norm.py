@@ -92,9 +92,13 @@ def register(registry) -> None:
                              param_roles={1: "norm_scale"}, family="norm"))
     registry.register(OpSpec(("LayerNormalization",), _layer_norm, since=17, param_roles={1: "norm_scale"},
                              exact=False, family="norm"))
-    # onnxruntime's fused RMSNorm: LayerNormalization's signature without the mean (scale only)
-    registry.register(OpSpec(("SimplifiedLayerNormalization",), _layer_norm, domain="com.microsoft",
-                             param_roles={1: "norm_scale"}, exact=False, family="norm"))
+    # RMSNorm: LayerNormalization's signature without the mean (scale only). onnxruntime's fused
+    # SimplifiedLayerNormalization lives in the default domain (optimum exports write it there;
+    # onnxruntime has none in com.microsoft), ONNX's own RMSNormalization came with opset 23
+    registry.register(OpSpec(("SimplifiedLayerNormalization",), _layer_norm, param_roles={1: "norm_scale"},
+                             exact=False, family="norm"))
+    registry.register(OpSpec(("RMSNormalization",), _layer_norm, since=23, param_roles={1: "norm_scale"},
+                             exact=False, family="norm"))
     registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
                              running_stats=RunningStats(input_slot=0, axis=1, mean_slot=3, var_slot=4),
                              param_roles={1: "bn_scale"}, neutral={4: 1.0}, family="norm"))

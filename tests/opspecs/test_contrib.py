@@ -8,10 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune import onnx_in
+from onnxprune import Pruner, onnx_in
 from onnxprune.rules import IN, OUT, NodeView
 from opspecs import default_registry
-from support.oracle import assert_all_groups_oracle, depgraph
+from support.oracle import assert_all_groups_oracle, depgraph, random_feeds, run
 
 B, S, FEAT, C = 2, 5, 6, 8
 RNG = np.random.default_rng(0)
@@ -71,6 +71,11 @@ def test_skip_layer_norms_prune_hidden_inexactly(op):
     assert group is dg.group_of("proj2") and group.prunable
     assert dg.inexact_nodes(group) == [op]
     assert {e.tensor for e in group.ends if e.kind == "param"} >= set(params)
+    # statistics span the hidden axis: a hidden-size group, pruned only with prune_hidden
+    assert group.kind == "hidden"
+    pruner = Pruner.from_model(model)
+    assert not pruner.plan(ratio=0.5).decisions
+    assert [len(d.removed) for d in pruner.plan(ratio=0.5, prune_hidden=True).decisions] == [C // 2]
 
 
 def test_fused_attention_prunes_its_input_width_and_blocks_heads_with_a_reason():
@@ -100,6 +105,31 @@ def test_head_ops_are_barriers_with_reasons(op, reason):
         extra = [("pos", np.arange(S, dtype=np.int64)[None].repeat(B, 0)), ("cos", _arr(16, 2)), ("sin", _arr(16, 2))]
         make = lambda: ([_ms(op, ["h", "pos", "cos", "sin"], num_heads=2)], "y")  # noqa: E731
     model = _model(make, extra_inits=extra)
+    assert [y.shape for y in run(model, random_feeds(model))] == [(B, S, 4)]  # onnxruntime runs the op
     assert reason in _rule_answer(model, op, IN(0)).reason
     dg = depgraph(model)
     assert any(reason in r for r in dg.group_of("proj").blocked)
+
+
+def test_grouped_query_attention_is_a_barrier_for_query_and_kv_heads():
+    """GroupQueryAttention(query [B,S,2x8], key/value [B,S,1x8]): both projections stop at it, with the reason."""
+    heads, kv_heads, head_size = 2, 1, 8  # onnxruntime's CPU kernel wants head_size % 8 == 0
+    inits = {"Wq": _arr(FEAT, heads * head_size), "Wk": _arr(FEAT, kv_heads * head_size),
+             "Wv": _arr(FEAT, kv_heads * head_size), "W2": _arr(heads * head_size, 4),
+             "seqlens_k": np.full(B, S - 1, np.int32), "total_len": np.array(S, np.int32)}
+    nodes = [helper.make_node("MatMul", ["x", f"W{p}"], [p], name=f"proj_{p}") for p in "qkv"]
+    nodes += [_ms("GroupQueryAttention", ["q", "k", "v", "", "", "seqlens_k", "total_len"], ["y", "present_k",
+                                                                                             "present_v"],
+                  num_heads=heads, kv_num_heads=kv_heads),
+              helper.make_node("MatMul", ["y", "W2"], ["output"], name="head")]
+    graph = helper.make_graph(nodes, "gqa", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, S, FEAT])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [B, S, 4])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    assert [y.shape for y in run(model, random_feeds(model))] == [(B, S, 4)]
+    dg = depgraph(model)
+    for proj in ("proj_q", "proj_k", "proj_v"):
+        group = dg.group_of(proj)
+        assert not group.prunable
+        assert any("GroupQueryAttention" in r and "num_heads=2" in r for r in group.blocked), group.blocked

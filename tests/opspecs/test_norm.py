@@ -189,3 +189,54 @@ def test_group_norm_prunes_whole_groups_exactly(opset):
     pruned = prune_channels(dg, group, [1, 3])
     node = next(n for n in pruned.graph.node if n.op_type == "GroupNormalization")
     assert [a.i for a in node.attribute if a.name == "num_groups"] == [2]
+
+
+def _rms_norm_model(op: str, opset: int) -> onnx.ModelProto:
+    """x [2, 5, 6] -> MatMul (8 channels) -> RMSNorm ``op`` over the last axis -> MatMul -> output [2, 5, 4]."""
+    rng = np.random.default_rng(3)
+    f32 = lambda *shape: (rng.standard_normal(shape) * 0.5).astype(np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(v, k) for k, v in
+             {"W1": f32(6, 8), "scale": 1 + 0.2 * f32(8), "W2": f32(8, 4)}.items()]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="proj"),
+             helper.make_node(op, ["h", "scale"], ["n"], name="norm", axis=-1, epsilon=1e-5),
+             helper.make_node("MatMul", ["n", "W2"], ["output"], name="head")]
+    value = lambda name, shape: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)  # noqa: E731
+    graph = helper.make_graph(nodes, "rms", [value("x", [2, 5, 6])], [value("output", [2, 5, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("op, opset", [("SimplifiedLayerNormalization", 17),  # onnxruntime's, default domain
+                                       ("RMSNormalization", 23)])  # ONNX's own
+def test_rms_norms_load_and_prune_the_hidden_size_only_when_asked(op, opset):
+    """An RMSNorm's statistics span the hidden axis: a hidden-size group (inexact), pruned with
+    prune_hidden only; the pruned model passes the checker (onnxruntime's default-domain op is
+    checked like a contrib op) and onnxruntime runs it with the scale pruned."""
+    from onnxprune import Pruner
+    from onnxprune.validate import check
+    model = _rms_norm_model(op, opset)
+    pruner = Pruner.from_model(model)  # the loader's checks accept it, and leave the model as it was
+    assert model.graph.node[1].domain == "" and [o.domain for o in model.opset_import] == [""]
+    group = pruner.group_of("proj")
+    assert group.prunable and group.kind == "hidden" and pruner.depgraph.inexact_nodes(group) == ["norm"]
+    assert not pruner.plan(ratio=0.5).decisions
+    pruner.prune(ratio=0.5, prune_hidden=True)
+    pruned = pruner.to_model()
+    check(pruned)
+    assert _inits(pruned)["scale"].shape == (4,)
+    feeds = random_feeds(model)
+    kept = pruner.kept["h"][2]
+    x = feeds["x"] @ _inits(model)["W1"][:, kept]
+    normed = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * _inits(model)["scale"][kept]
+    np.testing.assert_allclose(run(pruned, feeds)[0], normed @ _inits(model)["W2"][kept], rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_default_domain_op_is_still_an_invalid_model():
+    from onnxprune import Pruner
+    from onnxprune.errors import InputError
+    model = _rms_norm_model("SimplifiedLayerNormalization", 17)
+    model.graph.node[1].op_type = "SimplifiedLayerNormalizationX"
+    with pytest.raises(InputError, match="invalid ONNX model"):
+        Pruner.from_model(model)
+    assert model.graph.node[1].domain == "" and [o.domain for o in model.opset_import] == [""]
