@@ -55,17 +55,35 @@ def is_symbolic(dim) -> bool:
 
 
 def stand_ins(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> dict[str, list[int]]:
-    """Concrete input shapes to analyse at: the user's, else 1 for a dynamic dim 0, SEQUENCE_STAND_IN elsewhere."""
+    """Concrete input shapes to analyse at: the user's, else 1 for a dynamic dim 0, SEQUENCE_STAND_IN elsewhere.
+
+    A named symbol takes one value in every input (a GCN's ``nodes`` in x [nodes, F] and
+    adj [nodes, nodes] must agree, or A @ X has no shape): the value a user's shape gives it,
+    else 1 only where it is nothing but a leading dim, else SEQUENCE_STAND_IN.
+    """
     shapes = dict(input_shapes or {})
     initializers = {t.name for t in model.graph.initializer}
+    pending, symbols = [], {}
     for vi in model.graph.input:
-        if vi.name in shapes or vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
+        if vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
             continue
         dims = vi.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            continue
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (1 if i == 0 else SEQUENCE_STAND_IN)
-                           for i, d in enumerate(dims)]
+        if vi.name in shapes:
+            for d, value in zip(dims, shapes[vi.name]):
+                if d.dim_param:
+                    symbols.setdefault(d.dim_param, int(value))
+        elif not all(d.HasField("dim_value") for d in dims):
+            pending.append(vi)
+    leading_only = {}
+    for vi in pending:
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.dim_param:
+                leading_only[d.dim_param] = leading_only.get(d.dim_param, True) and i == 0
+    for vi in pending:
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else
+                           symbols.get(d.dim_param) or (1 if (leading_only[d.dim_param] if d.dim_param else i == 0)
+                                                        else SEQUENCE_STAND_IN)
+                           for i, d in enumerate(vi.type.tensor_type.shape.dim)]
     return shapes
 
 

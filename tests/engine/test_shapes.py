@@ -33,3 +33,17 @@ def test_symbols_onnx_invents_send_the_model_to_symbolic_inference(monkeypatch):
     graph = onnx_in.from_model(model)
     assert calls, "BERT's run-time Reshape targets need onnxruntime's symbolic inference"
     assert any(isinstance(d, int) and d > 1 for v in graph.values.values() if v.shape for d in v.shape)
+
+
+def test_a_symbol_has_one_stand_in_in_every_input():
+    """x [nodes, 8] and adj [nodes, nodes]: ``nodes`` is not a leading-only (batch) dim, so it takes
+    the sequence stand-in in both; a user's shape for one input fixes the symbol for the others."""
+    from onnx import TensorProto, helper
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["nodes", 8]),
+              helper.make_tensor_value_info("adj", TensorProto.FLOAT, ["nodes", "nodes"]),
+              helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq", None])]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["adj", "x"], ["y"])], "g", inputs, [out]))
+    s = shapes.SEQUENCE_STAND_IN
+    assert shapes.stand_ins(model, None) == {"x": [s, 8], "adj": [s, s], "ids": [1, s, s]}
+    assert shapes.stand_ins(model, {"x": [5, 8]}) == {"x": [5, 8], "adj": [5, 5], "ids": [1, s, s]}
