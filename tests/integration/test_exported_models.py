@@ -1,9 +1,12 @@
 """The exported Transformer / RNN / GCN models (tests/models): they run, and what onnxprune prunes in them.
 
 ``TODAY`` records, per model, the prunable groups and the MACs ratio at
-``--ratio 0.5`` with ``--input-shape`` given for every input (batch 1, the
-first test length). They are floors, not goals (issue 9 asks for MACs <= 0.6
-on every one): raise them as rules land, never lower them.
+``--ratio 0.5`` with default options and no ``--input-shape`` (batch,
+sequence, node and edge counts stay symbolic), as measured: floors, raise them
+as rules land, never lower them. Issue 9's goal, MACs <= 0.6 with default
+options, is asserted on every model but the decomposed-LayerNorm fixture,
+whose only group runs through the norm's statistics (hidden size: opt-in,
+``--prune-hidden`` halves it, see test_transformer_pruning.py).
 """
 import numpy as np
 import onnx
@@ -15,25 +18,26 @@ from support.oracle import run
 
 MODELS = {m.name: m for m in exported_models()}
 
-# name: (prunable groups at least, MACs ratio at most) with input shapes given
+# name: (prunable groups at least, MACs ratio at most), default options, no input shapes
 TODAY = {
-    "bert_ts": (0, 1.0), "bert_dynamo": (0, 1.0),
-    "vit_ts": (2, 0.84), "vit_dynamo": (2, 0.84),
-    "gpt2_ts": (0, 1.0), "gpt2_dynamo": (0, 1.0),
-    # LLaMA's attention MatMuls are counted since symbolic shape inference resolves them (0.69 before)
-    "llama_ts": (2, 0.73), "llama_dynamo": (2, 0.73),
-    "swin_ts": (2, 0.64), "swin_dynamo": (2, 0.83),
-    "bilstm_ts": (2, 0.26), "gru_ts": (3, 0.27),
-    "gcn_ts": (1, 0.51), "gcn_dynamo": (1, 0.51),
-    "decomposed_layernorm_ts": (0, 1.0), "decomposed_layernorm_dynamo": (0, 1.0),
+    "bert_ts": (6, 0.501), "bert_dynamo": (6, 0.501),
+    "vit_ts": (5, 0.527), "vit_dynamo": (5, 0.527),
+    "gpt2_ts": (5, 0.557), "gpt2_dynamo": (5, 0.557),
+    "llama_ts": (5, 0.572), "llama_dynamo": (5, 0.572),
+    "swin_ts": (4, 0.566), "swin_dynamo": (4, 0.566),
+    "bilstm_ts": (2, 0.267), "bilstm_dynamo": (2, 0.267),
+    "gru_ts": (3, 0.269), "gru_dynamo": (3, 0.269),
+    "gcn_ts": (1, 0.504), "gcn_dynamo": (1, 0.504),
+    "decomposed_layernorm_ts": (1, 1.0), "decomposed_layernorm_dynamo": (1, 1.0),
 }
+DEFAULT_MACS_GOAL = 0.6  # issue 9
 ARCHS = {"bert", "vit", "gpt2", "llama", "swin", "bilstm", "gru", "gcn", "decomposed_layernorm"}
 
 
 def test_every_architecture_is_committed_and_small():
     assert {m.arch for m in MODELS.values()} == ARCHS
     assert set(TODAY) == set(MODELS)
-    assert {m.exporter for m in MODELS.values()} == {"ts", "dynamo"}
+    assert {(m.arch, m.exporter) for m in MODELS.values()} == {(a, e) for a in ARCHS for e in ("ts", "dynamo")}
     for m in MODELS.values():
         assert m.load().ByteSize() < 300 * 1024, m.name
 
@@ -49,11 +53,10 @@ def test_runs_at_two_lengths(name):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_what_prunes_today(name):
-    """Prune at ratio 0.5 with input shapes given: valid, same output shapes at both lengths, floors held."""
+def test_prunes_half_without_input_shapes(name):
+    """Ratio 0.5, default options, symbolic dims: valid, same output shapes at both lengths, dynamic inputs kept."""
     model = MODELS[name]
-    shapes = {k: list(v.shape) for k, v in model.feeds(0).items()}
-    pruner = Pruner.from_model(model.load(), shapes)
+    pruner = Pruner.from_model(model.load())
     groups = len(pruner.prunable_groups())
     macs_before = pruner.macs()
     pruner.prune(ratio=0.5)
@@ -64,7 +67,14 @@ def test_what_prunes_today(name):
         before, after = run(model.load(), feeds), run(pruned, feeds)
         assert [b.shape for b in before] == [a.shape for a in after]
         assert all(np.isfinite(a).all() for a in after)
+    assert _declared_dims(pruned.graph.input) == _declared_dims(model.load().graph.input)
     min_groups, max_macs = TODAY[name]
-    ratio = pruner.macs() / macs_before if macs_before else 1.0
+    ratio = pruner.macs() / macs_before
     assert groups >= min_groups, [g.describe() for g in pruner.groups]
-    assert ratio <= max_macs + 1e-3, ratio
+    assert ratio <= max_macs, ratio
+    if model.arch != "decomposed_layernorm":
+        assert ratio <= DEFAULT_MACS_GOAL, ratio
+
+
+def _declared_dims(values):
+    return [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values]

@@ -22,22 +22,23 @@ MODELS = {m.name: m for m in exported_models()}
 
 # prunable groups by kind (heads / channels = MLP width / hidden = residual stream)
 KINDS = {
-    "bert_ts": {"heads": 2, "channels": 2}, "bert_dynamo": {"heads": 2, "channels": 2},
-    "vit_ts": {"heads": 2, "channels": 2}, "vit_dynamo": {"heads": 2, "channels": 2},
+    # BERT's third channel group: the pooler (dense + tanh) before the classifier
+    "bert_ts": {"heads": 2, "channels": 3, "hidden": 1}, "bert_dynamo": {"heads": 2, "channels": 3, "hidden": 1},
+    "vit_ts": {"heads": 2, "channels": 2, "hidden": 1}, "vit_dynamo": {"heads": 2, "channels": 2, "hidden": 1},
     "gpt2_ts": {"heads": 2, "channels": 2, "hidden": 1}, "gpt2_dynamo": {"heads": 2, "channels": 2, "hidden": 1},
     "llama_ts": {"heads": 2, "channels": 2, "hidden": 1}, "llama_dynamo": {"heads": 2, "channels": 2, "hidden": 1},
     "swin_ts": {"heads": 2, "channels": 2}, "swin_dynamo": {"heads": 2, "channels": 2},
     "decomposed_layernorm_ts": {"hidden": 1}, "decomposed_layernorm_dynamo": {"hidden": 1},
 }
-# MACs ratio at --ratio 0.5: (default, with prune_hidden), as measured (at most)
-MACS = {
-    "bert_ts": (0.50, 0.50), "bert_dynamo": (0.50, 0.50),  # hidden states are a graph output
-    "vit_ts": (0.62, 0.62), "vit_dynamo": (0.62, 0.62),  # likewise; the patch conv stays
-    "gpt2_ts": (0.56, 0.29), "gpt2_dynamo": (0.56, 0.29),
-    "llama_ts": (0.58, 0.30), "llama_dynamo": (0.58, 0.30),
-    "swin_ts": (0.57, 0.57), "swin_dynamo": (0.57, 0.57),  # window shapes: padding computed at run time
-    "decomposed_layernorm_ts": (1.0, 0.5), "decomposed_layernorm_dynamo": (1.0, 0.5),
+# MACs ratio at --ratio 0.5 with prune_hidden, as measured (at most; default options: test_exported_models.py)
+HIDDEN_MACS = {
+    "bert_ts": 0.261, "bert_dynamo": 0.261,
+    "vit_ts": 0.283, "vit_dynamo": 0.283,
+    "gpt2_ts": 0.288, "gpt2_dynamo": 0.288,
+    "llama_ts": 0.298, "llama_dynamo": 0.298,
+    "decomposed_layernorm_ts": 0.5, "decomposed_layernorm_dynamo": 0.5,
 }
+HIDDEN_MACS_GOAL = {"bert": 0.30, "vit": 0.30, "llama": 0.30}  # issue 9 (Torch-Pruning: 0.26 on BERT and ViT)
 
 
 def _assert_oracle(pruner, model, group, channels):
@@ -59,7 +60,7 @@ def test_groups_by_kind(name):
         assert bool(pruner.depgraph.inexact_nodes(group)) == (group.kind == "hidden"), group.describe()
 
 
-@pytest.mark.parametrize("name", ["bert_ts", "bert_dynamo", "vit_ts", "gpt2_ts", "gpt2_dynamo", "llama_ts",
+@pytest.mark.parametrize("name", ["bert_ts", "bert_dynamo", "vit_ts", "vit_dynamo", "gpt2_ts", "gpt2_dynamo", "llama_ts",
                                   "llama_dynamo", "swin_ts", "swin_dynamo"])
 def test_heads_and_mlp_prune_like_zeroing_at_two_lengths(name):
     model = MODELS[name]
@@ -92,16 +93,16 @@ def test_grouped_query_attention_prunes_kv_heads_with_their_query_heads():
     assert widths == [8, 16]  # one KV head (head_dim 8) in k/v_proj, two query heads in q_proj/o_proj
 
 
-CASES = [(name, False) for name in sorted(MACS) if name != "swin_ts"] + \
-    [(name, True) for name, kinds in sorted(KINDS.items()) if "hidden" in kinds]
+def test_every_model_with_a_hidden_group_has_a_hidden_goal():
+    assert set(HIDDEN_MACS) == {name for name, kinds in KINDS.items() if "hidden" in kinds}
 
 
-@pytest.mark.parametrize("name, hidden", CASES)
-def test_prune_half_keeps_dynamic_axes_working(name, hidden):
+@pytest.mark.parametrize("name", sorted(HIDDEN_MACS))
+def test_prune_hidden_half_keeps_dynamic_axes_working(name):
     model = MODELS[name]
     pruner = Pruner.from_model(model.load())
     before = pruner.macs()
-    pruner.prune(ratio=0.5, prune_hidden=hidden)
+    pruner.prune(ratio=0.5, prune_hidden=True)
     pruned = pruner.to_model()
     onnx.checker.check_model(pruned, full_check=True)
     for k in (0, 1):
@@ -109,7 +110,9 @@ def test_prune_half_keeps_dynamic_axes_working(name, hidden):
         original, after = run(model.load(), feeds), run(pruned, feeds)
         assert [o.shape for o in original] == [a.shape for a in after]
         assert all(np.isfinite(a).all() for a in after)
-    assert pruner.macs() / before <= MACS[name][hidden] + 1e-3, pruner.macs() / before
+    ratio = pruner.macs() / before
+    assert ratio <= HIDDEN_MACS[name], ratio
+    assert ratio <= HIDDEN_MACS_GOAL.get(model.arch, 1.0), ratio
     declared = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in pruned.graph.input]
     assert declared == [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
                         for i in model.load().graph.input]
