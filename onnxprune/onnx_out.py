@@ -9,13 +9,10 @@ from onnx import helper, numpy_helper
 
 from .files import Outputs, atomic_outputs
 from .ir import Graph, Node, Value
+from .shapes import is_skeleton_weight
 
 # Protobuf cannot serialise a single message above 2 GB.
 PROTO_LIMIT = 2**31 - 1
-
-
-# Weights above this many elements are left out of a skeleton (see :func:`to_model`).
-SKELETON_MIN_ELEMENTS = 1024
 
 
 def to_model(graph: Graph, weights: bool = True) -> onnx.ModelProto:
@@ -91,8 +88,7 @@ def _write(model: onnx.ModelProto, staged: Path, external_data: bool) -> None:
 
 def skeleton_weights(graph: Graph) -> list[str]:
     """The parameters a skeleton leaves out: large floating-point weights, never shape constants."""
-    return [name for name, arr in graph.params.items()
-            if arr.dtype.kind in "fc" and arr.size >= SKELETON_MIN_ELEMENTS]
+    return [name for name, arr in graph.params.items() if is_skeleton_weight(arr.dtype, arr.size)]
 
 
 def _referenced_names(graph: Graph) -> set[str]:

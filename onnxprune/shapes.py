@@ -54,6 +54,41 @@ def is_symbolic(dim) -> bool:
     return isinstance(dim, SymDim)
 
 
+# Weights of at least this many elements are left out of the model shapes are inferred on.
+SKELETON_MIN_ELEMENTS = 1024
+
+
+def is_skeleton_weight(dtype: np.dtype, size: int) -> bool:
+    """Large floating-point weights: no shape is ever computed from their values."""
+    return np.dtype(dtype).kind in "fc" and size >= SKELETON_MIN_ELEMENTS
+
+
+def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
+    """``model`` with its large weights declared as typed graph inputs instead of held as data.
+
+    Shape inference gives the same shapes on it, at a fraction of the memory:
+    onnx's inference serializes the whole model, and every analysis copy below
+    copies it again. Returns the skeleton and the names of the weights left out.
+    """
+    graph = model.graph
+    left_out = [t for t in graph.initializer
+                if t.data_type and is_skeleton_weight(onnx.helper.tensor_dtype_to_np_dtype(t.data_type),
+                                                      int(np.prod(t.dims, dtype=np.int64)))]
+    if not left_out:
+        return model, set()
+    names = {t.name for t in left_out}
+    declared = {vi.name for vi in graph.input}
+    inputs = list(graph.input) + [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                                  for t in left_out if t.name not in declared]
+    work = onnx.helper.make_model(
+        onnx.helper.make_graph(list(graph.node), graph.name, inputs, list(graph.output),
+                               [t for t in graph.initializer if t.name not in names],
+                               value_info=list(graph.value_info), sparse_initializer=list(graph.sparse_initializer)),
+        opset_imports=list(model.opset_import), functions=list(model.functions))
+    work.ir_version = model.ir_version
+    return work, names
+
+
 def stand_ins(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> dict[str, list[int]]:
     """Concrete input shapes to analyse at: the user's, else 1 for a dynamic dim 0, SEQUENCE_STAND_IN elsewhere.
 
@@ -214,6 +249,13 @@ def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] |
     is an int (static), a :class:`SymDim` (symbolic, with its stand-in), or None;
     ``known[name]`` holds int tensors whose value does not depend on any symbol.
     """
+    declared = {vi.name for vi in model.graph.input}
+    model, left_out = skeleton(model)
+    merged, known = _analysis_shapes(model, input_shapes)
+    return {name: shape for name, shape in merged.items() if name not in left_out - declared}, known
+
+
+def _analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None):
     declared = _symbolic_inputs(model)
     if input_shapes:  # dims the user fixes are analysed as static
         # ``known`` stays empty here: values known with fixed dims may depend on them (and the

@@ -4,6 +4,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxprune import Pruner, onnx_in, onnx_out
+from onnxprune.shapes import SKELETON_MIN_ELEMENTS
 from support.architectures import mobilenetv2, resnet_basic
 from support.exported import exported_models
 
@@ -33,10 +34,10 @@ def test_pruning_never_copies_a_large_weight_to_protobuf_before_saving(monkeypat
     monkeypatch.setattr(numpy_helper, "from_array", lambda arr, name=None: converted.append((arr.dtype.kind, arr.size)) or real(arr, name))
     pruner.prune(ratio=0.5)
     assert converted  # small constants go in the skeleton
-    assert not [c for c in converted if c[0] in "fc" and c[1] >= onnx_out.SKELETON_MIN_ELEMENTS]
+    assert not [c for c in converted if c[0] in "fc" and c[1] >= SKELETON_MIN_ELEMENTS]
     converted.clear()
     pruner.to_model()
-    assert [c for c in converted if c[1] >= onnx_out.SKELETON_MIN_ELEMENTS]  # the one trip, at save
+    assert [c for c in converted if c[1] >= SKELETON_MIN_ELEMENTS]  # the one trip, at save
 
 
 def test_a_skeleton_declares_left_out_weights_as_typed_inputs():
@@ -46,5 +47,21 @@ def test_a_skeleton_declares_left_out_weights_as_typed_inputs():
     for name in onnx_out.skeleton_weights(graph):
         assert inputs[name] == list(graph.params[name].shape)
     kept = {t.name for t in skeleton.graph.initializer}
-    assert kept and all(np.asarray(graph.params[n]).size < onnx_out.SKELETON_MIN_ELEMENTS or graph.params[n].dtype.kind not in "fc"
+    assert kept and all(np.asarray(graph.params[n]).size < SKELETON_MIN_ELEMENTS or graph.params[n].dtype.kind not in "fc"
                         for n in kept)
+
+
+@pytest.mark.parametrize("make", [resnet_basic, GPT2.load], ids=["resnet", "gpt2"])
+@pytest.mark.parametrize("weights_as_inputs", [False, True], ids=["modern", "initializers-listed-as-inputs"])
+def test_analysis_on_a_skeleton_gives_the_shapes_of_the_whole_model(make, weights_as_inputs):
+    from onnx import helper
+    from onnxprune import shapes
+    model = make()
+    if weights_as_inputs:  # old exporters list every initializer as a graph input too
+        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                                 for t in model.graph.initializer)
+    skeleton, left_out = shapes.skeleton(model)
+    assert left_out and len(skeleton.graph.initializer) < len(model.graph.initializer)
+    whole, known_whole = shapes._analysis_shapes(model, None)
+    got, known = shapes.analysis_shapes(model, None)
+    assert got == whole and set(known) == set(known_whole)
