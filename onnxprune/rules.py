@@ -155,6 +155,9 @@ class Updates:
     # ending at the constant; e.g. a piece of the Concat that builds a Reshape target at run
     # time. Nodes on the path that others also read are copied for this node first.
     upstream: dict[tuple[tuple[str, int], ...], np.ndarray] = field(default_factory=dict)
+    # recovery only: updates on other nodes a layer's matrix view spans, by node name
+    # (the bias Add that follows a MatMul)
+    others: dict[str, "Updates"] = field(default_factory=dict)
 
 
 class LinearForm(Protocol):

@@ -2,12 +2,14 @@
 
 Both have a matrix view (:class:`GemmForm`, :class:`MatMulForm`) for recovery
 and data-driven criteria when the weight is a constant. MatMul has no bias
-input, so its form cannot take one (recovery fits it without an intercept).
+input; a constant Add right after it (how exporters write a linear layer) is
+taken as its bias, otherwise recovery fits it without an intercept.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.ir import Node
 from onnxprune.mapping import IDENTITY, Marginal
 from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Trait, Updates
 
@@ -167,16 +169,20 @@ class GemmForm(_Dense):
 
 
 class MatMulForm(_Dense):
-    """X[..., K] @ W[K, N]: every leading position is a row; no bias."""
+    """X[..., K] @ W[K, N], plus a constant bias if a lone Add follows: every leading position is a row.
 
-    can_add_bias = False
+    Exporters write a linear layer as MatMul then ``Add(bias, .)``; the Add is part of the
+    layer here (``output`` is its result), so recovery fits an intercept and writes it back
+    into the Add's constant. A MatMul without such an Add has no bias and cannot take one.
+    """
 
-    def __init__(self, view: NodeView):
-        self.view = view
+    def __init__(self, view: NodeView, bias_add: tuple[Node, int] | None = None):
+        self.view, self.bias_add = view, bias_add
         self.weight = view.const(1)
         self.in_axis = view.rank(IN(0)) - 1
         self.out_axis = view.rank(OUT(0)) - 1
-        self.output = view.tensor(OUT(0))
+        self.output = bias_add[0].outputs[0] if bias_add else view.tensor(OUT(0))
+        self.can_add_bias = bias_add is not None
         self._columns(self.weight.shape[0])
 
     def n_rows(self, x_shape) -> int:
@@ -192,13 +198,44 @@ class MatMulForm(_Dense):
     def matrix(self):
         return self.weight.T[None]
 
+    def _bias_const(self) -> np.ndarray | None:
+        if self.bias_add is None:
+            return None
+        add, slot = self.bias_add
+        return self.view.graph.params[add.inputs[slot]]
+
     def bias(self):
-        return None
+        c = self._bias_const()
+        return None if c is None else np.broadcast_to(c.reshape(-1), (self.weight.shape[1],))
 
     def store(self, matrix, bias) -> Updates:
+        updates = Updates(inputs={1: matrix[0].T.astype(self.weight.dtype)})
         if bias is not None:
-            raise ValueError("MatMul has no bias input")
-        return Updates(inputs={1: matrix[0].T.astype(self.weight.dtype)})
+            if self.bias_add is None:
+                raise ValueError("MatMul has no bias input")
+            add, slot = self.bias_add
+            c = self._bias_const()
+            value = np.asarray(bias, dtype=c.dtype).reshape(c.shape[:-1] + (-1,))
+            updates.others[add.name] = Updates(inputs={slot: value})
+        return updates
+
+
+def _bias_add(view: NodeView) -> tuple[Node, int] | None:
+    """(Add node, slot of its constant) when the MatMul's output goes only to an Add of a constant
+    row vector over the output columns: the layer's bias."""
+    out = view.tensor(OUT(0))
+    readers = view.graph.consumers.get(out, [])
+    if len(readers) != 1 or out in view.graph.graph_output_names:
+        return None
+    add, slot = readers[0]
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
+        return None
+    other = 1 - slot
+    c = view.graph.params.get(add.inputs[other])
+    n, rank = view.const(1).shape[1], view.rank(OUT(0))
+    if c is None or c.size != n or c.ndim > rank or c.shape[-1] != n or not np.issubdtype(c.dtype, np.floating):
+        return None
+    return add, other
 
 
 def _gemm_form(view: NodeView):
@@ -215,7 +252,7 @@ def _matmul_form(view: NodeView):
     weight, rank = view.const(1), view.rank(IN(0))
     if weight is None or weight.ndim != 2 or rank is None or rank < 2:
         return None
-    return MatMulForm(view)
+    return MatMulForm(view, _bias_add(view))
 
 
 def register(registry) -> None:

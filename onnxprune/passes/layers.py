@@ -135,6 +135,12 @@ def with_updates(graph: Graph, changes: dict[str, Updates]) -> Graph:
     """
     if not changes:
         return graph
+    changes = dict(changes)
+    for updates in list(changes.values()):
+        for name, more in updates.others.items():
+            if name in changes:
+                raise ValueError(f"two updates for node {name!r}")
+            changes[name] = more
     params = dict(graph.params)
     consumers = graph.consumers
     nodes = []

@@ -225,3 +225,60 @@ def test_original_channels_are_tracked_through_two_prunes():
     p.prune_group(p.group_of("Conv_0"), [1])  # of the remaining [1, 3, 4, 6, 7]: original 3
     np.testing.assert_array_equal(p.kept[conv0_out][1], [1, 4, 6, 7])
     assert onnx_out.to_model(p.graph) is not None and isinstance(p.to_model(), onnx.ModelProto)
+
+
+def _attention_mlp_model():
+    """One Transformer block written as exporters do (MatMul + bias Add, run-time Reshape targets),
+    hidden 16 = 4 heads of 4, MLP width 12. Head 3 is a copy of head 1 (Q, K, V columns and
+    biases), so its context equals head 1's; MLP channels 8..11 are linear combinations of
+    channels 0..7 (weights and biases; no activation between the two MLP layers)."""
+    from support.transformers import _dim
+    b = GraphBuilder(seed=12)
+    rng = np.random.default_rng(13)
+    x = b.input("input", ["N", "T", 16])
+
+    def linear(t, w, bias):
+        return b.op("Add", [b.op("MatMul", [t, b.param(w.astype(np.float32))]), b.param(bias.astype(np.float32))])
+
+    def heads_copy(w):
+        w[..., 12:16] = w[..., 4:8]
+        return w
+
+    split = lambda t: b.op("Concat", [_dim(b, t, 0), _dim(b, t, 1), b.const(np.asarray([4, 4], np.int64))],  # noqa: E731
+                           axis=0)
+    q, k, v = (linear(x, heads_copy(rng.standard_normal((16, 16)) * 0.4), heads_copy(rng.standard_normal(16) * 0.1))
+               for _ in range(3))
+    q = b.op("Transpose", [b.op("Reshape", [q, split(q)])], perm=[0, 2, 1, 3])
+    k = b.op("Transpose", [b.op("Reshape", [k, split(k)])], perm=[0, 2, 3, 1])
+    v = b.op("Transpose", [b.op("Reshape", [v, split(v)])], perm=[0, 2, 1, 3])
+    context = b.op("Transpose", [b.op("MatMul", [b.op("Softmax", [b.op("MatMul", [q, k])], axis=-1), v])],
+                   perm=[0, 2, 1, 3])
+    merged = b.op("Reshape", [context, b.op("Concat", [_dim(b, context, 0), _dim(b, context, 1),
+                                                       b.const(np.asarray([16], np.int64))], axis=0)])
+    h = b.op("Add", [x, linear(merged, rng.standard_normal((16, 16)) * 0.3, rng.standard_normal(16) * 0.1)])
+    w1, b1, mix = rng.standard_normal((16, 8)) * 0.3, rng.standard_normal(8) * 0.1, rng.standard_normal((8, 4))
+    up = linear(h, np.concatenate([w1, w1 @ mix], axis=1), np.concatenate([b1, b1 @ mix]))
+    down = linear(up, rng.standard_normal((12, 16)) * 0.3, rng.standard_normal(16) * 0.1)
+    b.output(b.rename(b.op("Add", [h, down]), "output"))
+    return b.build()
+
+
+def test_least_squares_restores_a_transformer_block_when_removed_heads_and_mlp_channels_are_redundant():
+    """Removing a duplicated head and MLP channels that are combinations of kept ones loses nothing
+    the output projection and the MLP's down projection (MatMul + bias Add) cannot re-fit."""
+    model = _attention_mlp_model()
+    arrays = _data(model, n=24, shape=(5, 16))
+    p, data = _pruner(model, arrays)
+    heads = [g for g in p.prunable_groups() if g.kind == "heads"]
+    mlp = [g for g in p.prunable_groups() if g.kind == "channels" and g.size == 12]
+    assert [g.size for g in heads] == [4] and len(mlp) == 1
+    p.prune_group(heads[0], [3])
+    p.prune_group(p.group_of(mlp[0].root.node), [8, 9, 10, 11])
+    expected = _outputs(model, arrays)
+    assert not np.allclose(_outputs(p.to_model(), arrays), expected, rtol=1e-2, atol=1e-2)
+    result = p.recover(data, methods="lstsq", ridge=1e-10)
+    assert result.kept and result.passes[0]["changed"] == 2 and not result.passes[0]["notes"]
+    np.testing.assert_allclose(_outputs(p.to_model(), arrays), expected, rtol=1e-3, atol=1e-3)
+    check(p.to_model())  # the fitted biases went into the Adds' constants, as vectors
+    assert all(p.graph.params[n.inputs[1]].ndim == 1 for n in p.graph.nodes
+               if n.op_type == "Add" and n.inputs[1] in p.graph.params)

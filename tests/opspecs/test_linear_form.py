@@ -151,3 +151,30 @@ def test_store_writes_a_new_matrix_and_adds_a_bias(op, x_shape, params, attrs):
     cols = form.unfold(feeds["x"])
     expected = np.einsum("rgk,gok->rgo", cols, matrix).reshape(len(cols), -1)
     np.testing.assert_allclose(form.out_rows(y), expected + bias, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias_shape,bias_first", [((5,), True), ((5,), False), ((1, 1, 5), True)])
+def test_matmul_followed_by_a_constant_add_has_that_add_as_its_bias(bias_shape, bias_first):
+    """How exporters write a linear layer: MatMul then Add(bias); the form's output is the Add's."""
+    b = GraphBuilder(seed=0)
+    x = b.input("x", [2, 3, 6])
+    y = b.op("MatMul", [x, b.param(_rand(6, 5))])
+    bias = b.param(_rand(*bias_shape))
+    b.output(b.rename(b.op("Add", [bias, y] if bias_first else [y, bias]), "y"))
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 6)).astype(np.float32)}
+    form = _check_form(b.build(), feeds)
+    assert form.output == "y" and form.can_add_bias and form.bias().shape == (5,)
+    updates = form.store(form.matrix() * 2, np.arange(5.0))
+    (add_name, add_updates), = updates.others.items()
+    (slot, value), = add_updates.inputs.items()
+    assert add_name == "Add_0" and slot == (0 if bias_first else 1) and value.shape == bias_shape
+    np.testing.assert_array_equal(value.reshape(-1), np.arange(5.0))
+
+
+def test_matmul_whose_output_is_also_read_elsewhere_has_no_bias():
+    b = GraphBuilder(seed=0)
+    x = b.input("x", [2, 3, 6])
+    y = b.op("MatMul", [x, b.param(_rand(6, 5))])
+    b.output([b.rename(b.op("Add", [y, b.param(_rand(5))]), "y"), b.rename(b.op("Relu", [y]), "z")])
+    form = _form(b.build())
+    assert form.bias() is None and not form.can_add_bias and form.output == form.view.node.outputs[0]
