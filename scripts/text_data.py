@@ -18,6 +18,7 @@ import inspect
 import json
 import re
 import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +52,16 @@ def docstrings(module_name: str) -> list[str]:
     except Exception:  # a module this Python lacks (platform-specific): no text from it
         return []
     found = [inspect.getdoc(module) or ""]
-    for name, obj in sorted(vars(module).items()):
-        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
-            continue
-        if inspect.isclass(obj) or inspect.isfunction(obj):
-            found.append(inspect.getdoc(obj) or "")
-            if inspect.isclass(obj):
-                found += [inspect.getdoc(m) or "" for n, m in sorted(vars(obj).items())
-                          if not n.startswith("_") and inspect.isfunction(m)]
+    with warnings.catch_warnings():  # deprecated aliases (typing.io) warn when touched
+        warnings.simplefilter("ignore")
+        for name, obj in sorted(vars(module).items()):
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                found.append(inspect.getdoc(obj) or "")
+                if inspect.isclass(obj):
+                    found += [inspect.getdoc(m) or "" for n, m in sorted(vars(obj).items())
+                              if not n.startswith("_") and inspect.isfunction(m)]
     return [d for d in found if d]
 
 

@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""Output fidelity of a real pretrained Transformer after pruning, with and without recovery.
+
+For a sentence encoder fetched by ``scripts/fetch_models.py`` (default ``minilm``:
+paraphrase-MiniLM-L3-v2 from a PyPI wheel), per criterion and MACs target: prune
+(heads + MLP width, the defaults) with the calibration sentences, measure, then
+recover (``Pruner.recover``: bias compensation, least squares, BN) and measure again.
+On the *held-out* sentences (other sources than the calibration ones) it reports:
+
+* embedding cosine: cosine between the pruned and the original model's sentence
+  embeddings (the graph's mean pooling over tokens with the attention mask, as
+  sentence-transformers does), mean and min over sentences;
+* token cosine: the same for the token states, over real (unpadded) tokens;
+* MACs and parameter ratios as onnxprune counts them (symbolic sequence length
+  at the analysis stand-in), onnxruntime CPU latency ratio on a held-out batch,
+  timed side by side (alternating runs, median), and the seconds recovery took.
+
+    python scripts/fetch_models.py minilm
+    python scripts/bench_transformer_fidelity.py [--criteria l2,output] [--targets 0.7,0.5]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxprune import Pruner
+from onnxprune.calibration import CalibrationSet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Row:
+    criterion: str
+    target: float
+    recovered: bool
+    macs_ratio: float
+    params_ratio: float
+    latency_ratio: float
+    emb_cos_mean: float
+    emb_cos_min: float
+    tok_cos_mean: float
+    tok_cos_min: float
+    recover_s: float | None = None
+    prune_s: float | None = None
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
+class Encoder:
+    """One onnxruntime session; outputs for feeds in batches."""
+
+    def __init__(self, model_bytes: bytes, outputs: list[str], threads: int):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        self.outputs = outputs
+
+    def run(self, feeds: dict[str, np.ndarray], batch: int = 64) -> list[np.ndarray]:
+        n = len(next(iter(feeds.values())))
+        parts = [self.session.run(self.outputs, {k: v[i:i + batch] for k, v in feeds.items()})
+                 for i in range(0, n, batch)]
+        return [np.concatenate(p) for p in zip(*parts)]
+
+    def once(self, feeds) -> float:
+        start = time.perf_counter()
+        self.session.run(self.outputs, feeds)
+        return time.perf_counter() - start
+
+
+def latency_ratio(original: Encoder, pruned: Encoder, feeds, runs: int) -> float:
+    """Median pruned/original time, alternating runs so both see the same machine load."""
+    original.once(feeds), pruned.once(feeds)  # warm-up
+    ratios = []
+    for _ in range(runs):
+        t0 = original.once(feeds)
+        ratios.append(pruned.once(feeds) / t0)
+    return float(np.median(ratios))
+
+
+class Bench:
+    def __init__(self, folder: Path, runs: int, threads: int):
+        self.meta = json.loads(next(folder.glob("*.json")).read_text())
+        self.model_path = folder / self.meta["model"]
+        self.outputs = [self.meta["embedding_output"], self.meta["token_output"]]
+        with np.load(folder / "calib.npz") as f:
+            self.calib_arrays = {k: f[k] for k in f.files}
+        with np.load(folder / "heldout.npz") as f:
+            self.heldout = {k: f[k] for k in f.files}
+        self.mask = self.heldout["attention_mask"].astype(bool)
+        self.runs, self.threads = runs, threads
+        self.base = Pruner.load(self.model_path)
+        self.calib = CalibrationSet.from_arrays(self.calib_arrays, self.base.original_graph.inputs)
+        self.macs0, self.params0 = self.base.macs(), self.base.params()
+        self.original = Encoder(self.model_path.read_bytes(), self.outputs, threads)
+        self.reference = self.original.run(self.heldout)
+        self.timing_feeds = {k: v[:64] for k, v in self.heldout.items()}
+
+    def measure(self, p: Pruner, criterion: str, target: float, recovered: bool, **extra) -> Row:
+        pruned = Encoder(p.to_model().SerializeToString(), self.outputs, self.threads)
+        emb, tok = pruned.run(self.heldout)
+        emb_cos = cosines(emb, self.reference[0])
+        tok_cos = cosines(tok, self.reference[1])[self.mask]
+        return Row(criterion, target, recovered, p.macs() / self.macs0, p.params() / self.params0,
+                   latency_ratio(self.original, pruned, self.timing_feeds, self.runs),
+                   float(emb_cos.mean()), float(emb_cos.min()), float(tok_cos.mean()), float(tok_cos.min()),
+                   **extra)
+
+    def rows(self, criterion: str, target: float) -> list[Row]:
+        p = copy.deepcopy(self.base)
+        start = time.perf_counter()
+        data = self.calib if criterion not in ("l1", "l2", "random") else None
+        p.prune(target_macs=target, criterion=criterion, data=data)
+        prune_s = time.perf_counter() - start
+        rows = [self.measure(p, criterion, target, False, prune_s=prune_s)]
+        start = time.perf_counter()
+        result = p.recover(self.calib)
+        recover_s = time.perf_counter() - start
+        if not result.kept:
+            print(f"  {criterion} {target}: recovery made held-out calibration fidelity worse; not applied",
+                  file=sys.stderr)
+        rows.append(self.measure(p, criterion, target, True, recover_s=recover_s, prune_s=prune_s))
+        return rows
+
+
+def table(rows: list[Row]) -> str:
+    head = ("| criterion | MACs target | recovery | MACs | params | latency | emb cos mean | emb cos min "
+            "| token cos mean | token cos min | recovery s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r.criterion} | {r.target:.2f} | {'yes' if r.recovered else 'no'} | x{r.macs_ratio:.3f} "
+                     f"| x{r.params_ratio:.3f} | x{r.latency_ratio:.3f} | {r.emb_cos_mean:.4f} | {r.emb_cos_min:.4f} "
+                     f"| {r.tok_cos_mean:.4f} | {r.tok_cos_min:.4f} "
+                     f"| {'' if r.recover_s is None else f'{r.recover_s:.1f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-set", default="minilm", help="a folder under models/extra (default: minilm)")
+    ap.add_argument("--criteria", default="l2,output")
+    ap.add_argument("--targets", default="0.7,0.5")
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per model for the latency ratio")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads when timing")
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench_transformer_fidelity.json"))
+    ap.add_argument("--table-from", metavar="RESULTS.json", help="print the table of an earlier run")
+    args = ap.parse_args(argv)
+    folder = ROOT / "models" / "extra" / args.model_set
+    if args.table_from:
+        rows = [Row(**r) for r in json.loads(Path(args.table_from).read_text())["rows"]]
+        print(table(rows))
+        return 0
+    if not (folder / "model.onnx").exists():
+        raise SystemExit(f"bench_transformer_fidelity: no {folder}/model.onnx (run scripts/fetch_models.py "
+                         f"{args.model_set})")
+    bench = Bench(folder, args.runs, args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for criterion in args.criteria.split(","):
+        for target in (float(t) for t in args.targets.split(",")):
+            print(f"{criterion} macs {target}", file=sys.stderr)
+            rows += bench.rows(criterion, target)
+            out.write_text(json.dumps({"model_set": args.model_set, "source": bench.meta["source"],
+                                       "heldout_sentences": len(bench.mask),
+                                       "rows": [dataclasses.asdict(r) for r in rows]}, indent=1) + "\n")
+    print(table(rows))
+    print(f"held-out: {len(bench.mask)} sentences, {int(bench.mask.sum())} tokens; results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
