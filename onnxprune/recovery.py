@@ -59,13 +59,14 @@ def worst_rel_l2(fidelity: Fidelity) -> float:
     return max((o.rel_l2 for o in fidelity.outputs), default=0.0)
 
 
-def build_passes(original: Graph, data: CalibrationSet, kept: Kept, registry: Registry,
-                 options: RecoveryOptions, progress: bool = False) -> list:
-    """The passes of ``options.methods``, in their fixed order (bias, lstsq, bn)."""
-    make = {"bias": lambda: BiasCompensation(original, data, kept, registry, options),
-            "lstsq": lambda: LeastSquaresRefit(original, data, kept, registry, options, progress),
-            "bn": lambda: ReestimateBatchNorm(data, kept, registry, options, original, progress)}
-    return [make[m]() for m in options.ordered]
+def make_pass(method: str, original: Graph, data: CalibrationSet, kept: Kept, registry: Registry,
+              options: RecoveryOptions, progress: bool = False, fitted: frozenset[str] = frozenset()):
+    """The pass of one method; ``fitted``: tensors earlier passes already matched to the original."""
+    if method == "bias":
+        return BiasCompensation(original, data, kept, registry, options)
+    if method == "lstsq":
+        return LeastSquaresRefit(original, data, kept, registry, options, progress)
+    return ReestimateBatchNorm(data, kept, registry, options, original, progress, fitted)
 
 
 def recover(original: Graph, pruned: Graph, kept: Kept, data: CalibrationSet, registry: Registry,
@@ -76,13 +77,13 @@ def recover(original: Graph, pruned: Graph, kept: Kept, data: CalibrationSet, re
     result = RecoveryResult(list(options.ordered), fit_samples=fit.n_samples, heldout_samples=held.n_samples)
     start = time.perf_counter()
     result.fidelity_before = measure(original, pruned, held, options.provider, options.batch_size)
-    graph = pruned
-    for graph_pass in build_passes(original, fit, kept, registry, options, progress):
+    graph, fitted = pruned, frozenset()
+    for method in options.ordered:  # bias, lstsq, bn
         t0 = time.perf_counter()
-        outcome: PassResult = graph_pass.run(graph)
+        outcome: PassResult = make_pass(method, original, fit, kept, registry, options, progress, fitted).run(graph)
         notes = list(outcome.notes)
         if all(np.all(np.isfinite(v)) for v in outcome.graph.params.values() if v.dtype.kind == "f"):
-            graph = outcome.graph
+            graph, fitted = outcome.graph, fitted | outcome.fitted
         else:
             notes.append("produced non-finite values: not applied")
         result.passes.append({"name": outcome.name, "changed": outcome.changed,

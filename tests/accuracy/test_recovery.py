@@ -128,6 +128,35 @@ def test_bn_re_estimation_leaves_normalizations_whose_inputs_pruning_only_sliced
     assert not np.allclose(before[bn1.inputs[3]], p.graph.params[bn1.inputs[3]])
 
 
+def test_normalizations_after_a_refitted_layer_keep_their_trained_statistics():
+    """Conv_0's removed channels are combinations of kept ones, so least squares restores
+    Conv_1's outputs exactly; the BatchNorm reading them must keep its trained statistics
+    (re-measuring them on the calibration data, which is not the training data, would move
+    the outputs away from the original's)."""
+    b = GraphBuilder(seed=4)
+    x = b.input("input", ["N", 3, 8, 8])
+    rng = np.random.default_rng(5)
+    base_w = rng.standard_normal((3, 3, 3, 3))
+    mix = rng.standard_normal((3, 3))
+    w = np.concatenate([base_w, np.einsum("ij,jklm->iklm", mix, base_w)]).astype(np.float32)
+    y = b.op("Conv", [x, b.param(w)], kernel_shape=[3, 3], pads=[1] * 4)
+    bn = b.bn(b.conv(y, 5))
+    b.output(b.rename(bn, "output"))
+    model = b.build()
+    arrays = _data(model)
+    p, data = _pruner(model, arrays)
+    p.prune_group(p.group_of("Conv_0"), [3, 4, 5])
+    bn_node = next(n for n in p.graph.nodes if n.op_type == "BatchNormalization")
+    trained = {slot: p.graph.params[bn_node.inputs[slot]].copy() for slot in (3, 4)}
+    result = p.recover(data, methods="lstsq,bn", ridge=1e-9)
+    names = {x["name"]: x for x in result.passes}
+    assert names["least-squares refit"]["changed"] == 1 and names["BN re-estimation"]["changed"] == 0
+    bn_node = next(n for n in p.graph.nodes if n.op_type == "BatchNormalization")
+    for slot, value in trained.items():
+        np.testing.assert_array_equal(p.graph.params[bn_node.inputs[slot]], value)
+    np.testing.assert_allclose(_outputs(p.to_model(), arrays), _outputs(model, arrays), rtol=1e-3, atol=1e-3)
+
+
 def test_bias_compensation_moves_a_constant_channel_exactly():
     """Channel 2 of Conv_0 has zero weights and bias 3: after Relu it is the constant 3.
     Removing it and compensating the consumer (1x1 conv, Gemm) leaves the outputs unchanged."""
