@@ -15,7 +15,6 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import onnx_out
 from .calibration import CalibrationSet
 from .errors import ShapeError
 from .ir import Graph, Value
@@ -59,7 +58,7 @@ def stream(graph: Graph, tensors: Sequence[str], data: CalibrationSet, provider:
     """
     from .validate import session  # late: validate imports onnxruntime-heavy helpers
     exposed = expose(graph, tensors)
-    sess = session(onnx_out.to_model(exposed))
+    sess = session(exposed, provider)
     names = [o.name for o in sess.get_outputs()]
     size = batch_size_for(graph, batch_size)
     batches = data.batches(size)

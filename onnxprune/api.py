@@ -164,7 +164,7 @@ class Pruner:
         feeds = make_inputs(self.original_graph, seed=options.seed)
 
         def latency(graph: Graph) -> float:
-            candidate = session(onnx_out.to_model(reshare_params(graph, self._copies)), provider)
+            candidate = session(reshare_params(graph, self._copies), provider)
             before, after = latency_side_by_side([reference, candidate], feeds, options.latency_runs)
             return after / before
         return latency

@@ -176,17 +176,26 @@ def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
                 # (this rewrites the declaration in place; the written model says the same, validly)
                 d.dim_param = f"{vi.name}_dim{axis}"
     try:
-        # the checker serializes the model it checks: large weights are checked one by one instead
-        checked, left_out = shapes.skeleton(model)
-        with checkable(checked):
-            onnx.checker.check_model(checked)
-        for tensor in model.graph.initializer:
-            if tensor.name in left_out:
-                onnx.checker.check_tensor(tensor)
+        run_checker(model)
     except onnx.checker.ValidationError as exc:
         raise InputError(f"{origin}: invalid ONNX model ({_first_line(exc)})") from None
     except UnicodeDecodeError:  # a damaged file can hold names that are not UTF-8
         raise InputError(f"{origin}: invalid ONNX model (a name or string is not valid UTF-8; damaged file?)") from None
+
+
+def run_checker(model: onnx.ModelProto, full_check: bool = False) -> None:
+    """onnx.checker on ``model``, without the copies of its weights that checking the whole model makes.
+
+    The checker serializes the model it checks (and ``full_check`` infers shapes
+    on a parsed copy): the structure is checked on a skeleton
+    (:func:`shapes.skeleton`), the large weights one by one.
+    """
+    checked, left_out = shapes.skeleton(model)
+    with checkable(checked):
+        onnx.checker.check_model(checked, full_check=full_check)
+    for tensor in model.graph.initializer:
+        if tensor.name in left_out:
+            onnx.checker.check_tensor(tensor)
 
 
 # The domain onnx.checker sees onnxruntime's own default-domain ops in (it judges unknown domains' ops
@@ -308,7 +317,7 @@ def reinfer(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> G
     trip through protobuf.
     """
     from . import onnx_out  # the other edge: a skeleton to infer on, never a model to keep
-    skeleton = onnx_out.to_model(graph, weights=False)
+    skeleton = onnx_out.to_model(graph, onnx_out.Weights.INPUTS)
     left_out = set(onnx_out.skeleton_weights(graph))
     inferred, known = shapes.analysis_shapes(skeleton, input_shapes)
     values = {name: Value(name, elem, dims) for name, (elem, dims) in inferred.items() if name not in left_out}

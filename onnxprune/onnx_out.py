@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 
 import onnx
@@ -15,21 +16,37 @@ from .shapes import is_skeleton_weight
 PROTO_LIMIT = 2**31 - 1
 
 
-def to_model(graph: Graph, weights: bool = True) -> onnx.ModelProto:
-    """The ModelProto of ``graph``; with ``weights=False`` a skeleton for shape inference.
+class Weights(Enum):
+    """How :func:`to_model` writes the large floating-point weights (:func:`skeleton_weights`)."""
 
-    A skeleton declares its large floating-point weights as graph inputs of the
-    same type and shape instead of copying them into protobuf: shape inference
-    gives the same shapes (no shape is computed from a weight's values) at a
-    fraction of the memory, and models past protobuf's 2 GB limit still fit.
+    INLINE = "inline"  # as initializers with their data: the model to save
+    INPUTS = "inputs"  # as typed graph inputs: a skeleton for shape inference
+    EXTERNAL = "external"  # as initializers whose data is elsewhere: onnxruntime takes the arrays themselves
+
+
+# The location placeholder of Weights.EXTERNAL: onnxruntime reads no file for them (see validate.session)
+IN_MEMORY = "onnxprune-in-memory"
+
+
+def to_model(graph: Graph, weights: Weights = Weights.INLINE) -> onnx.ModelProto:
+    """The ModelProto of ``graph``, its large weights written as ``weights`` says.
+
+    Without their data (INPUTS, EXTERNAL) nothing of a weight is copied into
+    protobuf: shape inference and onnxruntime sessions cost a fraction of the
+    memory, and models past protobuf's 2 GB limit still fit.
     """
     meta = graph.meta
     referenced = _referenced_names(graph)
-    left_out = set() if weights else set(skeleton_weights(graph)) & referenced
+    left_out = set() if weights is Weights.INLINE else set(skeleton_weights(graph)) & referenced  # see left_out_weights
     initializers = [numpy_helper.from_array(arr, name) for name, arr in graph.params.items()
                     if name in referenced and name not in left_out]
-    weight_inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(graph.params[name].dtype),
-                                                   list(graph.params[name].shape)) for name in sorted(left_out)]
+    weight_inputs = []
+    for name in sorted(left_out):
+        dtype, shape = helper.np_dtype_to_tensor_dtype(graph.params[name].dtype), list(graph.params[name].shape)
+        if weights is Weights.INPUTS:
+            weight_inputs.append(helper.make_tensor_value_info(name, dtype, shape))
+        else:
+            initializers.append(_external_placeholder(name, dtype, shape))
     proto_graph = helper.make_graph(
         nodes=[node_proto(n) for n in graph.nodes],
         name=meta.graph_name,
@@ -84,6 +101,19 @@ def _write(model: onnx.ModelProto, staged: Path, external_data: bool) -> None:
                         location=external_data_path(staged).name, size_threshold=1024)
     else:
         onnx.save_model(model, str(staged))
+
+
+def _external_placeholder(name: str, dtype: int, shape: list[int]) -> onnx.TensorProto:
+    tensor = onnx.TensorProto(name=name, data_type=dtype, dims=shape, data_location=onnx.TensorProto.EXTERNAL)
+    for key, value in (("location", IN_MEMORY), ("offset", "0")):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def left_out_weights(graph: Graph) -> list[str]:
+    """The weights :func:`to_model` writes without data (INPUTS, EXTERNAL), in a fixed order."""
+    return sorted(set(skeleton_weights(graph)) & _referenced_names(graph))
 
 
 def skeleton_weights(graph: Graph) -> list[str]:

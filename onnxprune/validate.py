@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from . import onnx_in
+from . import onnx_in, onnx_out
 from .errors import InputError, ShapeError, ValidationError
 from .ir import Graph, Value
 from .tensor_types import random_array
@@ -38,8 +38,7 @@ class ValidationResult:
 
 def check(model: onnx.ModelProto) -> None:
     try:
-        with onnx_in.checkable(model):
-            onnx.checker.check_model(model, full_check=True)
+        onnx_in.run_checker(model, full_check=True)
     except Exception as exc:  # checker raises several types
         raise ValidationError(f"pruned model fails onnx.checker: {str(exc).strip().splitlines()[0]}") from None
 
@@ -109,12 +108,27 @@ def make_inputs(graph: Graph, npz: str | None = None, seed: int = 0) -> dict[str
     return feeds
 
 
-def session(model: onnx.ModelProto | str | Path, provider: str = "cpu") -> ort.InferenceSession:
+def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu") -> ort.InferenceSession:
+    """An onnxruntime session; from a :class:`Graph`, onnxruntime reads the large weights in place.
+
+    A graph's large weights reach onnxruntime as the graph's own arrays
+    (``add_external_initializers``), not through protobuf: no copy of them is
+    serialized and parsed again, so a session costs a fraction of the memory.
+    """
     name = check_provider(provider)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures come back as exceptions; ORT's own log would add stderr lines
+    in_place = []
+    if isinstance(model, Graph):
+        names = onnx_out.left_out_weights(model)
+        in_place = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(model.params[n])) for n in names]
+        if names:
+            options.add_external_initializers(names, in_place)
+        model = onnx_out.to_model(model, onnx_out.Weights.EXTERNAL)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, options, providers=[name])
+    created = ort.InferenceSession(source, options, providers=[name])
+    created.onnxprune_weights = in_place  # the arrays onnxruntime reads live as long as the session
+    return created
 
 
 @dataclass

@@ -43,7 +43,7 @@ def test_pruning_never_copies_a_large_weight_to_protobuf_before_saving(monkeypat
 
 def test_a_skeleton_declares_left_out_weights_as_typed_inputs():
     graph = Pruner.from_model(resnet_basic()).graph
-    skeleton = onnx_out.to_model(graph, weights=False)
+    skeleton = onnx_out.to_model(graph, onnx_out.Weights.INPUTS)
     inputs = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in skeleton.graph.input}
     for name in onnx_out.skeleton_weights(graph):
         assert inputs[name] == list(graph.params[name].shape)
