@@ -60,8 +60,8 @@ def test_groups_by_kind(name):
         assert bool(pruner.depgraph.inexact_nodes(group)) == (group.kind == "hidden"), group.describe()
 
 
-@pytest.mark.parametrize("name", ["bert_ts", "bert_dynamo", "vit_ts", "vit_dynamo", "gpt2_ts", "gpt2_dynamo", "llama_ts",
-                                  "llama_dynamo", "swin_ts", "swin_dynamo"])
+@pytest.mark.parametrize("name", ["bert_ts", "bert_dynamo", "vit_ts", "vit_dynamo", "gpt2_ts", "gpt2_dynamo",
+                                  "llama_ts", "llama_dynamo", "swin_ts", "swin_dynamo"])
 def test_heads_and_mlp_prune_like_zeroing_at_two_lengths(name):
     model = MODELS[name]
     pruner = Pruner.from_model(model.load())
