@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 
 from . import onnx_in, onnx_out
@@ -51,6 +53,7 @@ class Pruner:
         self.registry = registry or builtin_registry()
         self.input_shapes = input_shapes or {}
         self.original = source
+        self.source_path: Path | None = None  # where the original runs from when its proto lacks weights
         graph, self._copies = unshare_params(graph)
         self._set(graph)
         self.original_graph = graph
@@ -62,17 +65,28 @@ class Pruner:
     @classmethod
     def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
              registry: Registry | None = None) -> "Pruner":
-        model = onnx_in.read_model(path)
-        onnx_in.check_supported(model, str(path))
-        return cls.from_model(model, input_shapes, registry, checked=True)
+        model_file = onnx_in.open_model(path)
+        onnx_in.check_supported(model_file.load(map_weights=True), str(path))
+        return cls.from_file(model_file, input_shapes, registry)
+
+    @classmethod
+    def from_file(cls, model_file: onnx_in.ModelFile, input_shapes: dict[str, list[int]] | None = None,
+                  registry: Registry | None = None) -> "Pruner":
+        """From a loaded (and checked) :class:`onnx_in.ModelFile`: its mapped weights stay mapped, and
+        the original runs in onnxruntime from the file itself."""
+        pruner = cls.from_model(model_file.proto, input_shapes, registry, checked=True, mapped=model_file.mapped)
+        if model_file.mapped:  # the proto lacks those weights' data: onnxruntime reads them from the files
+            pruner.source_path = model_file.path
+        return pruner
 
     @classmethod
     def from_model(cls, model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
-                   registry: Registry | None = None, checked: bool = False) -> "Pruner":
+                   registry: Registry | None = None, checked: bool = False,
+                   mapped: dict[str, np.ndarray] | None = None) -> "Pruner":
         if not checked:
             onnx_in.check_supported(model)
         registry = registry or builtin_registry()
-        graph = onnx_in.to_graph(model, input_shapes)
+        graph = onnx_in.to_graph(model, input_shapes, mapped)
         if onnx_in.declared_static(model):
             folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
             if any(r.changed for r in results):
@@ -169,7 +183,9 @@ class Pruner:
             return after / before
         return latency
 
-    def _original_model(self) -> onnx.ModelProto:
+    def _original_model(self) -> onnx.ModelProto | Path:
+        if self.source_path is not None:
+            return self.source_path
         return self.original if self.original is not None else \
             onnx_out.to_model(reshare_params(self.original_graph, self._copies))
 

@@ -234,20 +234,20 @@ def _read(args, plan: PathPlan, report: Report, progress: Progress):
         for file in model_file.external_files:
             plan.read("input's external data", file)
         plan.check()
-        model = model_file.load()
+        model = model_file.load(map_weights=True)
         onnx_in.check_supported(model, args.input)
         onnx_in.check_input_shapes(model, shapes)
         onnx_in.check_no_empty_inputs(model, shapes)
     report.timings_s["load"] = stage.seconds
-    return model, shapes
+    return model_file, shapes
 
 
-def _analyse(args, model, shapes, report: Report, progress: Progress) -> Pruner:
+def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progress: Progress) -> Pruner:
     with progress.stage("dependency graph") as stage:
         try:
-            pruner = Pruner.from_model(model, shapes, checked=True)
+            pruner = Pruner.from_file(model_file, shapes)
         except RuleError:
-            _blame_the_input_if_it_does_not_load(model, getattr(args, "provider", "cpu"))
+            _blame_the_input_if_it_does_not_load(model_file.path, getattr(args, "provider", "cpu"))
             raise
     report.timings_s["analyze"] = stage.seconds
     dg = pruner.depgraph
@@ -285,8 +285,8 @@ def _blame_the_input_if_it_fails_the_checker(pruner: Pruner) -> None:
 def run_analyze(args, progress: Progress) -> Report:
     plan = paths(args).check()
     report = Report(input=args.input)
-    model, shapes = _read(args, plan, report, progress)
-    _analyse(args, model, shapes, report, progress)
+    model_file, shapes = _read(args, plan, report, progress)
+    _analyse(args, model_file, shapes, report, progress)
     with atomic_outputs() as out:
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
@@ -328,10 +328,11 @@ def run_prune(args, progress: Progress) -> Report:
     recovery = _recovery_options(args)
     paths_plan = paths(args).check()
     report = Report(input=args.input, output=None, options=options.to_dict())
-    model, shapes = _read(args, paths_plan, report, progress)
-    feeds = read_inputs_file(args.inputs, onnx_in.model_inputs(model)) if args.inputs else None
-    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model)) if args.calib else None
-    pruner = _analyse(args, model, shapes, report, progress)
+    model_file, shapes = _read(args, paths_plan, report, progress)
+    inputs = onnx_in.model_inputs(model_file.proto)
+    feeds = read_inputs_file(args.inputs, inputs) if args.inputs else None
+    data = CalibrationSet.load(args.calib, inputs) if args.calib else None
+    pruner = _analyse(args, model_file, shapes, report, progress)
     reference = None
     if not args.no_validate:  # the original runs first: its own failures are never blamed on the pruning
         check_memory(pruner.original_graph, memory_limit)
@@ -455,9 +456,9 @@ def run_sensitivity(args, progress: Progress) -> Sensitivity:
     check_provider(args.provider)
     paths_plan = paths(args).check()
     report = Report(input=args.input)
-    model, shapes = _read(args, paths_plan, report, progress)
-    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model)).take(args.samples) if args.calib else None
-    pruner = _analyse(args, model, shapes, report, progress)
+    model_file, shapes = _read(args, paths_plan, report, progress)
+    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model_file.proto)).take(args.samples) if args.calib else None
+    pruner = _analyse(args, model_file, shapes, report, progress)
     if not pruner.prunable_groups():
         raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
                              f"('onnxprune analyze {args.input}' says why)")

@@ -34,17 +34,27 @@ class ModelFile:
     path: Path
     proto: onnx.ModelProto
     external: dict[Path, list[onnx.TensorProto]] = field(default_factory=dict)
+    mapped: dict[str, np.ndarray] = field(default_factory=dict)  # see load(map_weights=True)
 
     @property
     def external_files(self) -> list[Path]:
         return sorted(self.external)
 
-    def load(self) -> onnx.ModelProto:
-        """Read every external tensor into the model (our own reader: locations were checked in open_model)."""
+    def load(self, map_weights: bool = False) -> onnx.ModelProto:
+        """Read every external tensor into the model (our own reader: locations were checked in open_model).
+
+        With ``map_weights``, the large floating-point initializers of the main
+        graph are not read into protobuf: they stay external in the model and
+        are mapped, copy-on-write, from their files into :attr:`mapped`, so a
+        weight takes memory only where it is read and never twice.
+        """
+        main = {id(t) for t in self.proto.graph.initializer} if map_weights else set()
         for file, tensors in self.external.items():
             try:
                 with open(file, "rb") as stream:
                     for tensor in tensors:
+                        if id(tensor) in main and _map_external_tensor(stream, tensor, file, self.mapped):
+                            continue
                         _read_external_tensor(stream, tensor, file)
             except OSError as exc:
                 raise InputError(f"{self.path}: external data could not be read ({file.name}: "
@@ -92,7 +102,8 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     return open_model(path).load()
 
 
-def _read_external_tensor(stream, tensor: onnx.TensorProto, file: Path) -> None:
+def _external_extent(stream, tensor: onnx.TensorProto, file: Path) -> tuple[int, int]:
+    """(offset, length or -1) of an external tensor, checked against the file's size."""
     info = {entry.key: entry.value for entry in tensor.external_data}
     try:
         offset = int(info.get("offset", 0))
@@ -103,6 +114,29 @@ def _read_external_tensor(stream, tensor: onnx.TensorProto, file: Path) -> None:
     if offset < 0 or offset > size or (length >= 0 and offset + length > size):
         raise InputError(f"external data {file.name} is too short for tensor '{tensor.name}' "
                          f"(offset {offset}, length {length}, file {size} bytes)")
+    return offset, length
+
+
+def _map_external_tensor(stream, tensor: onnx.TensorProto, file: Path, mapped: dict[str, np.ndarray]) -> bool:
+    """Map a large floating-point tensor from its file (copy-on-write: the file is never written).
+    False where it is not one to map (small, not floating point, or sized unlike its dims)."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except (KeyError, ValueError, TypeError):
+        return False
+    dims = tuple(int(d) for d in tensor.dims)
+    count = int(np.prod(dims, dtype=np.int64))
+    if not shapes.is_skeleton_weight(dtype, count) or dtype.byteorder == ">":
+        return False
+    offset, length = _external_extent(stream, tensor, file)
+    if length not in (-1, count * dtype.itemsize) or offset + count * dtype.itemsize > os.fstat(stream.fileno()).st_size:
+        return False  # read (and judged) the usual way
+    mapped[tensor.name] = np.memmap(file, dtype=dtype, mode="c", offset=offset, shape=dims)
+    return True
+
+
+def _read_external_tensor(stream, tensor: onnx.TensorProto, file: Path) -> None:
+    offset, length = _external_extent(stream, tensor, file)
     stream.seek(offset)
     tensor.raw_data = stream.read(length)
     del tensor.external_data[:]
@@ -194,7 +228,8 @@ def run_checker(model: onnx.ModelProto, full_check: bool = False) -> None:
     with checkable(checked):
         onnx.checker.check_model(checked, full_check=full_check)
     for tensor in model.graph.initializer:
-        if tensor.name in left_out:
+        # a tensor still external is a mapped weight: its file and extent were checked when it was mapped
+        if tensor.name in left_out and tensor.data_location != onnx.TensorProto.EXTERNAL:
             onnx.checker.check_tensor(tensor)
 
 
@@ -263,7 +298,8 @@ def check_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]
             raise ShapeError(f"--input-shape {name}: rank {len(dims)} given, model says {len(shape.dim)}")
 
 
-def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None) -> Graph:
+def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
+             mapped: dict[str, np.ndarray] | None = None) -> Graph:
     """Convert a (checked) ModelProto to the engine's plain representation.
 
     ``values`` hold the shapes analysis uses (see :mod:`onnxprune.shapes`:
@@ -274,7 +310,8 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
     check_input_shapes(model, input_shapes)
     inferred, known = shapes.analysis_shapes(model, input_shapes)
     values = {name: Value(name, elem, dims) for name, (elem, dims) in inferred.items()}
-    params = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    mapped = mapped or {}
+    params = {t.name: mapped[t.name] if t.name in mapped else numpy_helper.to_array(t) for t in model.graph.initializer}
     nodes = []
     for index, proto in enumerate(model.graph.node):
         if _is_constant_node(proto) and proto.output[0] not in {o.name for o in model.graph.output}:
