@@ -11,12 +11,14 @@ On the *held-out* sentences (other sources than the calibration ones) it reports
   embeddings (the graph's mean pooling over tokens with the attention mask, as
   sentence-transformers does), mean and min over sentences;
 * token cosine: the same for the token states, over real (unpadded) tokens;
+* criteria: uniform ratio per group (``l2``, ``output``, ``reconstruction``) or
+  ``NAME:global`` (channels ranked across groups, at most ``--max-ratio`` of a group);
 * MACs and parameter ratios as onnxprune counts them (symbolic sequence length
   at the analysis stand-in), onnxruntime CPU latency ratio on a held-out batch,
   timed side by side (alternating runs, median), and the seconds recovery took.
 
     python scripts/fetch_models.py minilm
-    python scripts/bench_transformer_fidelity.py [--criteria l2,output] [--targets 0.7,0.5]
+    python scripts/bench_transformer_fidelity.py [--criteria l2,reconstruction:global] [--targets 0.7,0.5]
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ def latency_ratio(original: Encoder, pruned: Encoder, feeds, runs: int) -> float
 
 class Bench:
     def __init__(self, folder: Path, runs: int, threads: int):
-        self.meta = json.loads(next(folder.glob("*.json")).read_text())
+        self.meta = json.loads((folder / f"{folder.name}.json").read_text())
         self.model_path = folder / self.meta["model"]
         self.outputs = [self.meta["embedding_output"], self.meta["token_output"]]
         with np.load(folder / "calib.npz") as f:
@@ -117,11 +119,14 @@ class Bench:
                    float(emb_cos.mean()), float(emb_cos.min()), float(tok_cos.mean()), float(tok_cos.min()),
                    **extra)
 
-    def rows(self, criterion: str, target: float) -> list[Row]:
+    def rows(self, criterion: str, target: float, max_ratio: float) -> list[Row]:
+        """``criterion``: a criterion name, ``:global`` after it ranks channels across groups."""
         p = copy.deepcopy(self.base)
         start = time.perf_counter()
-        data = self.calib if criterion not in ("l1", "l2", "random") else None
-        p.prune(target_macs=target, criterion=criterion, data=data)
+        name, _, ranking = criterion.partition(":")
+        data = self.calib if name not in ("l1", "l2", "random") else None
+        ranked = {"global_rank": True, "max_ratio": max_ratio} if ranking == "global" else {}
+        p.prune(target_macs=target, criterion=name, data=data, **ranked)
         prune_s = time.perf_counter() - start
         rows = [self.measure(p, criterion, target, False, prune_s=prune_s)]
         start = time.perf_counter()
@@ -149,7 +154,9 @@ def table(rows: list[Row]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-set", default="minilm", help="a folder under models/extra (default: minilm)")
-    ap.add_argument("--criteria", default="l2,output")
+    ap.add_argument("--criteria", default="l2,output,reconstruction,reconstruction:global",
+                    help="criteria, comma-separated; NAME:global ranks channels across groups (--global)")
+    ap.add_argument("--max-ratio", type=float, default=0.85, help="cap per group under global ranking")
     ap.add_argument("--targets", default="0.7,0.5")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per model for the latency ratio")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads when timing")
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
     for criterion in args.criteria.split(","):
         for target in (float(t) for t in args.targets.split(",")):
             print(f"{criterion} macs {target}", file=sys.stderr)
-            rows += bench.rows(criterion, target)
+            rows += bench.rows(criterion, target, args.max_ratio)
             out.write_text(json.dumps({"model_set": args.model_set, "source": bench.meta["source"],
                                        "heldout_sentences": len(bench.mask),
                                        "rows": [dataclasses.asdict(r) for r in rows]}, indent=1) + "\n")
