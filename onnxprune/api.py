@@ -26,7 +26,7 @@ from .plan import GroupDecision, Plan, make_plan
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import apply_plan, kept_per_axis, removed_per_dim
-from .rules import OUT, Port
+from .rules import OUT, Analysis, Port
 from . import sensitivity
 from .schedule import Lineage, round_options
 from .sensitivity import DEFAULT_RATIOS, Sensitivity
@@ -49,8 +49,9 @@ class Pruner:
     """
 
     def __init__(self, graph: Graph, registry: Registry | None = None, source: onnx.ModelProto | None = None,
-                 input_shapes: dict[str, list[int]] | None = None):
+                 input_shapes: dict[str, list[int]] | None = None, analysis: Analysis | None = None):
         self.registry = registry or builtin_registry()
+        self.analysis = analysis or Analysis()
         self.input_shapes = input_shapes or {}
         self.original = source
         self.source_path: Path | None = None  # where the original runs from when its proto lacks weights
@@ -64,17 +65,18 @@ class Pruner:
 
     @classmethod
     def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
-             registry: Registry | None = None) -> "Pruner":
+             registry: Registry | None = None, analysis: Analysis | None = None) -> "Pruner":
         model_file = onnx_in.open_model(path)
         onnx_in.check_supported(model_file.load(map_weights=True), str(path))
-        return cls.from_file(model_file, input_shapes, registry)
+        return cls.from_file(model_file, input_shapes, registry, analysis)
 
     @classmethod
     def from_file(cls, model_file: onnx_in.ModelFile, input_shapes: dict[str, list[int]] | None = None,
-                  registry: Registry | None = None) -> "Pruner":
+                  registry: Registry | None = None, analysis: Analysis | None = None) -> "Pruner":
         """From a loaded (and checked) :class:`onnx_in.ModelFile`: its mapped weights stay mapped, and
         the original runs in onnxruntime from the file itself."""
-        pruner = cls.from_model(model_file.proto, input_shapes, registry, checked=True, mapped=model_file.mapped)
+        pruner = cls.from_model(model_file.proto, input_shapes, registry, checked=True, mapped=model_file.mapped,
+                                analysis=analysis)
         if model_file.mapped:  # the proto lacks those weights' data: onnxruntime reads them from the files
             pruner.source_path = model_file.path
         return pruner
@@ -82,7 +84,7 @@ class Pruner:
     @classmethod
     def from_model(cls, model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
                    registry: Registry | None = None, checked: bool = False,
-                   mapped: dict[str, np.ndarray] | None = None) -> "Pruner":
+                   mapped: dict[str, np.ndarray] | None = None, analysis: Analysis | None = None) -> "Pruner":
         if not checked:
             onnx_in.check_supported(model)
         registry = registry or builtin_registry()
@@ -91,11 +93,17 @@ class Pruner:
             folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
             if any(r.changed for r in results):
                 graph = onnx_in.reinfer(folded, input_shapes)
-        return cls(graph, registry, model, input_shapes)
+        return cls(graph, registry, model, input_shapes, analysis)
 
     def _set(self, graph: Graph) -> None:
         self.graph = graph
-        self.depgraph = DependencyGraph(graph, self.registry)
+        self.depgraph = DependencyGraph(graph, self.registry, analysis=self.analysis)
+
+    def _analyse_for(self, options: PruneOptions) -> None:
+        """Re-read the current graph if the options prune attention in the other unit (head_dim or heads)."""
+        if options.prune_head_dim != self.analysis.head_dim:
+            self.analysis = dataclasses.replace(self.analysis, head_dim=options.prune_head_dim)
+            self._set(self.graph)
 
     # --- looking
     @property
@@ -122,6 +130,7 @@ class Pruner:
         With a size target the budget level is searched (see targets.py); ``history`` is what earlier
         rounds of ``--steps`` removed."""
         options = (options or PruneOptions()).with_(**kwargs).check()
+        self._analyse_for(options)
         if options.target is None:
             return make_plan(self.depgraph, options, data=data, provider=provider, history=history)
         metric, target = options.target
@@ -148,6 +157,7 @@ class Pruner:
         that a group could not be followed across rounds; ``self.plans`` then holds each round's plan).
         """
         options = (options or PruneOptions()).with_(**kwargs).check()
+        self._analyse_for(options)
         lineage, rounds = Lineage(self.depgraph), []
         for step in range(1, options.steps + 1):
             plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,

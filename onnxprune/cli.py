@@ -33,6 +33,7 @@ from .progress import Progress
 from .recovery import recovery_report
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .resources import available_memory, check_memory, parse_size
+from .rules import Analysis
 from .sensitivity import ERRORS, Sensitivity
 from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
 
@@ -55,6 +56,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every blocked group")
+    parser.add_argument("--prune-head-dim", action="store_true",
+                        help="attention prunes head_dim (the same dims of every head) instead of whole heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +248,8 @@ def _read(args, plan: PathPlan, report: Report, progress: Progress):
 def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progress: Progress) -> Pruner:
     with progress.stage("dependency graph") as stage:
         try:
-            pruner = Pruner.from_file(model_file, shapes)
+            pruner = Pruner.from_file(model_file, shapes,
+                                      analysis=Analysis(head_dim=getattr(args, "prune_head_dim", False)))
         except RuleError:
             _blame_the_input_if_it_does_not_load(model_file.path, getattr(args, "provider", "cpu"))
             raise
@@ -312,6 +316,7 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            target_params=args.target_params, target_latency=args.target_latency,
                            steps=args.steps, latency_runs=args.runs, head_ratio=args.head_ratio,
                            prune_hidden=args.prune_hidden, prune_heads=args.prune_heads,
+                           prune_head_dim=args.prune_head_dim,
                            prune_channels=args.prune_channels).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
@@ -448,7 +453,8 @@ def _parse_ratios(text: str) -> list[float]:
 
 def run_sensitivity(args, progress: Progress) -> Sensitivity:
     ratios = _parse_ratios(args.ratios)
-    options = PruneOptions(criterion=args.criterion, round_to=args.round_to, seed=args.seed).check()
+    options = PruneOptions(criterion=args.criterion, round_to=args.round_to, seed=args.seed,
+                           prune_head_dim=args.prune_head_dim).check()
     if args.samples < 1:
         raise OptionError(f"--samples must be >= 1, got {args.samples}")
     if CRITERIA[options.criterion].data_driven and not args.calib:

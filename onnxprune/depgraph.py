@@ -23,7 +23,7 @@ from .errors import InputError
 from .ir import Graph
 from .mapping import IDENTITY, Mapping, Modulo, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
-from .rules import Barrier, Mark, NodeView, Port, Side, Trait, call_rule, strict_default
+from .rules import Analysis, Barrier, Mark, NodeView, Port, Side, Trait, call_rule, strict_default
 from .shapes import is_symbolic
 
 
@@ -84,9 +84,11 @@ class Group:
 
     @property
     def kind(self) -> str:
-        """hidden (normalization statistics span it), heads (attention), or channels (MLP, conv...)."""
+        """hidden (normalization statistics span it), heads or head_dim (attention), or channels (MLP, conv...)."""
         if Trait.STATISTICS in self.traits:
             return "hidden"
+        if Trait.HEAD_DIM in self.traits:
+            return "head_dim"
         return "heads" if Trait.HEADS in self.traits else "channels"
     _layout: dict | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -127,10 +129,12 @@ class Group:
 class DependencyGraph:
     """Build from a :class:`Graph` and a rule registry; see :meth:`groups`."""
 
-    def __init__(self, graph: Graph, registry: Registry | None = None, strict: bool | None = None):
+    def __init__(self, graph: Graph, registry: Registry | None = None, strict: bool | None = None,
+                 analysis: Analysis | None = None):
         if registry is None:
             registry = builtin_registry()
         self.strict = strict_default() if strict is None else strict  # see rules.call_rule
+        self.analysis = analysis or Analysis()
         self.graph = graph
         self.registry = registry
         self.nx = nx.MultiGraph()
@@ -144,7 +148,7 @@ class DependencyGraph:
 
     # ---------------------------------------------------------------- build
     def view(self, node_name: str) -> NodeView:
-        return NodeView(self.graph.node_by_name[node_name], self.graph)
+        return NodeView(self.graph.node_by_name[node_name], self.graph, self.analysis)
 
     def spec(self, node_name: str):
         node = self.graph.node_by_name[node_name]
@@ -160,7 +164,7 @@ class DependencyGraph:
             spec = self.spec(node.name)
             if spec is None:
                 continue
-            view = NodeView(node, self.graph)
+            view = NodeView(node, self.graph, self.analysis)
             for port, axes in call_rule("roots", node, spec.roots, view, strict=self.strict):
                 self._reach(view.tensor(port), axes)
         while self._queue:
@@ -236,7 +240,7 @@ class DependencyGraph:
             self._block(end, f"{node.op_type} {node.name}: no rule for "
                              f"{node.domain + '::' if node.domain else ''}{node.op_type} at opset {opset}")
             return
-        view = NodeView(node, self.graph)
+        view = NodeView(node, self.graph, self.analysis)
         answer = call_rule("couple", node, spec.couple, view, end.port, end.axes, strict=self.strict)
         if isinstance(answer, Barrier):
             self._block(end, f"{node.op_type} {node.name}: {answer.reason}")

@@ -31,7 +31,10 @@ class PruneOptions:
     prune_heads: bool = True
     prune_channels: bool = True
     prune_hidden: bool = False
-    head_ratio: float | None = None  # ratio for attention-head groups (default: --ratio)
+    # attention prunes head_dim (the same dims of every head) instead of whole heads; a different
+    # analysis of the model (rules.Analysis), so the two do not mix in one round
+    prune_head_dim: bool = False
+    head_ratio: float | None = None  # ratio for attention groups, heads or head_dim (default: --ratio)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore, tuple):
@@ -84,7 +87,8 @@ class PruneOptions:
 
     def prunes(self, kind: str) -> bool:
         """Whether groups of this kind (see Group.kind) may be pruned."""
-        return {"heads": self.prune_heads, "hidden": self.prune_hidden}.get(kind, self.prune_channels)
+        return {"heads": self.prune_heads, "head_dim": self.prune_head_dim,
+                "hidden": self.prune_hidden}.get(kind, self.prune_channels)
 
     def with_(self, **changes) -> "PruneOptions":
         return replace(self, **changes)

@@ -61,7 +61,8 @@ def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level
 
 
 _KIND_SWITCH = {"hidden": "size not pruned (normalization statistics span it; use --prune-hidden)",
-                "heads": "not pruned (--no-prune-heads)", "channels": "not pruned (--no-prune-channels)"}
+                "heads": "not pruned (--no-prune-heads)", "channels": "not pruned (--no-prune-channels)",
+                "head_dim": "not pruned (--prune-head-dim)"}
 
 
 def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int, tuple[int, int]] | None = None,
@@ -86,7 +87,7 @@ def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int,
         if not options.prunes(group.kind):
             skipped.append(f"group {group.id} ({group.root}): {group.kind} " + _KIND_SWITCH[group.kind])
             continue
-        if group.kind == "heads" and options.head_ratio is not None:
+        if group.kind in ("heads", "head_dim") and options.head_ratio is not None:
             fixed.setdefault(group.id, options.head_ratio)  # --ratio-for patterns still win
         groups.append(group)
     if criterion.data_driven:  # one streaming pass for every group's statistics

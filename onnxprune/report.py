@@ -15,6 +15,7 @@ class Report:
     options: dict = field(default_factory=dict)
     groups_total: int = 0
     groups_prunable: int = 0
+    kinds: dict = field(default_factory=dict)  # prunable groups per kind (Group.kind: heads, head_dim, hidden...)
     groups_blocked: list[dict] = field(default_factory=list)
     unanalysed: list[str] = field(default_factory=list)  # why some channels form no group at all
     channels_prunable: int = 0
@@ -52,6 +53,8 @@ def describe_groups(dg: DependencyGraph, report: Report) -> None:
     prunable = dg.prunable_groups()
     report.groups_prunable = len(prunable)
     report.channels_prunable = sum(g.size for g in prunable)
+    for g in prunable:
+        report.kinds[g.kind] = report.kinds.get(g.kind, 0) + 1
     for g in dg.blocked_groups():
         if any(e.kind == EndKind.PARAM for e in g.ends) and g.size > 1:
             report.groups_blocked.append({"group": g.id, "root": str(g.root), "channels": g.size,
@@ -91,10 +94,17 @@ def _before_after(label, before, after, fmt=_count) -> str:
     return f"{label:<10}{fmt(before)} -> {fmt(after)}" + (f"  (x{ratio:.3f})" if ratio is not None else "")
 
 
+def _kinds(kinds: dict) -> str:
+    """Prunable groups by kind, where there is more than one kind of channel (Transformers)."""
+    if set(kinds) <= {"channels"}:
+        return ""
+    return "; prunable: " + ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+
+
 def format_analysis(report: Report, verbose: bool = False) -> str:
     lines = [f"{report.input}",
              f"groups    {report.groups_total} found, {report.groups_prunable} prunable "
-             f"({report.channels_prunable} channels), {len(report.groups_blocked)} blocked",
+             f"({report.channels_prunable} channels), {len(report.groups_blocked)} blocked" + _kinds(report.kinds),
              _before_after("params", report.params_before, report.params_after),
              _before_after("MACs", report.macs_before, report.macs_after)]
     blocked = report.groups_blocked if verbose else report.groups_blocked[:20]

@@ -63,6 +63,7 @@ class Trait(str, Enum):
 
     HEADS = "heads"  # a batch axis shared by two activations of a matmul: attention heads
     STATISTICS = "statistics"  # a normalization's statistics span the channels: the hidden size
+    HEAD_DIM = "head_dim"  # the same dims of every attention head (see Analysis.head_dim)
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,23 @@ class Mark:
 Answer = list[Couple | Mark] | Barrier
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """Readings a rule could give either way, chosen for a whole analysis: a tensor axis prunes
+    in one unit only (grouping unites every coupling of its channels)."""
+
+    # a Reshape that splits hidden into (heads, head_dim) for attention couples head_dim (the same
+    # dims of every head) instead of whole heads
+    head_dim: bool = False
+
+
 @dataclass
 class NodeView:
     """Read-only access to one node and the shapes/constants around it."""
 
     node: Node
     graph: Graph
+    analysis: Analysis = Analysis()
 
     @property
     def opset(self) -> int:

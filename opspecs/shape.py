@@ -7,6 +7,7 @@ from onnxprune.mapping import IDENTITY, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
 from ._common import entry_value, reshape_links, rewrite_entries, shape_entries, unknown_shape
+from .head_dim import head_dim_answer
 
 
 def _reshape_like(view: NodeView, port, axes):
@@ -24,15 +25,22 @@ def _reshape(view: NodeView, port, axes):
     """Reshape keeps row-major order. Its target may be built at run time (Concat of Shape
     pieces and constants, 0 and -1): constant pieces are rewritten, run-time pieces read the
     pruned sizes when the model runs. Splitting one axis into several (hidden -> heads x
-    head_dim) couples whole blocks: the leading split axis (heads) is the channel."""
+    head_dim) couples whole blocks: the leading split axis (heads) is the channel; in head_dim
+    analysis, attention's splits couple head_dim instead (see head_dim.py)."""
     if port.side == Side.IN and port.slot > 0:
         return Barrier("shape operand pruned")
-    answer = _reshape_like(view, port, axes)
-    if isinstance(answer, Barrier) or not answer:
+    answer = head_dim_answer(view, port, axes) if view.analysis.head_dim else None
+    if answer is None:
+        answer = _reshape_like(view, port, axes)
+        if isinstance(answer, Barrier) or not answer:
+            return answer
+        link = answer[0]
+        if len(axes) == 1 and len(link.axes) > 1 and link.mapping == IDENTITY:
+            link = _split_blocks(view, link) or link
+        answer = [link]
+    elif isinstance(answer, Barrier):
         return answer
     link = answer[0]
-    if len(axes) == 1 and len(link.axes) > 1 and link.mapping == IDENTITY:
-        link = _split_blocks(view, link) or link
     out_axes = axes if port == OUT(0) else link.axes
     if view.opset >= 5 and view.const(1) is None:
         entries = shape_entries(view, 1)
@@ -41,7 +49,7 @@ def _reshape(view: NodeView, port, axes):
         for axis in out_axes:
             if entry_value(view, entries[axis]) == 0 and not _copies_axis(port, axes, link, axis):
                 return Barrier(f"Reshape target copies (0) a pruned dim from another axis")
-    return [link]
+    return answer
 
 
 def _copies_axis(port, axes, link, axis) -> bool:
