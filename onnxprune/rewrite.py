@@ -74,7 +74,8 @@ def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
         spec = dg.spec(node.name)
         if not changes or spec is None or spec.rewrite is None:
             continue
-        updates = call_rule("rewrite", node, spec.rewrite, NodeView(node, graph, dg.analysis), changes, strict=dg.strict)
+        view = NodeView(node, graph, dg.analysis)
+        updates = call_rule("rewrite", node, spec.rewrite, view, changes, strict=dg.strict)
         for key, value in updates.attrs.items():
             if value is None:
                 new.attrs.pop(key, None)

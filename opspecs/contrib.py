@@ -1,16 +1,17 @@
 """onnxruntime's fused operators (domain com.microsoft), as optimum / ORT transformer optimizers emit them.
 
 Where the channel mapping is plain, a rule: biased activations are elementwise
-with a per-channel bias (exact: a zeroed channel stays 0); the skip
-layer norms normalize over the hidden (last) axis like LayerNormalization
-(valid but inexact: the statistics span the pruned channels). Fused
+with a per-channel bias (exact: a zeroed channel stays 0); the skip and
+embedding layer norms normalize over the hidden (last) axis like LayerNormalization
+(valid but inexact: the statistics span the pruned channels: hidden-size
+groups, pruned only with --prune-hidden). Fused
 attention packs every head's Q, K and V into one tensor and numbers heads by
 an attribute, and rotary embeddings pair dimensions within a head: those
 axes are explicit barriers with the reason, not silent passes.
 """
 from __future__ import annotations
 
-from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Port, Trait
+from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Port, Side, Trait
 
 from ._common import broadcast, unary
 
@@ -57,6 +58,30 @@ def _skip_layer_norm(n_params: int):
     return couple
 
 
+# EmbedLayerNormalization's inputs: ids, segment ids, word/position/segment tables, gamma, beta, mask, position ids
+_EMBED_TABLES, _EMBED_NORM = (2, 3, 4), (5, 6)
+
+
+def _embed_layer_norm(view: NodeView, port: Port, axes):
+    """EmbedLayerNormalization: LayerNorm(word[ids] + position[pos] + segment[seg]), as BERT's fused
+    embeddings. The tables' hidden axis (1), gamma/beta and the hidden (last) axis of the output and of
+    the pre-norm sum (output 2) prune together; statistics span it (a hidden-size group, inexact)."""
+    hidden_ends = [IN(i) for i in _EMBED_TABLES if view.has_input(i)] + \
+        [IN(i) for i in _EMBED_NORM if view.has_input(i)] + \
+        [OUT(i) for i in (0, 2) if i < view.n_outputs and view.node.outputs[i]]
+    hidden_axis = {p: (1,) if p.side == Side.IN and p.slot in _EMBED_TABLES else (0,) if p.side == Side.IN
+                   else (2,) for p in hidden_ends}
+    if port not in hidden_axis or tuple(axes) != hidden_axis[port]:
+        return Barrier(f"EmbedLayerNormalization {port} axes {list(axes)}: only the hidden axis prunes")
+    return [Couple(p, hidden_axis[p]) for p in hidden_ends if p != port] + \
+        [Mark(Trait.STATISTICS, "EmbedLayerNormalization statistics")]
+
+
+def _embed_roots(view: NodeView):
+    """Its tables own the hidden channels (as a projection's weight owns its output columns)."""
+    return [(OUT(0), (2,))] if view.const(2) is not None else []
+
+
 def _attention(view: NodeView, port: Port, axes):
     """Attention(input [B,S,in], weights [in, 3*hidden], bias [3*hidden], ...): the input width
     couples the weight rows exactly; the packed head outputs are a barrier."""
@@ -91,6 +116,9 @@ def register(registry) -> None:
                              param_roles={2: "norm_scale"}, family="contrib"))
     registry.register(OpSpec(("SkipSimplifiedLayerNormalization",), _skip_layer_norm(2), domain=MS, exact=False,
                              param_roles={2: "norm_scale"}, family="contrib"))
+    registry.register(OpSpec(("EmbedLayerNormalization",), _embed_layer_norm, domain=MS, exact=False,
+                             roots=_embed_roots,
+                             param_roles={5: "norm_scale"}, family="contrib"))
     registry.register(OpSpec(("Attention",), _attention, domain=MS, family="contrib"))
     registry.register(OpSpec(("MultiHeadAttention",), _heads_barrier("MultiHeadAttention"), domain=MS,
                              family="contrib"))

@@ -15,6 +15,7 @@ from support.oracle import assert_all_groups_oracle, depgraph, random_feeds, run
 
 B, S, FEAT, C = 2, 5, 6, 8
 RNG = np.random.default_rng(0)
+OPSETS = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
 
 
 def _arr(*shape, scale=0.5):
@@ -125,7 +126,7 @@ def test_grouped_query_attention_is_a_barrier_for_query_and_kv_heads():
     graph = helper.make_graph(nodes, "gqa", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, S, FEAT])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [B, S, 4])],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(graph, opset_imports=OPSETS)
     model.ir_version = 8
     assert [y.shape for y in run(model, random_feeds(model))] == [(B, S, 4)]
     dg = depgraph(model)
@@ -133,3 +134,33 @@ def test_grouped_query_attention_is_a_barrier_for_query_and_kv_heads():
         group = dg.group_of(proj)
         assert not group.prunable
         assert any("GroupQueryAttention" in r and "num_heads=2" in r for r in group.blocked), group.blocked
+
+
+def test_embed_layer_norm_prunes_its_tables_and_norm_with_the_hidden_size():
+    """EmbedLayerNormalization (BERT's fused embeddings) -> MatMul: word/position/segment tables, gamma,
+    beta and the output's hidden axis are one hidden-size group (inexact); onnxruntime runs the result."""
+    vocab, positions, hidden = 20, 16, 8
+    inits = {"words": _arr(vocab, hidden), "pos": _arr(positions, hidden), "segs": _arr(2, hidden),
+             "gamma": 1 + _arr(hidden, scale=0.1), "beta": _arr(hidden, scale=0.1), "W2": _arr(hidden, 4)}
+    nodes = [_ms("EmbedLayerNormalization", ["ids", "seg_ids", "words", "pos", "segs", "gamma", "beta"],
+                 ["e", "mask_index"], epsilon=1e-5),
+             helper.make_node("MatMul", ["e", "W2"], ["output"], name="head")]
+    ints = [helper.make_tensor_value_info(n, TensorProto.INT32, [B, S]) for n in ("ids", "seg_ids")]
+    graph = helper.make_graph(nodes, "embed", ints, [helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                                                                    [B, S, 4])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=OPSETS)
+    model.ir_version = 8
+    feeds = {"ids": RNG.integers(0, vocab, (B, S)).astype(np.int32),
+             "seg_ids": RNG.integers(0, 2, (B, S)).astype(np.int32)}
+    pruner = Pruner.from_model(model)
+    group = pruner.group_of("EmbedLayerNormalization", port=OUT(0))
+    assert group.prunable and group.kind == "hidden"
+    assert pruner.depgraph.inexact_nodes(group) == ["EmbedLayerNormalization"]
+    assert {e.tensor for e in group.ends if e.kind == "param"} == {"words", "pos", "segs", "gamma", "beta", "W2"}
+    assert not pruner.plan(ratio=0.5).decisions
+    pruner.prune(ratio=0.5, prune_hidden=True)
+    pruned = pruner.to_model()
+    onnx.checker.check_model(pruned, full_check=True)
+    assert run(pruned, feeds)[0].shape == run(model, feeds)[0].shape == (B, S, 4)
+    assert {t.name: tuple(t.dims) for t in pruned.graph.initializer}["words"] == (vocab, hidden // 2)
