@@ -22,7 +22,8 @@ from support.oracle import prune_channels, run
 # model -> (optimizer model type, fused ops it must contain, prunable groups by kind)
 CASES = {
     "bert_ts": ("bert", {"com.microsoft:Attention", "com.microsoft:SkipLayerNormalization",
-                         "com.microsoft:BiasGelu"}, {"channels": 2}),
+                         "com.microsoft:BiasGelu", "com.microsoft:EmbedLayerNormalization"},
+                {"hidden": 1, "channels": 3}),  # MLP x2 and the pooler; fused Attention keeps its heads
     "gpt2_ts": ("gpt2", {"com.microsoft:SkipLayerNormalization", "com.microsoft:FastGelu"},
                 {"hidden": 1, "heads": 2, "channels": 2}),
     "llama_ts": ("gpt2", {"SimplifiedLayerNormalization", "com.microsoft:SkipSimplifiedLayerNormalization"},
