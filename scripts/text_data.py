@@ -94,14 +94,20 @@ def corpus(modules=MODULES) -> list[str]:
 
 
 def splits(n_calib: int, n_heldout: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Calibration sentences from even-numbered modules, held-out ones from the others (drawn by seed)."""
+    """Calibration sentences from even-numbered modules, held-out ones from the others (drawn by seed);
+    a sentence both halves contain (a shared docstring) is never in both splits."""
     rng = np.random.default_rng(seed)
     halves = []
     for part, n in ((MODULES[0::2], n_calib), (MODULES[1::2], n_heldout)):
         pool = corpus(part)
         if len(pool) < n:
             raise SystemExit(f"text_data: only {len(pool)} sentences for {n} samples")
-        halves.append([pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))])
+        drawn = sorted(rng.choice(len(pool), size=n, replace=False))
+        if halves:  # held-out: replace sentences calibration already has, from the rest of the pool in order
+            taken = set(halves[0])
+            rest = (i for i in range(len(pool)) if i not in set(drawn) and pool[i] not in taken)
+            drawn = sorted(i if pool[i] not in taken else next(rest) for i in drawn)
+        halves.append([pool[i] for i in drawn])
     return halves[0], halves[1]
 
 
