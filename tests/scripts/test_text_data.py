@@ -59,3 +59,9 @@ def test_calibration_and_heldout_sentences_are_deterministic_and_disjoint(text_d
     calib, heldout = text_data.splits(40, 30, seed=0)
     assert (calib, heldout) == text_data.splits(40, 30, seed=0)
     assert len(calib) == 40 and len(heldout) == 30 and not set(calib) & set(heldout)
+
+
+def test_more_calibration_sentences_leave_the_heldout_set_as_it_was(text_data):
+    calib, heldout = text_data.splits(40, 30, seed=0)
+    more, same = text_data.splits(40, 30, seed=0, more_calib=25)
+    assert same == heldout and more[:40] == calib and len(set(more)) == 65 and not set(more) & set(heldout)
