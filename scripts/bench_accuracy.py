@@ -185,7 +185,13 @@ class Bench:
         jobs = len(self.sets) * len(self.criteria) * len(self.targets) * len(self.recoveries)
         bar = _progress(jobs)
         for mset in self.sets:
-            self._run_set(mset, bar)
+            try:
+                self._run_set(mset, bar)
+            except Exception as exc:  # a set that fails to load or measure is recorded; the other sets still run
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                self.log(f"{mset.name}: {error}")
+                self.rows.append(Row(mset.name, "-", "-", None, float("nan"), float("nan"), float("nan"), error=error))
+                self._save()
         bar.close()
         return self.rows
 
@@ -271,6 +277,9 @@ def table(rows: list[Row]) -> str:
              "| prune s | recover s | how |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r.target is None and r.error:
+            lines.append(f"| {r.model} | failed: {r.error} |||||||||||")
+            continue
         if r.target is None:
             lines.append(f"| {r.model} | unpruned | - | 1.0 | x1.000 | x1.000 | {_pct(r.accuracy)} | 1.0000 | 100.00 "
                          f"| - | - | - |")
@@ -291,7 +300,13 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if not (r.target is None and r.error)]  # sets that failed have no curve
     models = list(dict.fromkeys(r.model for r in rows))
+    criteria = list(dict.fromkeys(r.criterion for r in rows if r.target is not None))
+    palette = plt.get_cmap("tab10" if len(criteria) <= 10 else "tab20")
+    colour = {c: palette(i % palette.N) for i, c in enumerate(criteria)}  # a colour per criterion, a style per recovery
+    styles = ["-", "--", ":", "-."]
+    recoveries = list(dict.fromkeys(r.recovery for r in rows if r.target is not None))
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r.model == model]
@@ -302,7 +317,8 @@ def plot(rows: list[Row], path: Path) -> None:
             pts = sorted((r.macs_ratio, 100 * r.accuracy) for r in mine
                          if (r.criterion, r.recovery) == (criterion, recovery) and not r.error)
             if pts:
-                ax.plot(*zip(*pts), marker="o", ls="-" if recovery == "none" else "--",
+                ax.plot(*zip(*pts), marker="o", color=colour[criterion],
+                        ls=styles[recoveries.index(recovery) % len(styles)],
                         label=criterion if recovery == "none" else f"{criterion} + {recovery}")
         ax.set_title(f"{model} (unpruned {100 * base.accuracy:.1f}%)")
         ax.set_xlabel("MACs ratio (pruned / original)")

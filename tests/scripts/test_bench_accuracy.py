@@ -46,3 +46,18 @@ def test_ratio_search_finds_the_ratio_closest_to_the_target(bench):
         ratio = search.ratio_for(target)
         assert abs(search.macs_ratio(ratio) - target) <= 0.02
     assert search.ratio_for(0.7) < search.ratio_for(0.3)
+
+
+def test_a_model_set_that_fails_is_recorded_and_the_others_still_run(bench, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes(b"not a model")
+    sets = [bench.ModelSet("broken", broken, {"model": "model.onnx", "input": "input", "heldout": {}}),
+            bench.ModelSet.find(["digits"])[0]]
+    logged = []
+    rows = bench.Bench(sets, ["l2"], (0.5,), {"none": None}, log=logged.append).run()
+    failed = [r for r in rows if r.model == "broken"]
+    assert len(failed) == 1 and failed[0].error and logged
+    ran = [r for r in rows if r.model == "digits" and r.target == 0.5]
+    assert len(ran) == 1 and not ran[0].error and ran[0].accuracy > 0
+    assert "| broken | failed: " in bench.table(rows)
