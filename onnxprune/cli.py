@@ -356,8 +356,9 @@ def run_prune(args, progress: Progress) -> Report:
         def recover_round(p: Pruner, step: int) -> None:
             with progress.stage(f"recover (round {step})" if options.steps > 1 else "recover"):
                 p.recover(data, recovery, progress=bars)
+    scoring = _fit_part(data, args)  # data-driven criteria never see the samples fidelity is reported on
     with progress.stage("plan and rewrite" + (" and recover" if recovery else "")) as stage:
-        plan = pruner.prune(options, data=data, provider=args.provider, after_step=recover_round)
+        plan = pruner.prune(options, data=scoring, provider=args.provider, after_step=recover_round)
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]
@@ -400,12 +401,20 @@ def run_prune(args, progress: Progress) -> Report:
     return report
 
 
+HOLDOUT = RecoveryOptions.holdout  # one split of --calib for scoring, recovery and fidelity alike
+
+
+def _fit_part(data: CalibrationSet | None, args) -> CalibrationSet | None:
+    """The calibration samples criteria score on: all but the held-out part (recovery, which
+    splits the same way with the same seed, fits on the same samples)."""
+    return data.split(HOLDOUT, args.seed)[0] if data is not None else None
+
+
 def _fidelity(pruner: Pruner, data: CalibrationSet | None, args):
-    """Output agreement with the original: on a held-out fifth of the calibration samples
-    (data-driven criteria scored on all of them, so this is slightly optimistic), else on a few
-    random samples, else on the validation inputs."""
+    """Output agreement with the original: on the held-out part of the calibration samples (which
+    neither the criteria nor recovery saw), else on a few random samples, else on the validation inputs."""
     if data is not None:
-        sample = data.split(0.2, args.seed)[1]
+        sample = data.split(HOLDOUT, args.seed)[1]
         sample = CalibrationSet(sample.arrays, "held-out calibration samples")
     else:
         try:

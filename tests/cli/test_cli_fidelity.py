@@ -34,3 +34,29 @@ def test_held_out_calibration_samples_with_calib(tmp_path):
     out, report = _prune(tmp_path, "--ratio", "0.0001", "--calib", str(tmp_path / "calib.npz"))
     assert report["fidelity"]["samples"] == 4 and report["fidelity"]["data"] == "held-out calibration samples"
     assert "(4 held-out calibration samples)" in out
+
+
+def test_data_driven_criteria_score_only_the_samples_fidelity_is_not_measured_on(tmp_path):
+    """Channel 0 is weak on the fit part of --calib and huge on the held-out part: scored on
+    the fit part only, it is the channel removed (scored on all samples it would be kept)."""
+    from onnxprune.calibration import CalibrationSet
+    from support.builder import GraphBuilder
+
+    b = GraphBuilder(seed=3)
+    x = b.input("input", ["N", 4, 8, 8])
+    y = b.relu(b.op("Conv", [x, b.param(np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1))], kernel_shape=[1, 1]))
+    b.output(b.rename(b.conv(y, 3, k=1, pad=0), "output"))
+    model = tmp_path / "m.onnx"
+    onnx.save(b.build(), str(model))
+    samples = np.ones((20, 4, 8, 8), np.float32)
+    fit, held = CalibrationSet({"input": np.arange(20)}).split(0.2, 0)
+    samples[fit.arrays["input"], 0] = 0.1
+    samples[held.arrays["input"], 0] = 1000.0
+    np.savez(tmp_path / "calib.npz", input=samples)
+    plan = tmp_path / "plan.json"
+    proc = subprocess.run([sys.executable, "-m", "onnxprune", str(model), str(tmp_path / "out.onnx"), "-q",
+                           "--ratio", "0.25", "--criterion", "activation", "--calib", str(tmp_path / "calib.npz"),
+                           "--save-plan", str(plan)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    decisions = [d for d in json.loads(plan.read_text())["decisions"] if d["removed"]]
+    assert [d["removed"] for d in decisions] == [[0]]
