@@ -103,6 +103,16 @@ class Graph:
         return {n.name: n for n in self.nodes}
 
     @cached_property
+    def constant_derived(self) -> set[str]:
+        """Tensors computed from parameters alone (a weight behind a dequantization, a transpose,
+        a cast): the same on every run, so rules may treat them as weights."""
+        derived = set(self.params)
+        for node in self.nodes:  # topological order
+            if not node.implicit_inputs and all(not name or name in derived for name in node.inputs):
+                derived.update(o for o in node.outputs if o)
+        return derived
+
+    @cached_property
     def graph_input_names(self) -> set[str]:
         return {v.name for v in self.inputs}
 

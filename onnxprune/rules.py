@@ -128,6 +128,11 @@ class NodeView:
         name = self.node.inputs[slot] if slot < len(self.node.inputs) else ""
         return self.graph.params.get(name) if name else None
 
+    def from_constants(self, slot: int) -> bool:
+        """Whether an input is a parameter or computed from parameters alone (see Graph.constant_derived)."""
+        name = self.node.inputs[slot] if slot < len(self.node.inputs) else ""
+        return bool(name) and name in self.graph.constant_derived
+
     def has_input(self, slot: int) -> bool:
         return slot < len(self.node.inputs) and bool(self.node.inputs[slot])
 

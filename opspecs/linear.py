@@ -82,13 +82,13 @@ def _couple_matmul(view: NodeView, port, axes):
             continue
         mapping = IDENTITY if len(keep) == len(axes) else Marginal(sizes, tuple(keep))
         links.append(Couple(other, tuple(other_axes), mapping))
-    if view.const(0) is None and view.const(1) is None and any(isinstance(label, tuple) for label in mine):
+    if not view.from_constants(0) and not view.from_constants(1) and any(isinstance(label, tuple) for label in mine):
         links.append(Mark(Trait.HEADS, "batch axis of a matmul between two activations"))
     return links
 
 
 def _roots_if_const_weight(view: NodeView):
-    if view.const(1) is None:
+    if not view.from_constants(1):  # a constant, or one behind a DequantizeLinear / Transpose / Cast
         return []
     rank = view.rank(OUT(0))
     return [(OUT(0), (rank - 1,))] if rank else []
