@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.mapping import IDENTITY, Overlap
+from onnxprune.mapping import IDENTITY, Marginal, Overlap
 from onnxprune.rules import IN, OUT, Answer, Barrier, Couple, NodeView, Port, Side
 
 
@@ -17,6 +17,36 @@ def shapes_known(view: NodeView, *ports: Port) -> bool:
 
 def unknown_shape(view: NodeView, port: Port) -> Barrier:
     return Barrier(f"shape of {view.tensor(port)} unknown (pass --input-shape)")
+
+
+def couple_by_labels(port: Port, axes: tuple[int, ...], labels: dict, shapes: dict, op: str) -> Answer:
+    """Couple the axes of ``port`` to the axes of every other port that carry the same label.
+
+    ``labels[p]`` names each axis of port ``p`` (an einsum letter, a matmul role); an axis of size 1
+    where the other is larger is broadcast (not coupled); where only some of ``axes`` appear in
+    another port, that port gets the marginal mapping of those axes.
+    """
+    mine = [labels[port][a] for a in axes]
+    sizes = tuple(shapes[port][a] for a in axes)
+    links = []
+    for other in labels:
+        if other == port:
+            continue
+        keep, other_axes = [], []
+        for k, label in enumerate(mine):
+            if label not in labels[other]:
+                continue
+            axis = labels[other].index(label)
+            if shapes[other][axis] == sizes[k]:
+                keep.append(k)
+                other_axes.append(axis)
+            elif shapes[other][axis] != 1:
+                return Barrier(f"{op} operands disagree on axis {axes[k]} of {port}")
+        if not keep:
+            continue
+        mapping = IDENTITY if len(keep) == len(axes) else Marginal(sizes, tuple(keep))
+        links.append(Couple(other, tuple(other_axes), mapping))
+    return links
 
 
 def unary(view: NodeView, port: Port, axes: tuple[int, ...]) -> Answer:

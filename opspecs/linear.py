@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.ir import Node
-from onnxprune.mapping import IDENTITY, Marginal
 from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Trait, Updates
 
-from ._common import broadcast, unknown_shape
+from ._common import broadcast, couple_by_labels, unknown_shape
 
 
 def _couple_gemm(view: NodeView, port, axes):
@@ -62,26 +61,10 @@ def _couple_matmul(view: NodeView, port, axes):
     ry = ranks[OUT(0)]
     labels = {IN(0): _matmul_labels(ranks[IN(0)], ry, True), IN(1): _matmul_labels(ranks[IN(1)], ry, False),
               OUT(0): _matmul_labels(ry, ry, None)}
+    links = couple_by_labels(port, axes, labels, shapes, "MatMul")
+    if not isinstance(links, list):
+        return links
     mine = [labels[port][a] for a in axes]
-    sizes = tuple(shapes[port][a] for a in axes)
-    links = []
-    for other in (IN(0), IN(1), OUT(0)):
-        if other == port:
-            continue
-        keep, other_axes = [], []
-        for k, label in enumerate(mine):
-            if label not in labels[other]:
-                continue
-            axis = labels[other].index(label)
-            if shapes[other][axis] == sizes[k]:
-                keep.append(k)
-                other_axes.append(axis)
-            elif shapes[other][axis] != 1:
-                return Barrier(f"MatMul operands disagree on axis {axes[k]} of {port}")
-        if not keep:
-            continue
-        mapping = IDENTITY if len(keep) == len(axes) else Marginal(sizes, tuple(keep))
-        links.append(Couple(other, tuple(other_axes), mapping))
     if not view.from_constants(0) and not view.from_constants(1) and any(isinstance(label, tuple) for label in mine):
         links.append(Mark(Trait.HEADS, "batch axis of a matmul between two activations"))
     return links
