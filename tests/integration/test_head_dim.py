@@ -7,7 +7,6 @@ rows. The softmax scale stays the original constant, so pruning equals zeroing t
 dims (the oracle), at both test lengths. Where rotary embeddings pair head_dim's
 halves (LLaMA), Q/K's head_dim is a barrier with that reason; V's still prunes.
 """
-from collections import Counter
 
 import numpy as np
 import onnx
@@ -17,7 +16,7 @@ from onnxprune import Pruner, onnx_out
 from onnxprune.masking import mask_group
 from onnxprune.rules import Analysis
 from support.exported import exported_models
-from support.oracle import prune_channels, run
+from support.oracle import assert_group_oracle_at_lengths, prune_channels, run
 
 MODELS = {m.name: m for m in exported_models()}
 HEAD_DIM = Analysis(head_dim=True)
@@ -40,14 +39,7 @@ def test_head_dim_prunes_like_zeroing_the_same_dims_of_every_head_at_two_lengths
     dg = pruner.depgraph
     for group in groups:
         assert not dg.inexact_nodes(group), group.describe()
-        channels = (0, 3, 4, 7)
-        pruned = prune_channels(dg, group, channels)
-        masked = onnx_out.to_model(mask_group(dg, group, channels))
-        for k in (0, 1):
-            feeds = model.feeds(k)
-            for e, a in zip(run(masked, feeds), run(pruned, feeds)):
-                assert e.shape == a.shape
-                np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4, err_msg=f"{group.describe()} length {k}")
+        assert_group_oracle_at_lengths(dg, group, (0, 3, 4, 7), model)
 
 
 def _weight_columns(pruner, group, channel):

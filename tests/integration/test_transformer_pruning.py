@@ -16,7 +16,7 @@ from onnxprune import Pruner
 from onnxprune.masking import mask_group
 from onnxprune import onnx_out
 from support.exported import exported_models
-from support.oracle import prune_channels, run
+from support.oracle import assert_group_oracle_at_lengths, prune_channels, run
 
 MODELS = {m.name: m for m in exported_models()}
 
@@ -41,17 +41,6 @@ HIDDEN_MACS = {
 HIDDEN_MACS_GOAL = {"bert": 0.30, "vit": 0.30, "llama": 0.30}  # issue 9 (Torch-Pruning: 0.26 on BERT and ViT)
 
 
-def _assert_oracle(pruner, model, group, channels):
-    dg = pruner.depgraph
-    pruned = prune_channels(dg, group, channels)
-    masked = onnx_out.to_model(mask_group(dg, group, channels))
-    for k in (0, 1):
-        feeds = model.feeds(k)
-        for e, a in zip(run(masked, feeds), run(pruned, feeds)):
-            assert e.shape == a.shape
-            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4, err_msg=f"{group.describe()} length {k}")
-
-
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_groups_by_kind(name):
     pruner = Pruner.from_model(MODELS[name].load())  # no --input-shape: batch and sequence stay symbolic
@@ -68,7 +57,7 @@ def test_heads_and_mlp_prune_like_zeroing_at_two_lengths(name):
     exact = [g for g in pruner.prunable_groups() if g.kind != "hidden"]
     assert exact
     for group in exact:
-        _assert_oracle(pruner, model, group, tuple(range(0, group.size, 2)))
+        assert_group_oracle_at_lengths(pruner.depgraph, group, tuple(range(0, group.size, 2)), model)
 
 
 def test_a_head_is_a_block_of_head_dim_channels_in_q_k_v_and_the_output_projection():

@@ -66,3 +66,14 @@ def assert_all_groups_oracle(model: onnx.ModelProto, min_groups: int = 1, seed: 
         else:
             assert_group_oracle(dg, group, channels, feeds)
     return dg
+
+
+def assert_group_oracle_at_lengths(dg: DependencyGraph, group: Group, channels, exported) -> None:
+    """Pruning ``channels`` of ``group`` equals zeroing them, at both test lengths of an exported model."""
+    pruned = prune_channels(dg, group, channels)
+    masked = onnx_out.to_model(mask_group(dg, group, channels))
+    for k in (0, 1):
+        feeds = exported.feeds(k)
+        for e, a in zip(run(masked, feeds), run(pruned, feeds)):
+            assert e.shape == a.shape
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4, err_msg=f"{group.describe()} length {k}")
