@@ -14,7 +14,7 @@ import pytest
 
 from onnxprune import Pruner
 from support.exported import exported_models
-from support.oracle import run
+from support.oracle import assert_valid_at_both_lengths, run
 
 MODELS = {m.name: m for m in exported_models()}
 
@@ -61,12 +61,7 @@ def test_prunes_half_without_input_shapes(name):
     macs_before = pruner.macs()
     pruner.prune(ratio=0.5)
     pruned = pruner.to_model()
-    onnx.checker.check_model(pruned, full_check=True)
-    for k in (0, 1):
-        feeds = model.feeds(k)
-        before, after = run(model.load(), feeds), run(pruned, feeds)
-        assert [b.shape for b in before] == [a.shape for a in after]
-        assert all(np.isfinite(a).all() for a in after)
+    assert_valid_at_both_lengths(model, pruned)
     assert _declared_dims(pruned.graph.input) == _declared_dims(model.load().graph.input)
     min_groups, max_macs = TODAY[name]
     ratio = pruner.macs() / macs_before
