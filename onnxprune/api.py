@@ -19,13 +19,13 @@ from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
 from .options import PruneOptions, RecoveryOptions
-from .passes import run_passes
+from .edits import EditMap, Kept
+from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
-from .passes.layers import Kept, compose
 from .plan import GroupDecision, Plan, make_plan
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
-from .rewrite import apply_plan, kept_per_axis, removed_per_dim
+from .rewrite import ChannelRemoval
 from .rules import OUT, Analysis, Port
 from . import sensitivity
 from .schedule import Lineage, round_options
@@ -60,7 +60,10 @@ class Pruner:
         self.original_graph = graph
         self.plans: list[Plan] = []  # every plan applied, each on the graph of its time
         self.searches: list[SearchResult] = []  # target searches, one per round that had a target
-        self.kept: Kept = {}  # tensor -> axis -> original indices still present (for recovery)
+        # original graph -> current graph: every pass since loading (channel removal, fusion,
+        # removed blocks), composed; recovery and reports follow it, never names
+        self.edits: EditMap = EditMap.identity(graph)
+        self.passes: list[PassResult] = []  # every pass run on the model, in order
         self.recoveries: list[RecoveryResult] = []
 
     @classmethod
@@ -140,12 +143,26 @@ class Pruner:
         self.searches.append(result)
         return result.plan
 
+    @property
+    def kept(self) -> Kept:
+        """Tensor (current graph) -> axis -> indices of the original's channels still present."""
+        return self.edits.kept
+
     def apply(self, plan: Plan) -> None:
         """Apply a plan made on the current graph; group ids refer to the current groups."""
-        kept_now = kept_per_axis(self.graph, removed_per_dim(self.depgraph, plan))
-        self._set(self._reinfer(apply_plan(self.depgraph, plan)))
-        self.kept = compose(self.kept, kept_now)
+        self.run_pass(ChannelRemoval(self.depgraph, plan))
         self.plans.append(plan)
+
+    def run_pass(self, graph_pass: GraphPass) -> PassResult:
+        """Run a graph pass on the current model and follow its map (shapes inferred again where
+        it changed anything)."""
+        result = graph_pass.run(self.graph)
+        edits = result.edit_map(self.graph)
+        self.passes.append(result)
+        if result.graph is not self.graph:
+            self._set(self._reinfer(result.graph))
+            self.edits = self.edits.then(edits)
+        return result
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
               provider: str = "cpu", after_step: StepHook | None = None, **kwargs) -> Plan | None:
@@ -207,7 +224,7 @@ class Pruner:
         ``data`` (default: random inputs) before and after."""
         options = dataclasses.replace(options or RecoveryOptions(), **kwargs).check()
         data = data if data is not None else self.random_inputs(64, options.seed)
-        graph, result = recover(self.original_graph, self.graph, self.kept, data, self.registry, options, progress)
+        graph, result = recover(self.original_graph, self.graph, self.edits, data, self.registry, options, progress)
         if result.kept and graph is not self.graph:
             self._set(graph)
         self.recoveries.append(result)

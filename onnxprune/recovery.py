@@ -22,7 +22,7 @@ from .options import RecoveryOptions
 from .passes import PassResult
 from .passes.bias_comp import BiasCompensation
 from .passes.bn_stats import ReestimateBatchNorm
-from .passes.layers import Kept
+from .edits import EditMap
 from .passes.lstsq import LeastSquaresRefit
 from .registry import Registry
 
@@ -59,19 +59,22 @@ def worst_rel_l2(fidelity: Fidelity) -> float:
     return max((o.rel_l2 for o in fidelity.outputs), default=0.0)
 
 
-def make_pass(method: str, original: Graph, data: CalibrationSet, kept: Kept, registry: Registry,
+def make_pass(method: str, original: Graph, data: CalibrationSet, edits: EditMap, registry: Registry,
               options: RecoveryOptions, progress: bool = False, fitted: frozenset[str] = frozenset()):
     """The pass of one method; ``fitted``: tensors earlier passes already matched to the original."""
     if method == "bias":
-        return BiasCompensation(original, data, kept, registry, options)
+        return BiasCompensation(original, data, edits, registry, options)
     if method == "lstsq":
-        return LeastSquaresRefit(original, data, kept, registry, options, progress)
-    return ReestimateBatchNorm(data, kept, registry, options, original, progress, fitted)
+        return LeastSquaresRefit(original, data, edits, registry, options, progress)
+    return ReestimateBatchNorm(data, edits, registry, options, original, progress, fitted)
 
 
-def recover(original: Graph, pruned: Graph, kept: Kept, data: CalibrationSet, registry: Registry,
+def recover(original: Graph, pruned: Graph, edits: EditMap, data: CalibrationSet, registry: Registry,
             options: RecoveryOptions | None = None, progress: bool = False) -> tuple[Graph, RecoveryResult]:
-    """Re-fit ``pruned`` to ``original`` on ``data``; return the new graph and what was done."""
+    """Re-fit ``pruned`` to ``original`` on ``data``; return the new graph and what was done.
+
+    ``edits`` maps ``original`` to ``pruned`` (every pass since loading, composed): which
+    channels survive and what each layer's output stands for in the original."""
     options = (options or RecoveryOptions()).check()
     fit, held = data.split(options.holdout, options.seed)
     result = RecoveryResult(list(options.ordered), fit_samples=fit.n_samples, heldout_samples=held.n_samples)
@@ -80,7 +83,7 @@ def recover(original: Graph, pruned: Graph, kept: Kept, data: CalibrationSet, re
     graph, fitted = pruned, frozenset()
     for method in options.ordered:  # bias, lstsq, bn
         t0 = time.perf_counter()
-        outcome: PassResult = make_pass(method, original, fit, kept, registry, options, progress, fitted).run(graph)
+        outcome: PassResult = make_pass(method, original, fit, edits, registry, options, progress, fitted).run(graph)
         notes = list(outcome.notes)
         if all(np.all(np.isfinite(v)) for v in outcome.graph.params.values() if v.dtype.kind == "f"):
             graph, fitted = outcome.graph, fitted | outcome.fitted

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from .depgraph import DependencyGraph
+from .edits import EditMap
 from .errors import PlanError
 from .ir import Graph, Value
 from .mapping import dense_axis
@@ -53,10 +54,34 @@ def kept_per_axis(graph: Graph, removed) -> dict[str, dict[int, np.ndarray]]:
     return kept
 
 
-def apply_plan(dg: DependencyGraph, plan: Plan) -> Graph:
+class ChannelRemoval:
+    """Remove a plan's channels (a :class:`onnxprune.passes.GraphPass` on the plan's own graph).
+
+    Its map keeps every name (channel removal renames nothing it does not also keep), says
+    which channels each tensor kept, and which tensors now hold other values (outputs of
+    layers that lost input channels, and everything after them)."""
+
+    name = "channel removal"
+
+    def __init__(self, dg: DependencyGraph, plan: Plan):
+        self.dg, self.plan = dg, plan
+
+    def run(self, graph: Graph) -> "PassResult":
+        from .passes import PassResult, same_names  # late: passes import the engine
+        from .passes.layers import changed_values
+        if graph is not self.dg.graph:
+            raise PlanError("a channel plan applies to the graph it was made on")
+        kept = kept_per_axis(graph, removed_per_dim(self.dg, self.plan))
+        new = apply_plan(self.dg, self.plan, kept)
+        names = same_names(graph, new)
+        edits = EditMap(names.tensors, names.nodes, kept, frozenset(changed_values(new, kept, self.dg.registry)))
+        return PassResult(self.name, new, self.plan.removed_channels, edits=edits)
+
+
+def apply_plan(dg: DependencyGraph, plan: Plan, kept=None) -> Graph:
     """A new Graph with the plan's channels removed; the input graph is not modified."""
     graph = dg.graph
-    kept = kept_per_axis(graph, removed_per_dim(dg, plan))
+    kept = kept if kept is not None else kept_per_axis(graph, removed_per_dim(dg, plan))
     params = dict(graph.params)
     for name, axes in kept.items():
         if name in params:

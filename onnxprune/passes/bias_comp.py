@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..edits import EditMap
 from ..ir import Graph
 from ..options import RecoveryOptions
 from ..registry import Registry
 from . import PassResult
-from .layers import Kept, kept_indices, layer_named, linear_layers, lost_channels, paired_batches, sample_rows, \
-    with_updates
+from .layers import linear_layers, original_layer, paired_batches, sample_rows, with_updates
 
 
 class BiasCompensation:
@@ -25,18 +25,19 @@ class BiasCompensation:
 
     name = "bias compensation"
 
-    def __init__(self, original: Graph, data, kept: Kept, registry: Registry,
+    def __init__(self, original: Graph, data, edits: EditMap, registry: Registry,
                  options: RecoveryOptions | None = None):
-        self.original, self.data, self.kept, self.registry = original, data, kept, registry
+        self.original, self.data, self.edits, self.registry = original, data, edits, registry
         self.options = options or RecoveryOptions()
 
     def run(self, graph: Graph) -> PassResult:
         layers, notes = [], []
         for layer in linear_layers(graph, self.registry):
-            if not lost_channels(self.kept, layer.input, layer.form.in_axis):
+            if not self.edits.lost_channels(layer.input, layer.form.in_axis):
                 continue
-            original = layer_named(self.original, self.registry, layer.node.name)
+            original = original_layer(self.original, self.registry, self.edits, layer)
             if original is None:
+                notes.append(f"{layer.node.name}: merged or rewired since the original, no matrix to compensate from")
                 continue
             if layer.form.bias() is None and not layer.form.can_add_bias:
                 notes.append(f"{layer.node.name}: no bias to compensate into")
@@ -72,14 +73,14 @@ class BiasCompensation:
         groups, _, k = orig_form.matrix().shape
         in_channels = groups * (int(orig_form.k_channel.max()) + 1)
         per_group = in_channels // groups
-        kept_in = kept_indices(self.kept, layer.input, form.in_axis, in_channels)
+        kept_in = self.edits.kept_indices(layer.input, form.in_axis, in_channels)
         removed = np.ones(in_channels, dtype=bool)
         removed[kept_in] = False
         column_channel = np.arange(groups)[:, None] * per_group + orig_form.k_channel[None, :]  # [G, K]
         lost = removed[column_channel] * mean  # [G, K]: mean of removed columns, 0 elsewhere
         delta = np.einsum("gok,gk->go", orig_form.matrix().astype(np.float64), lost).reshape(-1)
         out_channels = form.matrix().shape[0] * form.matrix().shape[1]
-        kept_out = kept_indices(self.kept, form.output, form.out_axis, out_channels)
+        kept_out = self.edits.kept_indices(form.output, form.out_axis, out_channels)
         bias = form.bias()
         base = np.zeros(out_channels) if bias is None else np.asarray(bias, np.float64)
         return base + delta[kept_out]

@@ -21,13 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..activations import ChannelStats
+from ..edits import EditMap
 from ..ir import Graph
 from ..options import RecoveryOptions
 from ..registry import Registry
 from ..rules import NodeView, Updates
 from . import PassResult
-from .layers import Kept, changed_values, front_to_back, kept_indices, paired_batches, progress_bar, running_stats, \
-    with_updates
+from .layers import front_to_back, paired_batches, progress_bar, running_stats, with_updates
 
 
 class ReestimateBatchNorm:
@@ -35,9 +35,9 @@ class ReestimateBatchNorm:
 
     name = "BN re-estimation"
 
-    def __init__(self, data, kept: Kept, registry: Registry, options: RecoveryOptions | None = None,
+    def __init__(self, data, edits: EditMap, registry: Registry, options: RecoveryOptions | None = None,
                  original: Graph | None = None, progress: bool = False, fitted: frozenset[str] = frozenset()):
-        self.data, self.kept, self.registry = data, kept, registry
+        self.data, self.edits, self.registry = data, edits, registry
         self.fitted = fitted
         self.options = options or RecoveryOptions()
         self.original = original
@@ -46,7 +46,7 @@ class ReestimateBatchNorm:
             raise ValueError("shift re-estimation needs the original graph")
 
     def run(self, graph: Graph) -> PassResult:
-        affected = changed_values(graph, self.kept, self.registry)
+        affected = self.edits.changed
         sites = {node.name: stats for node, stats in running_stats(graph, self.registry)
                  if node.inputs[stats.input_slot] in affected and node.inputs[stats.input_slot] not in self.fitted}
         changed = 0
@@ -55,12 +55,15 @@ class ReestimateBatchNorm:
             got = {name: ChannelStats(sites[name].axis) for name in level}
             ref = {name: ChannelStats(sites[name].axis) for name in level}
             original = self.original if self.options.bn_shift else None
-            for values, ref_values in paired_batches(graph, inputs.values(), original, inputs.values(), self.data,
+            sources = {name: self.edits.tensor_origin(t) for name, t in inputs.items()}
+            if original is not None and None in sources.values():
+                raise ValueError("shift re-estimation: a normalization's input has no counterpart in the original")
+            for values, ref_values in paired_batches(graph, inputs.values(), original, sources.values(), self.data,
                                                      self.options.batch_size, self.options.provider):
                 for name in level:
                     got[name].update(values[inputs[name]])
                     if original is not None:
-                        ref[name].update(ref_values[inputs[name]])
+                        ref[name].update(ref_values[sources[name]])
             updates = {name: self._update(graph, name, sites[name], got[name],
                                           ref[name] if original is not None else None) for name in level}
             graph = with_updates(graph, updates)
@@ -72,7 +75,7 @@ class ReestimateBatchNorm:
         mean, var = view.const(stats.mean_slot), view.const(stats.var_slot)
         new_mean, new_var = got.mean, got.variance
         if ref is not None:
-            kept = kept_indices(self.kept, view.node.inputs[stats.input_slot], stats.axis, len(mean))
+            kept = self.edits.kept_indices(view.node.inputs[stats.input_slot], stats.axis, len(mean))
             ref_mean, ref_var = ref.mean[kept], ref.variance[kept]
             new_mean = mean + (got.mean - ref_mean)
             ratio = np.where(ref_var > 0, got.variance / np.maximum(ref_var, 1e-30), 1.0)

@@ -10,12 +10,10 @@ from typing import Iterable
 
 import numpy as np
 
+from ..edits import EditMap, Kept
 from ..ir import Graph, Node, Value
 from ..registry import Registry
 from ..rules import LinearForm, NodeView, RunningStats, Updates
-
-# tensor -> axis -> indices (into the original model's tensor) still present after pruning
-Kept = dict[str, dict[int, np.ndarray]]
 
 
 @dataclass
@@ -66,23 +64,26 @@ def running_stats(graph: Graph, registry: Registry) -> list[tuple[Node, RunningS
     return found
 
 
-def kept_indices(kept: Kept, tensor: str, axis: int, size: int) -> np.ndarray:
-    """Original indices of the ``size`` channels ``tensor`` has now along ``axis``."""
-    return kept.get(tensor, {}).get(axis, np.arange(size))
+def original_layer(original: Graph, registry: Registry, edits: EditMap, layer: Layer) -> Layer | None:
+    """The layer of the original model that ``layer`` (of the edited model) still is: one of the
+    nodes it came from, computing the tensor it computes now from the tensor it reads now.
+    None where an edit merged other work into it or rewired its input (a folded
+    normalization, a removed block before it): its original matrix is then not its own."""
+    for name in edits.node_origins(layer.node.name):
+        candidate = layer_named(original, registry, name)
+        if candidate is not None and edits.tensors.get(candidate.form.output) == layer.form.output \
+                and edits.tensors.get(candidate.input) == layer.input:
+            return candidate
+    return None
 
 
-def lost_channels(kept: Kept, tensor: str, axis: int) -> bool:
-    return axis in kept.get(tensor, {})
-
-
-def compose(earlier: Kept, now: Kept) -> Kept:
-    """Kept indices after two prunes: ``now`` indexes the tensor as ``earlier`` left it."""
-    result = {t: dict(axes) for t, axes in earlier.items()}
-    for tensor, axes in now.items():
-        for axis, keep in axes.items():
-            before = result.setdefault(tensor, {}).get(axis)
-            result[tensor][axis] = keep if before is None else before[keep]
-    return result
+def rewired(original: Graph, edits: EditMap, layer: Layer) -> bool:
+    """Whether the layer now reads a tensor none of the original nodes it came from read (the
+    layer after a removed block reads the block's input instead of its output)."""
+    source = edits.tensor_origin(layer.input)
+    read = {t for name in edits.node_origins(layer.node.name) if name in original.node_by_name
+            for t in original.node_by_name[name].inputs}
+    return bool(read) and source not in read
 
 
 def front_to_back(graph: Graph, targets: Iterable[str]) -> list[list[str]]:

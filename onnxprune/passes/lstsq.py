@@ -5,8 +5,11 @@ ThiNet; the layer-wise "mask tuning" of Kwon et al. 2022).
 The inputs X are the *pruned* model's own values at that layer, with every earlier
 layer already re-fitted: layers are solved front to back, one pass over the data per
 level of layers that do not feed each other, so errors are compensated instead of
-accumulated. The targets Y are the original model's outputs of the same tensor (names
-survive pruning), restricted to the output channels that are still there. Only the
+accumulated. The targets Y are the original model's values of the tensor the layer's output
+stands for (followed through the edits' map, never by name: after a normalization was folded
+into the layer, that is the normalization's output), restricted to the output channels that
+are still there. Layers re-fitted: those that lost input channels, and those whose input an
+edit rewired (the layer after a removed block). Only the
 Gram matrices X^T X and X^T Y are kept (memory: K^2 per group, not activations), and
 each group (grouped/depthwise convs) is solved on its own with a small ridge. Where the
 layer has or can take a bias, it is fitted as an intercept.
@@ -17,12 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..edits import EditMap
 from ..ir import Graph
 from ..options import RecoveryOptions
 from ..registry import Registry
 from . import PassResult
-from .layers import (Kept, Layer, front_to_back, kept_indices, layer_named, linear_layers, lost_channels,
-                     paired_batches, progress_bar, sample_rows, with_updates)
+from .layers import (Layer, front_to_back, layer_named, linear_layers, paired_batches, progress_bar, rewired,
+                     sample_rows, with_updates)
 
 
 @dataclass
@@ -30,7 +34,7 @@ class _Normal:
     """Accumulated normal equations of one layer (per group, intercept column last)."""
 
     layer: Layer
-    original: Layer
+    target: str  # the original model's tensor the layer's output stands for
     kept_out: np.ndarray
     intercept: bool
     xtx: np.ndarray | None = None
@@ -41,7 +45,7 @@ class _Normal:
         form = self.layer.form
         rows = sample_rows(form.n_rows(x.shape), limit, rng)
         cols = form.unfold(np.asarray(x), rows).astype(np.float64)
-        target = self.original.form.out_rows(np.asarray(y))
+        target = form.out_rows(np.asarray(y))
         target = (target if rows is None else target[rows])[:, self.kept_out].astype(np.float64)
         target = target.reshape(len(target), form.groups, -1)
         if self.intercept:
@@ -77,16 +81,20 @@ class LeastSquaresRefit:
 
     name = "least-squares refit"
 
-    def __init__(self, original: Graph, data, kept: Kept, registry: Registry,
+    def __init__(self, original: Graph, data, edits: EditMap, registry: Registry,
                  options: RecoveryOptions | None = None, progress: bool = False):
-        self.original, self.data, self.kept, self.registry = original, data, kept, registry
+        self.original, self.data, self.edits, self.registry = original, data, edits, registry
         self.options = options or RecoveryOptions()
         self.progress = progress
 
     def targets(self, graph: Graph) -> list[str]:
-        return [layer.node.name for layer in linear_layers(graph, self.registry)
-                if lost_channels(self.kept, layer.input, layer.form.in_axis)
-                and layer_named(self.original, self.registry, layer.node.name) is not None]
+        found = []
+        for layer in linear_layers(graph, self.registry):
+            if self.edits.tensor_origin(layer.form.output) not in self.original.producers:
+                continue  # nothing in the original to fit to
+            if self.edits.lost_channels(layer.input, layer.form.in_axis) or rewired(self.original, self.edits, layer):
+                found.append(layer.node.name)
+        return found
 
     def run(self, graph: Graph) -> PassResult:
         rng = np.random.default_rng(self.options.seed)
@@ -95,11 +103,11 @@ class LeastSquaresRefit:
         for level in progress_bar(levels, self.name, self.progress):
             normals = [self._normal(graph, name) for name in level]
             batches = paired_batches(graph, [n.layer.input for n in normals], self.original,
-                                     [n.original.form.output for n in normals], self.data,
+                                     [n.target for n in normals], self.data,
                                      self.options.batch_size, self.options.provider)
             for got, ref in batches:
                 for n in normals:
-                    n.update(got[n.layer.input], ref[n.original.form.output], rng, self.options.max_rows)
+                    n.update(got[n.layer.input], ref[n.target], rng, self.options.max_rows)
             updates = {}
             for n in normals:
                 matrix, bias = n.solve(self.options.ridge)
@@ -113,9 +121,8 @@ class LeastSquaresRefit:
 
     def _normal(self, graph: Graph, name: str) -> _Normal:
         layer = layer_named(graph, self.registry, name)
-        original = layer_named(self.original, self.registry, name)
         form = layer.form
         out_channels = form.matrix().shape[0] * form.matrix().shape[1]
-        kept_out = kept_indices(self.kept, form.output, form.out_axis, out_channels)
+        kept_out = self.edits.kept_indices(form.output, form.out_axis, out_channels)
         intercept = form.bias() is not None or form.can_add_bias
-        return _Normal(layer, original, kept_out, intercept)
+        return _Normal(layer, self.edits.tensor_origin(form.output), kept_out, intercept)
