@@ -23,6 +23,7 @@ from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
 from .plan import GroupDecision, Plan, make_plan
+from .recipe import CHANNELS, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval
@@ -64,6 +65,7 @@ class Pruner:
         # removed blocks), composed; recovery and reports follow it, never names
         self.edits: EditMap = EditMap.identity(graph)
         self.passes: list[PassResult] = []  # every pass run on the model, in order
+        self.recipe = Recipe()  # the edits as steps that re-apply to the input model (--save-plan)
         self.recoveries: list[RecoveryResult] = []
 
     @classmethod
@@ -152,6 +154,11 @@ class Pruner:
         """Apply a plan made on the current graph; group ids refer to the current groups."""
         self.run_pass(ChannelRemoval(self.depgraph, plan))
         self.plans.append(plan)
+        self.recipe.add(CHANNELS, plan)
+
+    def replay(self, recipe: Recipe) -> None:
+        """Re-apply a saved recipe (or plan) made on this model: every step, in order."""
+        recipe.replay(self)
 
     def run_pass(self, graph_pass: GraphPass) -> PassResult:
         """Run a graph pass on the current model and follow its map (shapes inferred again where
@@ -186,7 +193,11 @@ class Pruner:
                 after_step(self, step)
         if len(rounds) == 1:
             return rounds[0]
-        return lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
+        composed = lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
+        if composed is not None:  # one step on the graph the rounds started from, not one per round
+            del self.recipe.steps[-len(rounds):]
+            self.recipe.add(CHANNELS, composed)
+        return composed
 
     def prune_group(self, group: Group, channels) -> None:
         """Remove the given channels (indices into ``group.channels``) of one group."""

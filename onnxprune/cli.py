@@ -362,9 +362,6 @@ def run_prune(args, progress: Progress) -> Report:
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]
-    if plan is None and args.save_plan:
-        raise OptionError("--save-plan: the rounds of --steps could not be composed into one plan on the original "
-                          "graph (a group changed between rounds); run without --save-plan")
     with progress.stage("check") as stage:
         model = pruner.to_model()
         try:
@@ -392,8 +389,8 @@ def run_prune(args, progress: Progress) -> Report:
     report.output = args.output
     with atomic_outputs() as out:
         onnx_out.stage_model(out, model, args.output)
-        if args.save_plan and plan is not None:
-            out.stage(args.save_plan, lambda staged: staged.write_text(plan.to_json()))
+        if args.save_plan:  # every step, each on the graph of its time: re-applies to the input
+            out.stage(args.save_plan, lambda staged: staged.write_text(pruner.recipe.to_json()))
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:
