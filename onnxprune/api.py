@@ -97,7 +97,7 @@ class Pruner:
         if onnx_in.declared_static(model):
             folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
             if any(r.changed for r in results):
-                graph = onnx_in.reinfer(folded, input_shapes)
+                graph = onnx_in.refresh(folded, input_shapes)
         return cls(graph, registry, model, input_shapes, analysis)
 
     def _set(self, graph: Graph) -> None:
@@ -242,8 +242,9 @@ class Pruner:
         return result
 
     def _reinfer(self, graph: Graph) -> Graph:
-        """Shapes of the pruned graph from inference again, not from bookkeeping."""
-        return onnx_in.reinfer(graph, self.input_shapes)
+        """Shapes after a pass: carried by the pass, checked by onnx's fast inference (symbolic
+        inference runs once per model, at load; see onnx_in.refresh)."""
+        return onnx_in.refresh(graph, self.input_shapes)
 
     # --- output
     def to_model(self) -> onnx.ModelProto:

@@ -255,6 +255,15 @@ def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] |
     return {name: shape for name, shape in merged.items() if name not in left_out - declared}, known
 
 
+def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None):
+    """onnx's own (fast, C++) inference at the stand-in input dims: ``{name: (elem_type, dims)}``,
+    or None where the model declares no input shapes to infer from."""
+    if any(not vi.type.tensor_type.HasField("shape") for vi in model.graph.input):
+        return None
+    concrete = stand_ins(model, input_shapes)
+    return _value_shapes(_onnx_infer(_with_inputs(model, concrete) if concrete else model))
+
+
 def _analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None):
     declared = _symbolic_inputs(model)
     if input_shapes:  # dims the user fixes are analysed as static
