@@ -124,6 +124,8 @@ def _fidelity_text(fidelity: dict) -> str:
     text = f"cosine {fidelity['cosine_worst_output']:.4f}, max |err| {fidelity['max_abs']:.3g}"
     if fidelity.get("top1") is not None:
         text += f", top-1 agreement {100 * fidelity['top1']:.1f}%"
+    if fidelity.get("top1_foreground") is not None:
+        text += f" ({100 * fidelity['top1_foreground']:.1f}% off the background class)"
     return text
 
 
