@@ -3,17 +3,19 @@
 A latency figure is only as good as its measurement (design/method.md, section
 5): every session runs at a stated, fixed thread count (1 by default: a CPU
 comparison on a shared machine), each model is warmed up, then the models run
-interleaved, the order alternating every round so neither always runs on
-caches the other warmed, until the ratio is known precisely enough, a time
-limit or a maximum of rounds.
+interleaved, in pairs of rounds with the order reversed in the second (ABBA),
+until the ratio is known precisely enough, a time limit or a maximum of rounds.
 
-The ratio is the median of the per-round paired ratios (the two timings of a
-round saw the same machine load). Its spread is the distribution-free 95%
-confidence interval of that median (order statistics: the count of rounds
-below the median is Binomial(n, 1/2)) and, for the shape of the noise, the
-interquartile range of the rounds. The interval shrinks with more rounds, so
-it is what stops the measurement; a ratio whose interval contains 1.0 is "no
-measurable change".
+The ratio is the median over pairs of rounds of the model's time over the
+first model's, each summed over the pair. Both models of a pair saw the same
+machine load, and each ran once first and once second: on a loaded machine
+the position in a round alone moves a per-round ratio by x2 (the scheduler's
+time slices), which the pair cancels; a ratio of two medians taken apart can
+be off by more than that. Its spread is the distribution-free 95% confidence
+interval of the median (order statistics: the count of pairs below the median
+is Binomial(n, 1/2)) and, for the shape of the noise, the interquartile range
+of the pairs. The interval shrinks with more rounds, so it is what stops the
+measurement; a ratio whose interval contains 1.0 is "no measurable change".
 
 Time and inference are injectable (``clock``, ``runner``): tests give scripted
 timings and never depend on the machine's.
@@ -73,11 +75,11 @@ def session_threads(sess) -> int | None:
 
 @dataclass(frozen=True)
 class RatioSpread:
-    """One model's latency over the first model's: median of per-round ratios and its spread."""
+    """One model's latency over the first model's: median over pairs of rounds and its spread."""
 
     median: float
     ci95: tuple[float, float]  # 95% confidence interval of the median
-    iqr: tuple[float, float]  # 25th and 75th percentiles of the per-round ratios
+    iqr: tuple[float, float]  # 25th and 75th percentiles of the ratios of the pairs of rounds
 
     @property
     def verdict(self) -> Verdict:
@@ -118,7 +120,7 @@ class LatencyComparison:
 
     ms: tuple[float, ...]
     ratios: tuple[RatioSpread, ...]
-    runs: int  # timed rounds; each model ran once per round
+    runs: int  # timed rounds (an even number: pairs); each model ran once per round
     threads: int
     provider: str
     seconds: float  # wall time of the measurement, warm-up included
@@ -150,10 +152,18 @@ class LatencyComparison:
         """True unless the second model is measurably faster (its whole interval below 1.0)."""
         return self.verdict is not Verdict.FASTER
 
+    @property
+    def busy(self) -> bool:
+        """The two medians taken apart disagree with the paired ratio by more than 25%: other processes
+        disturbed the runs (the ratio, from pairs, still holds; the milliseconds do not)."""
+        apart = self.ms_after / self.ms_before if self.ms_before > 0 else math.inf
+        return not 0.8 <= apart / self.ratio <= 1.25 if self.ratio > 0 else False
+
     def conditions(self) -> str:
         threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
         stopped = "" if self.stopped is Stop.SPREAD else f", stopped at the {self.stopped.value}"
-        return f"{self.runs} runs, {threads}{stopped}"
+        busy = "; machine busy: ms medians disturbed (the ratio comes from paired rounds)" if self.busy else ""
+        return f"{self.runs} runs, {threads}{stopped}{busy}"
 
     def text(self) -> str:
         """The ratio as the summary prints it, e.g. ``x0.433, 95% CI x0.425-0.441; 40 runs, 1 thread``."""
@@ -222,7 +232,7 @@ def _timing_session(model, index: int, provider: str, threads: int):
 
 def _rounds(sessions, feeds, options: LatencyOptions, clock: Clock, runner: Runner,
             start: float) -> tuple[list[list[float]], Stop]:
-    """Warm up, then interleaved rounds (order reversed every other round) until one rule stops them."""
+    """Warm up, then pairs of interleaved rounds (the second in reverse order) until one rule stops them."""
     n = len(sessions)
     for _ in range(options.warmup):
         for k, s in enumerate(sessions):
@@ -232,12 +242,13 @@ def _rounds(sessions, feeds, options: LatencyOptions, clock: Clock, runner: Runn
     gc.disable()  # a collection inside one model's timing would land on the ratio
     try:
         while True:
-            times = [0.0] * n
-            for k in (range(n) if len(rounds) % 2 == 0 else reversed(range(n))):
-                began = clock()
-                runner(k, sessions[k], feeds)
-                times[k] = clock() - began
-            rounds.append(times)
+            for order in (range(n), reversed(range(n))):
+                times = [0.0] * n
+                for k in order:
+                    began = clock()
+                    runner(k, sessions[k], feeds)
+                    times[k] = clock() - began
+                rounds.append(times)
             stopped = _stop(rounds, options, clock() - start)
             if stopped is not None:
                 return rounds, stopped
@@ -258,9 +269,10 @@ def _stop(rounds: list[list[float]], options: LatencyOptions, elapsed: float) ->
 
 
 def _paired(times: np.ndarray, k: int) -> np.ndarray:
-    """Per-round ratios of model k's time over model 0's."""
+    """Model k's time over model 0's, per pair of rounds (each summed over the pair: one round in each order)."""
+    pairs = times[0::2] + times[1::2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return times[:, k] / times[:, 0]
+        return pairs[:, k] / pairs[:, 0]
 
 
 @lru_cache(maxsize=4096)

@@ -106,8 +106,9 @@ TARGET_METRICS = ("macs", "params", "latency")
 
 @dataclass(frozen=True)
 class LatencyOptions:
-    """How latency is measured (onnxprune.latency): fixed threads, warm-up, then interleaved rounds
-    until the ratio's 95% confidence interval is narrow enough, the time limit or ``max_runs``."""
+    """How latency is measured (onnxprune.latency): fixed threads, warm-up, then interleaved rounds (in
+    pairs, the second in reverse order: runs are rounded up to even) until the ratio's 95% confidence
+    interval is narrow enough, the time limit or ``max_runs``."""
 
     threads: int = 1  # onnxruntime intra- and inter-op threads of every timed session
     min_runs: int = 20  # interleaved rounds at least (0: no latency measured)

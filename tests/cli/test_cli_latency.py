@@ -10,7 +10,10 @@ import pytest
 
 from onnxprune.cli import main
 from support.small_models import conv_chain, save
-from support.timing import ScriptedTimings, alternating, constant
+from onnxprune.options import LatencyOptions
+from support.timing import ScriptedTimings, constant, paired
+
+WARMUP = LatencyOptions().warmup
 
 
 @pytest.fixture
@@ -40,19 +43,19 @@ def test_a_faster_prune_prints_its_ratio_with_the_spread_and_no_warning(monkeypa
 
 
 def test_a_slower_prune_says_so_loudly_in_the_summary_and_the_report(monkeypatch, capfd, small):
-    ScriptedTimings(alternating(1e-3, (1.5, 1.6, 1.7)), run_sessions=True).install(monkeypatch)
-    code, out, err, report = prune(capfd, small, "--runs", "9", "--max-runs", "9")
+    ScriptedTimings(paired(1e-3, (1.5, 1.6, 1.7)), run_sessions=True, warmup=WARMUP).install(monkeypatch)
+    code, out, err, report = prune(capfd, small, "--runs", "10", "--max-runs", "10")
     assert code == 0 and (small.parent / "out.onnx").exists()  # still written: the warning is not a failure
     warning = [line for line in out.splitlines() if line.startswith("WARNING")]
     assert warning == ["WARNING   the pruned model is SLOWER than the original: latency 1 ms -> 1.6 ms, "
-                       "x1.600 (95% CI x1.500-1.700) on cpu, 9 runs, 1 thread, stopped at the max runs"]
+                       "x1.600 (95% CI x1.500-1.700) on cpu, 10 runs, 1 thread, stopped at the max runs"]
     assert out.splitlines()[-1] == warning[0]  # the last line, after "wrote"
     assert report["latency_not_faster"] is True and report["latency"]["verdict"] == "slower"
     assert report["warnings"] == [warning[0][len("WARNING   "):]]
 
 
 def test_no_measurable_change_is_printed_and_warned_about(monkeypatch, capfd, small):
-    ScriptedTimings(alternating(1e-3, (0.9, 1.0, 1.1)), run_sessions=True).install(monkeypatch)
+    ScriptedTimings(paired(1e-3, (0.9, 1.0, 1.1)), run_sessions=True, warmup=WARMUP).install(monkeypatch)
     code, out, _, report = prune(capfd, small, "--runs", "6", "--max-runs", "6")
     assert code == 0
     assert "(no measurable change: x1.000, 95% CI x0.900-1.100; 6 runs" in out
@@ -71,7 +74,7 @@ def test_threads_reach_every_timed_session(monkeypatch, capfd, small):
 
 
 def test_the_latency_limits_reach_the_measurement(monkeypatch, capfd, small):
-    ScriptedTimings(alternating(1.0, (0.5, 1.5)), run_sessions=False).install(monkeypatch)
+    ScriptedTimings(paired(1.0, (0.5, 1.5)), warmup=WARMUP).install(monkeypatch)
     code, out, _, report = prune(capfd, small, "--runs", "3", "--latency-time", "20")
     assert code == 0 and report["latency"]["stopped_by"] == "time limit"
     assert report["latency"]["seconds"] >= 20 and "stopped at the time limit" in out

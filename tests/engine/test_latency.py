@@ -12,7 +12,7 @@ from onnxprune.errors import OptionError
 from onnxprune.latency import LatencyComparison, RatioSpread, Stop, Verdict, compare, median_ci_ranks
 from onnxprune.options import LatencyOptions
 from support.small_models import conv_chain
-from support.timing import ScriptedTimings, alternating, constant
+from support.timing import ScriptedTimings, alternating, constant, paired
 
 FEEDS = {"input": np.zeros((1, 3, 8, 8), np.float32)}
 
@@ -25,7 +25,7 @@ class Stub:
 
 
 def timed(seconds, n_models=2, **options):
-    timings = ScriptedTimings(seconds)
+    timings = ScriptedTimings(seconds, warmup=options.get("warmup", LatencyOptions().warmup))
     result = timings.compare([Stub() for _ in range(n_models)], FEEDS, options=LatencyOptions(**options))
     return result, timings
 
@@ -56,7 +56,7 @@ def test_below_six_values_the_interval_is_min_to_max():
     assert [median_ci_ranks(n) for n in (1, 2, 5)] == [(0, 0), (0, 1), (0, 4)]
 
 
-def test_rounds_are_interleaved_and_the_order_alternates():
+def test_rounds_are_interleaved_in_pairs_the_second_in_reverse_order():
     result, timings = timed(constant(1e-3, 2e-3, 2e-3), n_models=3, min_runs=4, max_runs=4, warmup=2)
     order = [k for k, _ in timings.calls]
     assert order[:6] == [0, 1, 2, 0, 1, 2]  # warm-up, each model in turn
@@ -65,57 +65,76 @@ def test_rounds_are_interleaved_and_the_order_alternates():
     assert [r.median for r in result.ratios] == pytest.approx([2.0, 2.0])
 
 
-def test_medians_and_paired_ratios_of_scripted_runs():
-    ratios = (0.4, 0.5, 0.6, 0.5, 0.55)
-    result, _ = timed(alternating(2e-3, ratios), min_runs=10, max_runs=10, warmup=0)
-    per_round = np.array([ratios[n % 5] for n in range(10)])
-    assert result.ms_before == pytest.approx(2.0) and result.ms_after == pytest.approx(2.0 * np.median(per_round))
-    assert result.ratio == pytest.approx(np.median(per_round))
-    assert result.spread.iqr == pytest.approx(tuple(np.percentile(per_round, [25, 75])))
-    lo, hi = median_ci_ranks(10)
-    assert result.spread.ci95 == pytest.approx((np.sort(per_round)[lo], np.sort(per_round)[hi]))
+def test_medians_and_ratios_over_pairs_of_rounds():
+    ratios = (0.4, 0.5, 0.6, 0.5, 0.55, 0.45, 0.5)
+    result, _ = timed(paired(2e-3, ratios), min_runs=14, max_runs=14, warmup=0)
+    assert result.ms_before == pytest.approx(2.0) and result.ms_after == pytest.approx(2.0 * np.median(ratios))
+    assert result.ratio == pytest.approx(np.median(ratios))
+    assert result.spread.iqr == pytest.approx(tuple(np.percentile(ratios, [25, 75])))
+    lo, hi = median_ci_ranks(7)
+    assert result.spread.ci95 == pytest.approx((np.sort(ratios)[lo], np.sort(ratios)[hi]))
+
+
+def test_a_pair_of_rounds_cancels_what_the_position_in_a_round_costs():
+    """On a loaded machine the model that runs second in a round can take twice as long (time slices);
+    each model runs once in each position per pair, so the ratio is the true one."""
+    def seconds(k, n):  # model 1 takes half of model 0; whoever runs second in a round takes x2
+        true = (1e-3, 0.5e-3)[k]
+        second = (n % 2 == 0) == (k == 1)  # round 2i: model 1 second; round 2i + 1: model 0 second
+        return true * (2 if second else 1)
+    result, _ = timed(seconds, min_runs=20, warmup=0)
+    per_round = [(0.5 * 2) / 1, 0.5 / (1 * 2)]  # a single round would say x1.0 or x0.25
+    assert per_round == [1.0, 0.25] and result.ratio == pytest.approx((1.0 + 0.5) / (1 + 2))
+
+
+def test_medians_that_disagree_with_the_paired_ratio_are_flagged_as_a_busy_machine():
+    """Model 0 is disturbed (x3) in a run of every three, model 1 in none: its median moves, pairs less."""
+    result, _ = timed(lambda k, n: 0.5e-3 if k else 1e-3 * (3 if n % 3 == 0 else 1), min_runs=60, max_runs=60,
+                      warmup=0)
+    assert result.busy and "machine busy: ms medians disturbed" in result.text()
+    assert not timed(constant(1e-3, 0.5e-3), min_runs=4)[0].busy
 
 
 def test_stops_at_the_first_round_whose_interval_is_narrow_enough():
     rng = np.random.default_rng(0)
-    noise = tuple(0.6 * (1 + 0.15 * rng.standard_normal(5000)))
+    noise = tuple(0.6 * (1 + 0.2 * rng.standard_normal(5000)))
     result, _ = timed(alternating(1e-3, noise), min_runs=10, max_runs=5000, max_seconds=1e9, spread=0.02,
                       warmup=0)
-    assert result.stopped is Stop.SPREAD and 10 < result.runs < 5000
-    per_round = np.array(noise[:result.runs])
-    assert RatioSpread.of(per_round).half_width <= 0.02 < RatioSpread.of(per_round[:-1]).half_width
+    assert result.stopped is Stop.SPREAD and 10 < result.runs < 5000 and result.runs % 2 == 0
+    runs = np.array(noise[:result.runs])
+    pairs = (runs[0::2] + runs[1::2]) / 2  # model 0 took 1 ms in every round
+    assert RatioSpread.of(pairs).half_width <= 0.02 < RatioSpread.of(pairs[:-1]).half_width
     assert result.verdict is Verdict.FASTER and not result.not_faster and result.warning() is None
 
 
 def test_an_exact_ratio_stops_after_the_minimum_runs():
-    result, timings = timed(constant(1e-3, 0.5e-3), min_runs=7, warmup=1)
-    assert result.stopped is Stop.SPREAD and result.runs == 7 and len(timings.calls) == 2 * (1 + 7)
+    result, timings = timed(constant(1e-3, 0.5e-3), min_runs=7, warmup=1)  # rounded up to a pair
+    assert result.stopped is Stop.SPREAD and result.runs == 8 and len(timings.calls) == 2 * (1 + 8)
     assert result.spread.ci95 == pytest.approx((0.5, 0.5)) and result.verdict is Verdict.FASTER
 
 
 def test_stops_at_the_time_limit_when_the_spread_stays_wide():
-    result, timings = timed(alternating(1.0, (0.6, 1.5)), min_runs=4, max_runs=10_000, max_seconds=30,
-                            warmup=1)
+    result, timings = timed(paired(1.0, (0.6, 1.5)), min_runs=4, max_runs=10_000, max_seconds=30, warmup=1)
     assert result.stopped is Stop.TIME
     warmup = 1.0 + 0.6
-    elapsed = [warmup + sum(1.0 + (0.6, 1.5)[(n + 1) % 2] for n in range(r)) for r in range(1, 40)]
-    assert result.runs == next(r for r, t in enumerate(elapsed, 1) if t >= 30 and r >= 4)
+    elapsed = [warmup + sum(2 * (1.0 + (0.6, 1.5)[i % 2]) for i in range(p)) for p in range(1, 40)]
+    assert result.runs == 2 * next(p for p, t in enumerate(elapsed, 1) if t >= 30 and 2 * p >= 4)
     assert result.seconds == pytest.approx(timings.now) and result.seconds >= 30
     assert "stopped at the time limit" in result.text()
 
 
 def test_the_time_limit_waits_for_the_minimum_runs():
-    result, _ = timed(alternating(1.0, (0.6, 1.5)), min_runs=12, max_runs=100, max_seconds=1, warmup=0)
+    result, _ = timed(paired(1.0, (0.6, 1.5)), min_runs=12, max_runs=100, max_seconds=1, warmup=0)
     assert result.stopped is Stop.TIME and result.runs == 12
 
 
 def test_stops_at_max_runs():
-    result, _ = timed(alternating(1e-3, (0.6, 1.5)), min_runs=3, max_runs=7, max_seconds=1e9, warmup=0)
-    assert result.stopped is Stop.RUNS and result.runs == 7
+    result, _ = timed(paired(1e-3, (0.6, 1.5)), min_runs=3, max_runs=7, max_seconds=1e9, warmup=0)
+    assert result.stopped is Stop.RUNS and result.runs == 8  # rounded up to a pair
 
 
 def test_a_spread_crossing_one_is_no_measurable_change_even_below_one():
-    result, _ = timed(alternating(1e-3, (0.8, 0.9, 0.95, 1.05, 1.1)), min_runs=10, max_runs=10, warmup=0)
+    result, _ = timed(paired(1e-3, (0.8, 0.9, 0.95, 1.05, 1.1)), min_runs=10, max_runs=10, warmup=0)
     assert result.ratio < 1 and result.spread.ci95[0] < 1 < result.spread.ci95[1]
     assert result.verdict is Verdict.NO_CHANGE and result.not_faster
     assert result.text().startswith("no measurable change: x0.950, 95% CI x0.800-1.100; 10 runs, 1 thread")
@@ -124,7 +143,7 @@ def test_a_spread_crossing_one_is_no_measurable_change_even_below_one():
 
 
 def test_a_slower_model_gets_a_loud_warning_with_the_figures():
-    result, _ = timed(alternating(1e-3, (1.25, 1.3, 1.35)), min_runs=30, max_runs=30, warmup=0)
+    result, _ = timed(paired(1e-3, (1.25, 1.3, 1.35)), min_runs=30, max_runs=30, warmup=0)
     assert result.verdict is Verdict.SLOWER and result.not_faster and result.spread.ci95[0] > 1
     assert result.warning() == ("the pruned model is SLOWER than the original: latency 1 ms -> 1.3 ms, "
                                 "x1.300 (95% CI x1.250-1.350) on cpu, 30 runs, 1 thread, stopped at the max runs")
@@ -162,11 +181,11 @@ def test_the_cuda_provider_goes_through_the_same_measurement(monkeypatch):
 
 
 def test_the_comparison_round_trips_through_its_dict():
-    result, _ = timed(alternating(1e-3, (0.5, 0.6, 0.7)), min_runs=9, max_runs=9, warmup=0)
+    result, _ = timed(paired(1e-3, (0.5, 0.6, 0.7)), min_runs=10, max_runs=10, warmup=0)
     data = result.to_dict()
     assert data["ratio"] == result.ratio and data["ratio_ci95"] == list(result.spread.ci95)
     assert data["verdict"] == "faster" and data["not_faster"] is False and data["threads"] == 1
-    assert data["runs"] == 9 and data["stopped_by"] == "max runs" and data["ms"] == list(result.ms)
+    assert data["runs"] == 10 and data["stopped_by"] == "max runs" and data["ms"] == list(result.ms)
     assert LatencyComparison.from_dict(data) == result
 
 
