@@ -91,10 +91,10 @@ def test_cuda_provider_error_reaches_the_caller_of_validate(monkeypatch):
 def test_validate_reports_success_and_latency():
     pruner = Pruner.from_model(conv_chain())
     pruner.prune(ratio=0.5)
-    result = pruner.validate(runs=3, latency=LatencyOptions(min_runs=3, max_runs=3, threads=2))
+    result = pruner.validate(runs=4, latency=LatencyOptions(min_runs=4, max_runs=4, threads=2))
     assert result.checker and result.onnxruntime and result.shapes_match
     assert result.output_shapes == {"output": [1, 10]}
-    assert result.latency.runs == 3 and result.latency.threads == 2 and result.latency.provider == "cpu"
+    assert result.latency.runs == 4 and result.latency.threads == 2 and result.latency.provider == "cpu"
     assert result.latency_ms_before > 0 and result.latency_ms_after > 0
     assert result.latency_ratio == result.latency.ratio > 0  # the median of per-round ratios
     assert pruner.validate(runs=0).latency is None and pruner.validate(runs=0).latency_ms_before is None
