@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
@@ -206,8 +206,9 @@ def compare(models: Sequence[Any], feeds: Mapping[str, np.ndarray], provider: st
     ``threads`` (default ``options.threads``) applies to onnxruntime's CPU thread pools, also under
     ``provider='cuda'``. ``clock`` and ``runner`` are for tests: scripted timings.
     """
-    options = (options or LatencyOptions()).check()
-    threads = options.threads if threads is None else threads
+    options = options or LatencyOptions()
+    options = (options if threads is None else replace(options, threads=threads)).check()
+    threads = options.threads
     if len(models) < 2:
         raise OptionError(f"a latency comparison needs at least two models, got {len(models)}")
     sessions = [_timing_session(m, k, provider, threads) for k, m in enumerate(models)]

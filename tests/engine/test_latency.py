@@ -165,6 +165,8 @@ def test_a_session_made_with_other_threads_is_refused():
         compare([latency.session(conv_chain()), default], FEEDS)
     with pytest.raises(OptionError, match="at least two models"):
         compare([latency.session(conv_chain())], FEEDS)
+    with pytest.raises(OptionError, match="--threads must be >= 1"):
+        compare([conv_chain(), conv_chain()], FEEDS, threads=0)
 
 
 def test_the_cuda_provider_goes_through_the_same_measurement(monkeypatch):
