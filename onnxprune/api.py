@@ -18,7 +18,7 @@ from .files import PathPlan
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
-from .options import PruneOptions, RecoveryOptions
+from .options import LatencyOptions, PruneOptions, RecoveryOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
@@ -33,8 +33,8 @@ from .schedule import Lineage, round_options
 from .sensitivity import DEFAULT_RATIOS, Sensitivity
 from .targets import TOLERANCE, Fraction, SearchResult, search
 from .sharing import reshare_params, unshare_params
-from .validate import (Reference, ValidationResult, check, latency_side_by_side, make_inputs, run_reference,
-                       session, validate)
+from . import latency as timing
+from .validate import Reference, ValidationResult, check, make_inputs, run_reference, validate
 
 StepHook = Callable[["Pruner", int], None]
 
@@ -212,13 +212,13 @@ class Pruner:
         if metric == "params":
             base = count_params(reshare_params(self.original_graph, self._copies))
             return lambda graph: count_params(reshare_params(graph, self._copies)) / base
-        reference = session(self._original_model(), provider)
+        settings = options.latency
+        reference = timing.session(self._original_model(), provider, settings.threads)
         feeds = make_inputs(self.original_graph, seed=options.seed)
 
         def latency(graph: Graph) -> float:
-            candidate = session(reshare_params(graph, self._copies), provider)
-            before, after = latency_side_by_side([reference, candidate], feeds, options.latency_runs)
-            return after / before
+            candidate = timing.session(reshare_params(graph, self._copies), provider, settings.threads)
+            return timing.compare([reference, candidate], feeds, provider, options=settings).ratio
         return latency
 
     def _original_model(self) -> onnx.ModelProto | Path:
@@ -254,14 +254,19 @@ class Pruner:
         """Validation inputs: the arrays of an .npz file, or random ones (seeded) of the analysed shapes."""
         return make_inputs(self.original_graph, inputs, seed)
 
-    def run_original(self, feeds: dict, provider: str = "cpu") -> Reference:
-        """Run the unpruned model (before pruning, so its own failures are reported as such)."""
-        return run_reference(self._original_model(), feeds, provider)
+    def run_original(self, feeds: dict, provider: str = "cpu", threads: int | None = None) -> Reference:
+        """Run the unpruned model (before pruning, so its own failures are reported as such);
+        ``threads``: its session is then fit for timing at that thread count (see :meth:`validate`)."""
+        return run_reference(self._original_model(), feeds, provider, threads)
 
     def validate(self, inputs: str | None = None, provider: str = "cpu", runs: int = 20,
-                 feeds: dict | None = None, reference: Reference | None = None) -> ValidationResult:
+                 feeds: dict | None = None, reference: Reference | None = None,
+                 latency: LatencyOptions | None = None) -> ValidationResult:
+        """Checker, onnxruntime and output shapes, then latency side by side with the original
+        (``runs``: at least that many interleaved rounds, 0: not timed; ``latency``: how, see
+        onnxprune.latency). ``result.latency.warning()`` is set when the pruned model is not faster."""
         feeds = self.feeds(inputs) if feeds is None else feeds
-        return validate(self._original_model(), self.to_model(), feeds, provider, runs, reference)
+        return validate(self._original_model(), self.to_model(), feeds, provider, runs, reference, latency)
 
     # --- data
     def load_calibration(self, path: str | os.PathLike) -> CalibrationSet:
