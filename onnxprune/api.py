@@ -18,7 +18,7 @@ from .files import PathPlan
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
-from .options import PruneOptions, RecoveryOptions
+from .options import FuseOptions, PruneOptions, RecoveryOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
@@ -163,6 +163,13 @@ class Pruner:
             self._set(self._reinfer(result.graph))
             self.edits = self.edits.then(edits)
         return result
+
+    def fuse(self, options: FuseOptions | None = None) -> PassResult:
+        """Fuse and re-parameterize, exactly and without data (see :mod:`onnxprune.passes.fusion`):
+        BatchNorm and per-channel constants into layers, parallel and consecutive layers into one.
+        Run it after pruning and recovery (BatchNorm re-estimation needs its BatchNorms)."""
+        from .passes.fusion import Fuse  # late: fusion imports the engine
+        return self.run_pass(Fuse(self.registry, self._copies, options))
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
               provider: str = "cpu", after_step: StepHook | None = None, **kwargs) -> Plan | None:
@@ -311,4 +318,4 @@ def timed(progress: Progress | None, label: str):
     return _Timer()
 
 
-__all__ = ["Pruner", "PruneOptions", "RecoveryOptions", "ensure_distinct", "ensure_writable", "CRITERIA"]
+__all__ = ["Pruner", "PruneOptions", "RecoveryOptions", "FuseOptions", "ensure_distinct", "ensure_writable", "CRITERIA"]

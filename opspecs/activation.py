@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from onnxprune.rules import IN, Barrier, NodeView, OpSpec, Side
 
+from . import affine
 from ._common import unary
 
 UNARY = (
@@ -10,7 +11,7 @@ UNARY = (
     "Softplus", "Softsign", "Mish", "Gelu", "Erf", "ThresholdedRelu", "Abs", "Neg", "Exp", "Log",
     "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Asin", "Acos",
     "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Not", "IsNaN", "IsInf",
-    "Identity", "Dropout", "Cast", "Shrink",
+    "Cast", "Shrink",
 )
 
 
@@ -29,5 +30,7 @@ def _cast_like(view: NodeView, port, axes):
 
 def register(registry) -> None:
     registry.register(OpSpec(UNARY, unary, family="activation"))
+    registry.register(OpSpec(("Identity",), unary, passthrough=affine.identity, family="activation"))
+    registry.register(OpSpec(("Dropout",), unary, passthrough=affine.dropout, family="activation"))
     registry.register(OpSpec(("Clip",), _clip, family="activation"))
     registry.register(OpSpec(("CastLike",), _cast_like, family="activation"))
