@@ -16,6 +16,7 @@ from onnxprune.registry import builtin_registry
 from onnxprune.validate import check
 from support.builder import GraphBuilder
 from support.oracle import random_feeds, run
+from support.small_models import repvgg_block
 
 
 def fuse(model: onnx.ModelProto, kinds=None):
@@ -130,7 +131,8 @@ def test_shift_before_a_zero_padded_conv_is_refused_but_a_scale_folds():
     model = b.build()
     fused, result = fuse(model)
     assert sorted(ops(fused)) == ["Add", "Conv", "Conv"]
-    assert any("zero-padded layer is not exact at its borders" in r for r in result.refused), result.refused
+    assert any("a shift before a zero-padded layer" in r and "not exact at its borders" in r
+               for r in result.refused), result.refused
     assert_exact(model, fused)
 
 
@@ -141,6 +143,18 @@ def test_batchnorm_before_a_dense_layer_folds():
     model = b.build()
     fused, _ = fuse(model)
     assert ops(fused) == ["Gemm"]
+    assert_exact(model, fused)
+
+
+def test_a_per_channel_weight_folds_into_every_layer_that_reads_it():
+    b = GraphBuilder(seed=22)
+    x = b.input("x", [2, 5, 8])
+    normed = b.op("Mul", [x, b.const(np.linspace(0.5, 1.5, 8).astype(np.float32))])  # an RMSNorm's weight
+    outs = [b.op("MatMul", [normed, b.param((8, 8))]) for _ in range(3)]
+    b.output([b.rename(o, f"y{k}") for k, o in enumerate(outs)] + [b.rename(b.op("Shape", [normed]), "s")])
+    model = b.build()
+    fused, result = fuse(model)
+    assert sorted(ops(fused)) == ["MatMul", "MatMul", "MatMul", "Shape"] and result.changed == 1
     assert_exact(model, fused)
 
 
@@ -210,20 +224,9 @@ def test_grouped_layers_and_an_activation_between_do_not_merge():
 
 
 # --- parallel branches (RepVGG) ---------------------------------------------------------------
-def _repvgg(seed=13, group=1, identity_bn=True):
-    b = GraphBuilder(seed=seed)
-    x = b.relu(b.conv(b.input("x", [2, 8, 8, 8]), 8))
-    dense = b.bn(b.conv(x, 8, k=3, group=group, bias=False))
-    point = b.bn(b.conv(x, 8, k=1, pad=0, group=group, bias=False))
-    skip = b.bn(x) if identity_bn else x
-    y = b.op("Add", [b.op("Add", [dense, point]), skip])
-    b.output(b.rename(b.relu(y), "y"))
-    return b.build()
-
-
 @pytest.mark.parametrize("group,identity_bn", [(1, True), (2, True), (8, False)])
 def test_repvgg_block_becomes_one_conv(group, identity_bn):
-    model = _repvgg(group=group, identity_bn=identity_bn)
+    model = repvgg_block(group=group, identity_bn=identity_bn)
     fused, result = fuse(model)
     assert ops(fused) == ["Conv", "Relu", "Conv", "Relu"], ops(fused)
     assert_exact(model, fused)
@@ -331,7 +334,7 @@ def test_integer_layers_are_left_alone():
 
 
 def test_kinds_choose_the_fusions():
-    model = _repvgg()
+    model = repvgg_block()
     fused, result = fuse(model, kinds="passthrough,affine")
     assert ops(fused).count("Add") == 2 and ops(fused).count("BatchNormalization") == 1  # the skip path's
     assert "merge parallel" not in " ".join(result.notes)
@@ -340,7 +343,7 @@ def test_kinds_choose_the_fusions():
 
 
 def test_the_input_graph_is_not_modified():
-    model = _repvgg()
+    model = repvgg_block()
     graph = onnx_in.from_model(model)
     before = [(n.name, list(n.inputs), list(n.outputs)) for n in graph.nodes]
     result = Fuse(builtin_registry()).run(graph)

@@ -106,6 +106,11 @@ class Scope:
             return False
         return spec.passthrough(self.view(node))
 
+    def shape_readers(self, tensor: str) -> list[Node]:
+        """Readers that look at the tensor's shape only (their rule computes their output from
+        input shapes: Shape, Size): any tensor of that shape serves them as well."""
+        return [node for node in self.readers(tensor) if (spec := self.spec(node)) is not None and spec.fold]
+
     def readers(self, tensor: str) -> list[Node]:
         return [node for node, _ in self.graph.consumers.get(tensor, [])]
 
