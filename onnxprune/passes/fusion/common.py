@@ -205,9 +205,10 @@ def write_layer(graph: Graph, editor: GraphEditor, layer: Layer, matrix: np.ndar
     """Replace the layer's nodes by copies holding ``matrix`` and ``bias`` (fresh constant names),
     reading ``input`` and writing its result as ``output`` where given. Tensors inside the layer
     keep their names but not their values: the map forgets them."""
-    dtype = layer.form.matrix().dtype
-    if bias is not None and not np.any(bias) and layer.bias() is None:
-        bias = None
+    dtype, before = layer.form.matrix().dtype, layer.bias()
+    if bias is not None and (np.array_equal(bias.astype(dtype), before.astype(dtype)) if before is not None
+                             else not np.any(bias)):
+        bias = None  # as it was: the layer keeps its bias constant (which others may share)
     updates = layer.form.store(matrix.astype(dtype), None if bias is None else bias.astype(dtype))
     per_node = {layer.node.name: updates, **updates.others}
     for name in layer.nodes:
