@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.rules import IN, OUT, Affine, Barrier, NodeView
+from onnxprune.rules import IN, OUT, Affine, NodeView
+
+from ._common import extra_outputs_read
 
 
 def _floating(*arrays) -> bool:
     return all(a is not None and np.issubdtype(a.dtype, np.floating) for a in arrays)
 
 
-def _extra_outputs_read(view: NodeView) -> bool:
-    graph = view.graph
-    return any(name and (graph.consumers.get(name) or name in graph.graph_output_names)
-               for name in view.node.outputs[1:])
-
-
 def batch_norm(view: NodeView) -> Affine | None:
     """Inference BatchNormalization: gamma / sqrt(var + eps) and beta - mean * that, on axis 1."""
-    if int(view.attr("training_mode", 0)) or not int(view.attr("spatial", 1)) or _extra_outputs_read(view):
+    if int(view.attr("training_mode", 0)) or not int(view.attr("spatial", 1)) or extra_outputs_read(view):
         return None
     gamma, beta, mean, var = (view.const(slot) for slot in (1, 2, 3, 4))
     rank = view.rank(IN(0))
@@ -76,23 +72,3 @@ def div(view: NodeView) -> Affine | None:
     if found is None or found[0] != 0 or not np.all(found[1]):
         return None
     return Affine(0, 1.0 / found[1], np.zeros(()))
-
-
-def dropout(view: NodeView) -> Barrier | None:
-    """Dropout passes its input through in inference: training_mode absent or a false constant,
-    and nobody reads the mask."""
-    if _extra_outputs_read(view):
-        return Barrier("its mask output is read")
-    if view.has_input(2):
-        mode = view.const(2)
-        if mode is None:
-            return Barrier("training_mode is not a constant")
-        if bool(np.asarray(mode).reshape(-1)[0]):
-            return Barrier("training_mode is on")
-    if view.opset < 7 and not int(view.attr("is_test", 0)):
-        return Barrier("is_test is off (training)")
-    return None
-
-
-def identity(view: NodeView) -> Barrier | None:
-    return None

@@ -128,4 +128,4 @@ class FoldAffineBefore(Shared):
         editor.remove_node(node.name, into=names[0])
 
 
-__all__ = ["FoldAffineAfter", "FoldAffineBefore", "Layer"]
+__all__ = ["FoldAffineAfter", "FoldAffineBefore"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -99,12 +99,10 @@ class Scope:
             return None
         return spec.affine(self.view(node))
 
-    def passthrough(self, node: Node) -> Barrier | None | bool:
-        """None: the node hands its input through; a Barrier: it could, but not here; False: never."""
+    def passthrough(self, node: Node) -> Callable[[NodeView], Barrier | None] | None:
+        """The rule saying whether the node hands its input through (None: its op never does)."""
         spec = self.spec(node)
-        if spec is None or spec.passthrough is None:
-            return False
-        return spec.passthrough(self.view(node))
+        return spec.passthrough if spec is not None else None
 
     def shape_readers(self, tensor: str) -> list[Node]:
         """Readers that look at the tensor's shape only (their rule computes their output from

@@ -56,13 +56,16 @@ class MergeConsecutive(Shared):
             candidates.append(_into_second(scope, first, second))
         if not candidates:
             return "neither layer is pointwise (1x1, stride 1, unpadded, or dense)"
+        reasons = []
         for merge in candidates:  # the first that passes every check
-            if isinstance(merge, Merge):
-                merge_reason = bias_refusal(merge.keep, merge.bias) or scope.own_weights(merge.keep, set(match.nodes))
-                if merge_reason is None:
-                    return merge
-                candidates[candidates.index(merge)] = merge_reason
-        return candidates[0]
+            if isinstance(merge, str):
+                reasons.append(merge)
+                continue
+            reason = bias_refusal(merge.keep, merge.bias) or scope.own_weights(merge.keep, set(match.nodes))
+            if reason is None:
+                return merge
+            reasons.append(reason)
+        return reasons[0]
 
     def check(self, graph: Graph, match: Match) -> str | None:
         merge = self._merge(graph, match)
@@ -103,6 +106,8 @@ def _into_second(scope: Scope, first: Layer, second: Layer) -> Merge | str:
     form = second.form
     if first.form.in_axis != form.in_axis:
         return "the layers' channel axes differ"
+    if form.displacements is None:
+        return f"{second.node.name}'s geometry is unknown (input shape?)"
     b1 = first.bias()
     if b1 is not None and np.any(b1) and form.padded:
         return "a bias before a zero-padded layer is not exact at its borders"

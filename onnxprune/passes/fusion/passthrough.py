@@ -18,7 +18,7 @@ class DropPassthrough(Shared):
     def find(self, graph: Graph):
         scope = self.scope(graph)
         for node in graph.nodes:
-            if scope.passthrough(node) is False or not node.inputs or not node.inputs[0]:
+            if scope.passthrough(node) is None or not node.inputs or not node.inputs[0]:
                 continue
             producer = graph.producers.get(node.inputs[0])
             renames = node.outputs[0] in graph.graph_output_names and producer is not None
@@ -27,7 +27,7 @@ class DropPassthrough(Shared):
     def check(self, graph: Graph, match: Match) -> str | None:
         scope = self.scope(graph)
         node = graph.node_by_name[match.nodes[0]]
-        barrier = scope.passthrough(node)
+        barrier = scope.passthrough(node)(scope.view(node))
         if barrier is not None:
             return barrier.reason
         source, out = node.inputs[0], node.outputs[0]
