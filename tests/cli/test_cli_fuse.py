@@ -1,6 +1,7 @@
 """``onnxprune fuse IN OUT`` and ``prune --fuse``: a valid model that computes what the input
 does, a summary and report of what merged and what was refused, one-line failures that write nothing."""
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -93,3 +94,17 @@ def test_prune_then_fuse(tmp_path, capfd):
     assert len(data["fusion"]["merged"]) == 10 and data["channels_removed"] > 0
     feeds = random_feeds(model)
     assert [o.shape for o in run(fused, feeds)] == [o.shape for o in run(model, feeds)]
+
+
+def test_recover_then_fuse_reestimates_batchnorm_first(tmp_path, capfd):
+    digits = Path(__file__).resolve().parents[2] / "models" / "digits"
+    out, report = tmp_path / "out.onnx", tmp_path / "report.json"
+    code, text, err = call(capfd, digits / "digits_cnn.onnx", out, "--ratio", "0.3", "--steps", "2",
+                           "--calib", digits / "calib.npz", "--recover", "--recover-methods", "bn", "--fuse",
+                           "--report", report, "-q", "--runs", "1")
+    assert code == 0 and err == "", err
+    data = json.loads(report.read_text())
+    passes = [p for r in data["recovery"]["rounds"] for p in r["passes"]]
+    assert [p["name"] for p in passes] == ["BN re-estimation"] * 2 and all(p["changed"] > 0 for p in passes)
+    assert data["fusion"]["fused"] >= 8 and data["fusion"]["by_rewrite"]["fold affine after"] == 8
+    assert not {"BatchNormalization", "Identity"} & {n.op_type for n in onnx.load(out).graph.node}

@@ -113,11 +113,15 @@ def test_scale_and_shift_before_an_unpadded_conv_fold():
     b = GraphBuilder(seed=5)
     x = b.input("x", [1, 4, 8, 8])
     scale, shift = _affine_consts(b, 4)
-    y = b.op("Add", [b.op("Mul", [x, scale]), shift])
+    scaled = b.op("Mul", [x, scale])
+    y = b.op("Add", [scaled, shift])
     b.output(b.rename(b.conv(y, 6, k=3, pad=0, group=2), "y"))
     model = b.build()
-    fused, _ = fuse(model)
+    fused, result = fuse(model)
     assert ops(fused) == ["Conv"]
+    conv = model.graph.node[-1].name
+    assert result.edits.merged_nodes == {conv: tuple(n.name for n in model.graph.node)}
+    assert result.edits.tensors[scaled] is None and result.edits.tensors[y] is None
     assert_exact(model, fused)
 
 
@@ -162,10 +166,14 @@ def test_a_per_channel_weight_folds_into_every_layer_that_reads_it():
 def test_conv_then_pointwise_conv_merge_into_the_conv():
     b = GraphBuilder(seed=8)
     x = b.input("x", [1, 3, 9, 9])
-    b.output(b.rename(b.conv(b.conv(x, 8, k=3, stride=2), 4, k=1), "y"))
+    first = b.conv(x, 8, k=3, stride=2)
+    b.output(b.rename(b.conv(first, 4, k=1), "y"))
     model = b.build()
     fused, result = fuse(model)
     assert ops(fused) == ["Conv"] and result.notes == ("merge consecutive: 1",)
+    names = [n.name for n in model.graph.node]
+    assert result.edits.nodes == {names[0]: names[0], names[1]: names[0]}
+    assert result.edits.tensors[first] is None and result.edits.tensors["y"] == "y"
     (weight,) = [t for t in fused.graph.initializer if len(t.dims) == 4]
     assert tuple(weight.dims) == (4, 3, 3, 3)
     assert_exact(model, fused)
@@ -382,3 +390,20 @@ def test_recovery_after_fusion_fits_the_fused_layer_to_the_batchnorm_output():
     result = pruner.recover(data, methods=("lstsq",), ridge=0.0)
     assert result.kept
     assert_exact(model, pruner.to_model(), rtol=1e-3, atol=1e-3)
+
+
+def test_prune_then_fuse_is_one_map_from_the_original():
+    from support.architectures import ARCHITECTURES
+    model = ARCHITECTURES["resnet_basic"]()
+    pruner = Pruner.from_model(model)
+    pruner.prune(ratio=0.5)
+    kept = dict(pruner.edits.kept)
+    pruner.fuse()
+    producers = {o: n for n in model.graph.node for o in n.output}
+    norms = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    assert norms
+    for bn in norms:
+        conv = producers[bn.input[0]]
+        assert pruner.edits.nodes[bn.name] == conv.name and pruner.edits.tensors[conv.output[0]] is None
+        assert pruner.edits.tensors[bn.output[0]] == bn.output[0]
+        np.testing.assert_array_equal(pruner.edits.kept[bn.output[0]][1], kept[bn.output[0]][1])
