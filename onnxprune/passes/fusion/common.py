@@ -119,7 +119,7 @@ class Scope:
     def private(self, tensor: str, reader: str) -> str | None:
         """``tensor`` flows only into node ``reader`` (it disappears when they merge)."""
         if tensor in self.graph.graph_output_names:
-            return f"{tensor} is a graph output"
+            return f"tensor {tensor} is a graph output"
         others = sorted({n.name for n in self.readers(tensor) if n.name != reader})
         if others:
             return f"tensor {tensor} is also read by {', '.join(others[:3])}"
