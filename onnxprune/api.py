@@ -18,12 +18,12 @@ from .files import PathPlan
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
-from .options import LatencyOptions, PruneOptions, RecoveryOptions
+from .options import FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
 from .plan import GroupDecision, Plan, make_plan
-from .recipe import CHANNELS, Recipe
+from .recipe import CHANNELS, FUSE, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval
@@ -169,6 +169,16 @@ class Pruner:
         if result.graph is not self.graph:
             self._set(self._reinfer(result.graph))
             self.edits = self.edits.then(edits)
+        return result
+
+    def fuse(self, options: FuseOptions | None = None) -> PassResult:
+        """Fuse and re-parameterize, exactly and without data (see :mod:`onnxprune.passes.fusion`):
+        BatchNorm and per-channel constants into layers, parallel and consecutive layers into one.
+        Run it after pruning and recovery (BatchNorm re-estimation needs its BatchNorms)."""
+        from .passes.fusion import Fuse  # late: fusion imports the engine
+        options = (options or FuseOptions()).check()
+        result = self.run_pass(Fuse(self.registry, self._copies, options))
+        self.recipe.add(FUSE, {"kinds": list(options.kinds)})
         return result
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
@@ -328,4 +338,4 @@ def timed(progress: Progress | None, label: str):
     return _Timer()
 
 
-__all__ = ["Pruner", "PruneOptions", "RecoveryOptions", "ensure_distinct", "ensure_writable", "CRITERIA"]
+__all__ = ["Pruner", "PruneOptions", "RecoveryOptions", "FuseOptions", "ensure_distinct", "ensure_writable", "CRITERIA"]

@@ -28,16 +28,17 @@ from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Inter
                      OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
-from .options import RECOVERY_METHODS, LatencyOptions
+from .options import FUSIONS, RECOVERY_METHODS, FuseOptions, LatencyOptions
 from .progress import Progress
 from .recovery import recovery_report
-from .report import Report, describe_groups, format_analysis, format_summary, record_plan
+from .passes.fusion import fusion_report
+from .report import Report, describe_groups, format_analysis, format_fused, format_summary, record_plan
 from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
 from .sensitivity import ERRORS, Sensitivity
 from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
 
-COMMANDS = ("prune", "analyze", "sensitivity")
+COMMANDS = ("prune", "analyze", "sensitivity", "fuse")
 DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal error
 
 
@@ -120,10 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
                             "default: the memory available now)")
     prune.add_argument("--save-plan", metavar="FILE.json", help="also write the pruning plan as JSON")
+    prune.add_argument("--fuse", action="store_true",
+                       help="after pruning and recovery, fuse exactly (as 'onnxprune fuse': BatchNorm and "
+                            "per-channel constants into layers, parallel and consecutive layers into one)")
     analyze = sub.add_parser("analyze", help="show groups, what blocks them, params and MACs")
     _common(analyze)
     _sensitivity_parser(sub)
+    _fuse_parser(sub)
     return parser
+
+
+def _fuse_parser(sub) -> None:
+    fuse = sub.add_parser("fuse", help="fold BatchNorm and per-channel constants into layers, merge parallel and "
+                                       "consecutive linear layers, drop Identity/Dropout: exact, no data")
+    _common(fuse)
+    fuse.add_argument("output", help="where to write the fused model (never the input)")
+    fuse.add_argument("--kinds", default=",".join(FUSIONS), metavar="K[,K]",
+                      help=f"which fusions ({', '.join(FUSIONS)}; default: all)")
+    fuse.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    fuse.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
+    fuse.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
+    fuse.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
+    fuse.add_argument("--seed", type=int, default=0, help="seed for random validation inputs")
 
 
 def _sensitivity_parser(sub) -> None:
@@ -154,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(_with_command(argv))
             progress = Progress(enabled=not args.quiet)
-            run = {"analyze": run_analyze, "prune": run_prune, "sensitivity": run_sensitivity}[args.command]
+            run = {"analyze": run_analyze, "prune": run_prune, "sensitivity": run_sensitivity,
+                   "fuse": run_fuse}[args.command]
             report = run(args, progress)
             if args.json:
                 print(report.to_json())
@@ -259,6 +279,18 @@ def _read(args, plan: PathPlan, report: Report, progress: Progress):
 
 
 def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progress: Progress) -> Pruner:
+    pruner = _load(args, model_file, shapes, report, progress)
+    dg = pruner.depgraph
+    if not dg.groups and not dg.barriers:
+        ops = sorted({n.op_type for n in pruner.graph.nodes})
+        what = f"its operators ({', '.join(ops)}) own no channels" if ops else "it has no operator nodes"
+        raise NothingToPrune(f"{args.input}: {what}")
+    describe_groups(dg, report)
+    report.params_before, report.macs_before = pruner.params(), pruner.macs()
+    return pruner
+
+
+def _load(args, model_file: onnx_in.ModelFile, shapes, report: Report, progress: Progress) -> Pruner:
     with progress.stage("dependency graph") as stage:
         try:
             pruner = Pruner.from_file(model_file, shapes,
@@ -267,13 +299,6 @@ def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progre
             _blame_the_input_if_it_does_not_load(model_file.path, getattr(args, "provider", "cpu"))
             raise
     report.timings_s["analyze"] = stage.seconds
-    dg = pruner.depgraph
-    if not dg.groups and not dg.barriers:
-        ops = sorted({n.op_type for n in pruner.graph.nodes})
-        what = f"its operators ({', '.join(ops)}) own no channels" if ops else "it has no operator nodes"
-        raise NothingToPrune(f"{args.input}: {what}")
-    describe_groups(dg, report)
-    report.params_before, report.macs_before = pruner.params(), pruner.macs()
     return pruner
 
 
@@ -380,6 +405,8 @@ def run_prune(args, progress: Progress) -> Report:
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]
+    if args.fuse:  # last: recovery's BatchNorm re-estimation needs the BatchNorms
+        _fuse(pruner, FuseOptions(), report, progress)
     with progress.stage("check") as stage:
         model = pruner.to_model()
         try:
@@ -418,6 +445,64 @@ def run_prune(args, progress: Progress) -> Report:
     return report
 
 
+def _fuse(pruner: Pruner, options: FuseOptions, report: Report, progress: Progress) -> None:
+    with progress.stage("fuse") as stage:
+        report.fusion = fusion_report(pruner.fuse(options))
+    report.timings_s["fuse"] = stage.seconds
+
+
+def run_fuse(args, progress: Progress) -> Report:
+    """``onnxprune fuse IN OUT``: exact rewrites only, so the written model must compute what the input
+    does: its outputs are compared on the validation inputs, and a difference fails the run."""
+    options = FuseOptions(kinds=args.kinds).check()
+    if args.runs < 0:
+        raise OptionError(f"--runs must be >= 0, got {args.runs}")
+    if not args.no_validate:
+        check_provider(args.provider)
+    paths_plan = paths(args).check()
+    report = Report(input=args.input, options={"fuse": list(options.ordered)})
+    model_file, shapes = _read(args, paths_plan, report, progress)
+    feeds = read_inputs_file(args.inputs, onnx_in.model_inputs(model_file.proto)) if args.inputs else None
+    pruner = _load(args, model_file, shapes, report, progress)
+    report.params_before, report.macs_before = pruner.params(), pruner.macs()
+    reference = None
+    if not args.no_validate:
+        with progress.stage("run original"):
+            feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
+            reference = pruner.run_original(feeds, args.provider)
+    _fuse(pruner, options, report, progress)
+    model = pruner.to_model()
+    try:
+        check(model)
+    except ValidationError:
+        _blame_the_input_if_it_fails_the_checker(pruner)
+        raise
+    report.valid["checker"] = True
+    report.params_after, report.macs_after = pruner.params(), pruner.macs()
+    if reference is not None:
+        with progress.stage("validate") as stage:
+            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference)
+            fidelity = pruner.fidelity(CalibrationSet(feeds, "validation inputs"), args.provider)
+        report.timings_s["validate"] = stage.seconds
+        report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
+        if result.latency is not None:
+            report.record_latency(result.latency)
+        report.provider, report.fidelity = args.provider, fidelity.to_dict()
+        worst = max((o.rel_l2 for o in fidelity.outputs), default=0.0)
+        if not worst <= FUSED_TOLERANCE:
+            raise ValidationError(f"the fused model's outputs differ from the input's (relative error {worst:.3g}): "
+                                  "a bug in onnxprune; nothing written")
+    report.output = args.output
+    with atomic_outputs() as out:
+        onnx_out.stage_model(out, model, args.output)
+        if args.report:
+            out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
+    if not args.json:
+        print(format_fused(report, verbose=args.verbose))
+    return report
+
+
+FUSED_TOLERANCE = 1e-4  # relative L2 error of a fused model's outputs: fusion is exact up to float rounding
 HOLDOUT = RecoveryOptions.holdout  # one split of --calib for scoring, recovery and fidelity alike
 
 

@@ -195,3 +195,30 @@ class RecoveryOptions:
         data = asdict(self)
         data["methods"] = list(self.ordered)
         return data
+
+
+FUSIONS = ("passthrough", "affine", "parallel", "linear")  # the order they run in
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    """Which exact rewrites fusion runs (``--fuse``, ``onnxprune fuse``): drop pass-through
+    nodes, fold affine nodes (BatchNorm, Mul/Add by constants) into linear layers, merge
+    parallel branches (RepVGG), merge consecutive linear layers."""
+
+    kinds: tuple[str, ...] = FUSIONS
+
+    def __post_init__(self) -> None:
+        kinds = self.kinds.split(",") if isinstance(self.kinds, str) else self.kinds
+        object.__setattr__(self, "kinds", tuple(k.strip() for k in kinds if k.strip()))
+
+    def check(self) -> "FuseOptions":
+        unknown = [k for k in self.kinds if k not in FUSIONS]
+        if unknown or not self.kinds:
+            raise OptionError(f"--fuse-kinds: unknown kind(s) {', '.join(unknown) or '(none given)'} "
+                              f"(choose from {', '.join(FUSIONS)})")
+        return self
+
+    @property
+    def ordered(self) -> tuple[str, ...]:
+        return tuple(k for k in FUSIONS if k in self.kinds)

@@ -37,6 +37,7 @@ class Report:
     timings_s: dict = field(default_factory=dict)
     recovery: dict | None = None  # RecoveryResult.to_dict(): methods, time, held-out fidelity before/after
     fidelity: dict | None = None  # Fidelity.to_dict() of the written model against the original
+    fusion: dict | None = None  # passes.fusion.fusion_report(): merged nodes, dropped ones, refusals with reasons
 
     @staticmethod
     def ratio(after, before):
@@ -174,9 +175,44 @@ def format_summary(report: Report) -> str:
                      "channels (e.g. LayerNorm): there, removal is not the same as zeroing (see --report)")
     if report.recovery:
         lines += _recovery_lines(report.recovery)
+    if report.fusion:
+        lines += _fusion_lines(report.fusion)
     if report.fidelity and not (report.recovery and report.recovery.get("fidelity_after")):
         lines.append(f"fidelity  {_fidelity_text(report.fidelity)}  "
                      f"({report.fidelity['samples']} {report.fidelity['data']})")
+    return "\n".join(lines + _checked_lines(report))
+
+
+def _fusion_lines(fusion: dict, verbose: bool = False) -> list[str]:
+    if fusion["fused"]:
+        merged = fusion["merged"]
+        by_rewrite = ", ".join(f"{name} {n}" for name, n in fusion["by_rewrite"].items())
+        lines = [f"fused     {sum(len(olds) for olds in merged.values())} nodes into {len(merged)}, "
+                 f"dropped {len(fusion['dropped'])} ({by_rewrite})"]
+    else:
+        lines = ["fused     nothing"]
+    refused = fusion["refused"]
+    shown = refused if verbose else refused[:5]
+    lines += [f"  refused {line}" for line in shown]
+    if len(shown) < len(refused):
+        lines.append(f"  ... {len(refused) - len(shown)} more refused (use --verbose or --report)")
+    return lines
+
+
+def format_fused(report: Report, verbose: bool = False) -> str:
+    """The summary of ``onnxprune fuse``."""
+    lines = [report.input, _before_after("params", report.params_before, report.params_after),
+             _before_after("MACs", report.macs_before, report.macs_after)]
+    lines += _fusion_lines(report.fusion, verbose)
+    if report.fidelity:
+        lines.append(f"fidelity  {_fidelity_text(report.fidelity)}  "
+                     f"({report.fidelity['samples']} {report.fidelity['data']})")
+    return "\n".join(lines + _checked_lines(report))
+
+
+def _checked_lines(report: Report) -> list[str]:
+    """Latency, validity and the written file: the end of every summary."""
+    lines = []
     if report.latency is not None:
         lines.append(_latency_line(LatencyComparison.from_dict(report.latency)))
     elif report.latency_ms_before is not None:
@@ -194,7 +230,7 @@ def format_summary(report: Report) -> str:
     if report.output:
         lines.append(f"wrote     {report.output}")
     lines += [f"WARNING   {w}" for w in report.warnings]
-    return "\n".join(lines)
+    return lines
 
 
 def _latency_line(comparison: LatencyComparison) -> str:

@@ -189,6 +189,12 @@ class LinearForm(Protocol):
 
     Column ``k`` of a group reads input channel ``g * (C_in / groups) + k_channel[k]``
     at kernel offset ``k_offset[k]`` (0 for dense layers).
+
+    Where several layers merge into one (fusion), their geometry says how: output
+    position ``p`` (per spatial axis) reads the input at ``p * strides + displacements[t]``
+    for kernel offset ``t``, and zero where that falls outside the input (``padded``: some
+    positions do). Dense layers have no spatial axes: ``strides == ()`` and one
+    displacement of length 0. ``displacements`` is None where the input's size is unknown.
     """
 
     input_slot: int  # which node input is the activation x
@@ -199,6 +205,9 @@ class LinearForm(Protocol):
     k_channel: np.ndarray  # [K] input channel within the group, per column
     k_offset: np.ndarray  # [K] flat kernel offset, per column
     can_add_bias: bool  # whether ``store`` accepts a bias where the layer has none
+    strides: tuple[int, ...]
+    displacements: np.ndarray | None  # [taps, spatial axes]
+    padded: bool
 
     def n_rows(self, x_shape: tuple[int, ...]) -> int: ...
 
@@ -210,7 +219,10 @@ class LinearForm(Protocol):
 
     def bias(self) -> np.ndarray | None: ...
 
-    def store(self, matrix: np.ndarray, bias: np.ndarray | None) -> "Updates": ...
+    def store(self, matrix: np.ndarray, bias: np.ndarray | None) -> "Updates":
+        """Write a matrix (and bias) back; a merge may give other sizes than ``matrix()``'s
+        ([groups, O'/groups, C'/groups * taps], columns channel-major as ``k_channel``/``k_offset``)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,19 @@ class RunningStats:
     axis: int  # its channel axis
     mean_slot: int
     var_slot: int
+
+
+@dataclass(frozen=True)
+class Affine:
+    """The node computes ``x * scale + shift`` elementwise on its input ``input_slot``, with
+    constant ``scale`` and ``shift`` that broadcast against ``x`` (numpy rules, right-aligned)
+    and leave its shape as it is. Fusion folds such a node into a neighbouring linear layer
+    where the constants vary along that layer's channel axis only (a BatchNormalization in
+    inference, a Mul or Add by a per-channel constant)."""
+
+    input_slot: int
+    scale: np.ndarray
+    shift: np.ndarray
 
 
 CoupleFn = Callable[[NodeView, Port, tuple[int, ...]], Answer]
@@ -262,6 +287,15 @@ class OpSpec:
     linear: Callable[[NodeView], LinearForm | None] | None = None
     # for normalizations with running statistics recovery can re-estimate
     running_stats: RunningStats | None = None
+    # for ops that are an elementwise affine map of one input by constants (see Affine):
+    # their constants, or None where this node is not one (two activations, integer data)
+    affine: Callable[[NodeView], Affine | None] | None = None
+    # for ops that can hand input 0 through unchanged (Identity; Dropout in inference):
+    # None where this node does, else a Barrier saying why not (a Dropout in training mode)
+    passthrough: Callable[[NodeView], Barrier | None] | None = None
+    # the output is the sum of the inputs (Add, Sum): where all have the output's shape,
+    # parallel linear branches into it can merge into one layer
+    elementwise_sum: bool = False
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"

@@ -19,6 +19,13 @@ def unknown_shape(view: NodeView, port: Port) -> Barrier:
     return Barrier(f"shape of {view.tensor(port)} unknown (pass --input-shape)")
 
 
+def extra_outputs_read(view: NodeView) -> bool:
+    """Whether a node's outputs after the first are read (or are graph outputs)."""
+    graph = view.graph
+    return any(name and (graph.consumers.get(name) or name in graph.graph_output_names)
+               for name in view.node.outputs[1:])
+
+
 def couple_by_labels(port: Port, axes: tuple[int, ...], labels: dict, shapes: dict, op: str) -> Answer:
     """Couple the axes of ``port`` to the axes of every other port that carry the same label.
 

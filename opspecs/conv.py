@@ -134,11 +134,23 @@ class ConvForm:
         kernel = self.weight.shape[2:]
         n = len(kernel)
         self.kernel = list(kernel)
-        self.strides = [int(s) for s in view.attr("strides", [1] * n)]
+        self.strides = tuple(int(s) for s in view.attr("strides", [1] * n))
         self.dilations = [int(d) for d in view.attr("dilations", [1] * n)]
         taps = int(np.prod(kernel))
         self.k_channel = np.repeat(np.arange(self.weight.shape[1]), taps)
         self.k_offset = np.tile(np.arange(taps), self.weight.shape[1])
+        x_shape = view.shape(IN(0))
+        if x_shape is not None:
+            pads = self._pads(x_shape)
+        elif view.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID"):  # explicit pads need no input size
+            pads = self._pads((0, 0) + (0,) * n)
+        else:
+            pads = None
+        self.padded = pads is None or any(b or e for b, e in pads)
+        self.displacements = None  # tap t reads position * stride + index(t) * dilation - pad_begin
+        if pads is not None:
+            index = np.stack(np.unravel_index(np.arange(taps), kernel), axis=1)
+            self.displacements = index * np.asarray(self.dilations) - np.asarray([b for b, _ in pads])
 
     def _pads(self, x_shape):
         return conv_pads(x_shape[2:], self.kernel, self.strides, self.dilations,
@@ -162,7 +174,8 @@ class ConvForm:
         return self.view.const(2) if self.view.has_input(2) else None
 
     def store(self, matrix, bias) -> Updates:
-        inputs = {1: matrix.reshape(self.weight.shape).astype(self.weight.dtype)}
+        shape = (matrix.shape[0] * matrix.shape[1], matrix.shape[2] // int(np.prod(self.kernel))) + tuple(self.kernel)
+        inputs = {1: matrix.reshape(shape).astype(self.weight.dtype)}
         if bias is not None:
             inputs[2] = np.asarray(bias, dtype=self.weight.dtype).reshape(-1)
         return Updates(inputs=inputs)

@@ -96,6 +96,9 @@ class _Dense:
     """Shared by Gemm and MatMul: one group, each column one input feature."""
 
     input_slot, groups = 0, 1
+    strides: tuple[int, ...] = ()
+    displacements = np.zeros((1, 0), dtype=np.int64)  # one tap, no spatial axes
+    padded = False
 
     def _columns(self, k: int) -> None:
         self.k_channel = np.arange(k)

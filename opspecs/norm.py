@@ -4,6 +4,8 @@ from __future__ import annotations
 from onnxprune.mapping import Overlap, compose
 from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, RunningStats, Trait, Updates
 
+from . import affine
+
 
 def _per_channel(n_params: int, spatial_coupled: bool):
     """Input/output share all axes; params (inputs 1..n) carry axis 1 on their axis 0."""
@@ -101,7 +103,7 @@ def register(registry) -> None:
                              exact=False, family="norm"))
     registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
                              running_stats=RunningStats(input_slot=0, axis=1, mean_slot=3, var_slot=4),
-                             param_roles={1: "bn_scale"}, neutral={4: 1.0}, family="norm"))
+                             param_roles={1: "bn_scale"}, neutral={4: 1.0}, affine=affine.batch_norm, family="norm"))
     registry.register(OpSpec(("InstanceNormalization",), _per_channel(2, spatial_coupled=False),
                              param_roles={1: "norm_scale"}, family="norm"))
     registry.register(OpSpec(("LRN",), _lrn, exact=False, family="norm"))

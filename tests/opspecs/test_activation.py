@@ -48,7 +48,7 @@ def _unary_model(op):
     return b.build()
 
 
-@pytest.mark.parametrize("op", UNARY)
+@pytest.mark.parametrize("op", UNARY + ("Identity", "Dropout"))
 def test_unary_op_passes_channels_through(op):
     model = _unary_model(op)
     dg = depgraph(model)

@@ -1,0 +1,70 @@
+"""Fusion on every test architecture and on the exported Transformers: exact through
+onnxruntime, alone and after pruning half the channels (``--ratio 0.5 --fuse``)."""
+import numpy as np
+import pytest
+
+from onnxprune import Pruner
+from onnxprune.validate import check
+from support.architectures import ARCHITECTURES
+from support.exported import by_name
+from support.oracle import random_feeds, run
+
+# BatchNorms after convolutions, the least every architecture with them fuses (a coverage guard)
+MIN_FUSED = {"plain_cnn": 3, "vgg_flatten_gemm": 0, "resnet_basic": 10, "resnet_bottleneck": 12, "densenet": 3,
+             "inception": 8, "mobilenetv2": 16, "mobilenetv3": 10, "shufflenetv2": 13, "resnext": 8, "unet": 10,
+             "yolo_neck": 41}
+# exported models with something to fuse: Identity nodes (TorchScript), the GELU's 0.5 before fc2,
+# RMSNorm weights before the q/k/v and gate/up projections
+EXPORTED = {"bert_ts": 13, "gpt2_ts": 5, "llama_dynamo": 5, "llama_ts": 5, "swin_ts": 14, "vit_ts": 13}
+
+
+def assert_same_outputs(expected, actual, tol=1e-4):
+    assert [e.shape for e in expected] == [a.shape for a in actual]
+    for e, a in zip(expected, actual):
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * max(1.0, float(np.abs(e).max())))
+
+
+def test_every_architecture_is_covered():
+    assert set(MIN_FUSED) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_fusion_is_exact(name):
+    model = ARCHITECTURES[name]()
+    pruner = Pruner.from_model(model)
+    nodes = len(pruner.graph.nodes)
+    result = pruner.fuse()
+    fused = pruner.to_model()
+    check(fused)
+    assert result.changed >= MIN_FUSED[name] and len(pruner.graph.nodes) == nodes - result.changed
+    feeds = random_feeds(model)
+    assert_same_outputs(run(model, feeds), run(fused, feeds))
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_prune_half_then_fuse_is_valid_and_computes_the_pruned_model(name):
+    model = ARCHITECTURES[name]()
+    pruner = Pruner.from_model(model)
+    pruner.prune(ratio=0.5)
+    pruned = pruner.to_model()
+    result = pruner.fuse()
+    fused = pruner.to_model()
+    check(fused)
+    assert result.changed >= MIN_FUSED[name]
+    feeds = random_feeds(model)
+    assert_same_outputs(run(pruned, feeds), run(fused, feeds))
+    assert [o.shape for o in run(model, feeds)] == [o.shape for o in run(fused, feeds)]
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTED))
+def test_exported_models_fuse_exactly_at_two_lengths(name):
+    exported = by_name(name)
+    model = exported.load()
+    pruner = Pruner.from_model(model)
+    result = pruner.fuse()
+    assert result.changed == EXPORTED[name], result.notes
+    fused = pruner.to_model()
+    check(fused)
+    for which in (0, 1):
+        feeds = exported.feeds(which)
+        assert_same_outputs(run(model, feeds), run(fused, feeds))
