@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .api import Pruner
 
 CHANNELS = "channels"
+BLOCKS = "blocks"  # payload: {"blocks": [{"join": node, "skip": tensor}, ...]} of the graph of its time
 FORMAT = "onnxprune-recipe"
 
 
@@ -78,5 +79,13 @@ def _replay_channels(pruner: "Pruner", plan: Plan) -> None:
     pruner.apply(plan)
 
 
+def _replay_blocks(pruner: "Pruner", payload: dict) -> None:
+    try:
+        keys = [(b["join"], b["skip"]) for b in payload["blocks"]]
+    except (TypeError, KeyError):
+        raise PlanError("plan step 'blocks': expected {\"blocks\": [{\"join\": ..., \"skip\": ...}]}") from None
+    pruner.remove_block_keys(keys)
+
+
 # kind -> how to re-apply it; passes that can be saved register here
-REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels}
+REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels, BLOCKS: _replay_blocks}

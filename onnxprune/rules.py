@@ -221,6 +221,9 @@ class RunningStats:
     axis: int  # its channel axis
     mean_slot: int
     var_slot: int
+    # the affine scale and shift (gamma, beta), where the normalization has them
+    scale_slot: int | None = None
+    shift_slot: int | None = None
 
 
 CoupleFn = Callable[[NodeView, Port, tuple[int, ...]], Answer]
@@ -262,6 +265,9 @@ class OpSpec:
     linear: Callable[[NodeView], LinearForm | None] | None = None
     # for normalizations with running statistics recovery can re-estimate
     running_stats: RunningStats | None = None
+    # the output is the sum of the inputs (broadcast): a residual join y = s + r, from which the
+    # addend r can be dropped (depth pruning replaces the block computing r by its skip path s)
+    sum_of_inputs: bool = False
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"
