@@ -182,11 +182,11 @@ class Pruner:
         """The residual blocks of the current model that can be replaced by their skip path."""
         return find_blocks(self.graph, self.registry)
 
-    def score_blocks(self, data: CalibrationSet | None = None, provider: str = "cpu",
-                     progress=None) -> list[ScoredBlock]:
+    def score_blocks(self, data: CalibrationSet | None = None, provider: str = "cpu", progress=None,
+                     discovery: Discovery | None = None) -> list[ScoredBlock]:
         """Every removable block with its scores: ``weights`` always, ``influence`` and ``output``
         on ``data`` (see :mod:`onnxprune.depth`)."""
-        discovery = self.blocks()
+        discovery = discovery or self.blocks()
         tables = {DepthScore.WEIGHTS.value: weight_scores(self.graph, self.registry, discovery.blocks)}
         if data is not None and discovery.blocks:
             graph = reshare_params(self.graph, self._copies)

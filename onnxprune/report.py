@@ -72,7 +72,8 @@ def describe_blocks(pruner, report: Report) -> None:
     the other joins (or the whole model) offer none."""
     discovery = pruner.blocks()
     params, macs = pruner.params(), pruner.macs()
-    found = [dict(item.block.to_dict(params, macs), score=item.scores["weights"]) for item in pruner.score_blocks()]
+    found = [dict(item.block.to_dict(params, macs), score=item.scores["weights"])
+             for item in pruner.score_blocks(discovery=discovery)]
     report.blocks = {"found": found, "refused": [{"join": r.join, "reason": r.reason} for r in discovery.refused],
                      "note": discovery.why_none()}
 
