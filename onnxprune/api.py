@@ -11,7 +11,10 @@ import numpy as np
 import onnx
 
 from . import onnx_in, onnx_out
+from .blocks import BlockKey, Discovery, find_blocks
 from .calibration import CalibrationSet
+from .depth import DepthScore, ScoredBlock, choose, default_score, influence_scores, output_scores, record, scored, \
+    weight_scores
 from .depgraph import DependencyGraph, Group
 from .fidelity import Fidelity, measure
 from .files import PathPlan
@@ -22,11 +25,13 @@ from .options import FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
+from .passes.remove_blocks import check_removed, remove_blocks
 from .plan import GroupDecision, Plan, make_plan
-from .recipe import CHANNELS, FUSE, Recipe
+from .recipe import BLOCKS, CHANNELS, FUSE, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval
+from .errors import PlanError
 from .rules import OUT, Analysis, Port
 from . import sensitivity
 from .schedule import Lineage, round_options
@@ -67,6 +72,7 @@ class Pruner:
         self.passes: list[PassResult] = []  # every pass run on the model, in order
         self.recipe = Recipe()  # the edits as steps that re-apply to the input model (--save-plan)
         self.recoveries: list[RecoveryResult] = []
+        self.removed_blocks: list[dict] = []  # every block removed (depth pruning), as depth.record
 
     @classmethod
     def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
@@ -171,6 +177,56 @@ class Pruner:
             self.edits = self.edits.then(edits)
         return result
 
+    # --- depth
+    def blocks(self) -> Discovery:
+        """The residual blocks of the current model that can be replaced by their skip path."""
+        return find_blocks(self.graph, self.registry)
+
+    def score_blocks(self, data: CalibrationSet | None = None, provider: str = "cpu", progress=None,
+                     discovery: Discovery | None = None) -> list[ScoredBlock]:
+        """Every removable block with its scores: ``weights`` always, ``influence`` and ``output``
+        on ``data`` (see :mod:`onnxprune.depth`)."""
+        discovery = discovery or self.blocks()
+        tables = {DepthScore.WEIGHTS.value: weight_scores(self.graph, self.registry, discovery.blocks)}
+        if data is not None and discovery.blocks:
+            graph = reshare_params(self.graph, self._copies)
+            tables[DepthScore.INFLUENCE.value] = influence_scores(graph, discovery.blocks, data, provider)
+            tables[DepthScore.OUTPUT.value] = output_scores(
+                graph, discovery.blocks, lambda b: reshare_params(self._without([b.key]), self._copies), data,
+                provider, progress=progress)
+        return scored(discovery, tables)
+
+    def _without(self, keys: list[BlockKey]) -> Graph:
+        return remove_blocks(self.graph, self.registry, keys).run(self.graph).graph
+
+    def remove_blocks(self, n: int, data: CalibrationSet | None = None, score: str | None = None,
+                      provider: str = "cpu", progress=None) -> list[dict]:
+        """Remove the ``n`` least important residual blocks (fewer where fewer do not overlap);
+        return what was removed (JSON-able: join node and skip tensor identify each block in the
+        graph it was removed from, with its MACs and params share and its scores).
+
+        ``score``: weights, influence or output (default: output with ``data``, else weights)."""
+        by = DepthScore(score) if score else default_score(data is not None)
+        if by.data_driven and data is None:
+            raise PlanError(f"the {by.value} score of blocks is measured on calibration data: give data")
+        items = self.score_blocks(data if by.data_driven else None, provider, progress)
+        chosen = choose(items, n, by)
+        params, macs = self.params(), self.macs()
+        records = [record(item, by, params, macs) for item in chosen]
+        self.remove_block_keys([item.block.key for item in chosen])
+        self.removed_blocks.extend(records)
+        return records
+
+    def remove_block_keys(self, keys: list[BlockKey]) -> PassResult | None:
+        """Remove the blocks (join node, skip tensor) of the current graph; recorded in the recipe."""
+        keys = [tuple(k) for k in keys]
+        if not keys:
+            return None
+        result = self.run_pass(remove_blocks(self.graph, self.registry, keys))
+        check_removed(result, keys)
+        self.recipe.add(BLOCKS, {"blocks": [{"join": join, "skip": skip} for join, skip in keys]})
+        return result
+
     def fuse(self, options: FuseOptions | None = None) -> PassResult:
         """Fuse and re-parameterize, exactly and without data (see :mod:`onnxprune.passes.fusion`):
         BatchNorm and per-channel constants into layers, parallel and consecutive layers into one.
@@ -185,12 +241,17 @@ class Pruner:
               provider: str = "cpu", after_step: StepHook | None = None, **kwargs) -> Plan | None:
         """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
 
+        With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
+        the width rounds run on the shallower model.
+
         Each round re-scores the model the previous one left. ``after_step(pruner, step)`` runs after every
         round (1-based): the place for recovery, so the next round scores the recovered weights. The
         returned plan re-applied to the original model gives the same structure (None in the rare case
         that a group could not be followed across rounds; ``self.plans`` then holds each round's plan).
         """
         options = (options or PruneOptions()).with_(**kwargs).check()
+        if options.depth:
+            self.remove_blocks(options.depth, data, options.depth_score, provider)
         self._analyse_for(options)
         lineage, rounds = Lineage(self.depgraph), []
         for step in range(1, options.steps + 1):
@@ -244,6 +305,8 @@ class Pruner:
         back (``kwargs``: RecoveryOptions fields). Fidelity is measured on a held-out part of
         ``data`` (default: random inputs) before and after."""
         options = dataclasses.replace(options or RecoveryOptions(), **kwargs).check()
+        if options.bn_shift is None:
+            options = dataclasses.replace(options, bn_shift=bool(self.removed_blocks))
         data = data if data is not None else self.random_inputs(64, options.seed)
         graph, result = recover(self.original_graph, self.graph, self.edits, data, self.registry, options, progress)
         if result.kept and graph is not self.graph:

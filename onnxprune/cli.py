@@ -31,8 +31,10 @@ from .importance import CRITERIA
 from .options import FUSIONS, RECOVERY_METHODS, FuseOptions, LatencyOptions
 from .progress import Progress
 from .recovery import recovery_report
+from .depth import DEPTH_SCORES, DepthScore
 from .passes.fusion import fusion_report
-from .report import Report, describe_groups, format_analysis, format_fused, format_summary, record_plan
+from .report import (Report, describe_blocks, describe_groups, format_analysis, format_fused, format_summary,
+                     record_plan)
 from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
 from .sensitivity import ERRORS, Sensitivity
@@ -67,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="prune channels and write a smaller model (default command)")
     _common(prune)
     prune.add_argument("output", help="where to write the pruned model (never the input)")
-    prune.add_argument("--ratio", type=float, default=0.5, help="fraction of each group's channels to remove")
+    prune.add_argument("--ratio", type=float, help="fraction of each group's channels to remove "
+                       "(default 0.5; 0 with --depth)")
+    prune.add_argument("--depth", type=int, default=0, metavar="N",
+                       help="first remove the N least important residual blocks ('analyze' lists them)")
+    prune.add_argument("--depth-score", choices=DEPTH_SCORES, metavar="{" + ",".join(DEPTH_SCORES) + "}",
+                       help="block importance for --depth (default: output with --calib, else weights)")
     prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l2",
                        help="channel importance (" + ", ".join(n for n, c in CRITERIA.items() if c.data_driven)
                        + ": need --calib)")
@@ -328,7 +335,8 @@ def run_analyze(args, progress: Progress) -> Report:
     plan = paths(args).check()
     report = Report(input=args.input)
     model_file, shapes = _read(args, plan, report, progress)
-    _analyse(args, model_file, shapes, report, progress)
+    pruner = _analyse(args, model_file, shapes, report, progress)
+    describe_blocks(pruner, report)
     with atomic_outputs() as out:
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
@@ -354,7 +362,8 @@ def _latency_options(args) -> LatencyOptions:
 
 
 def _check_run_options(args) -> tuple[PruneOptions, int | None]:
-    options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
+    ratio = args.ratio if args.ratio is not None else (0.0 if args.depth else PruneOptions.ratio)
+    options = PruneOptions(ratio=ratio, depth=args.depth, depth_score=args.depth_score, criterion=args.criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
                            ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),
@@ -365,6 +374,8 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            prune_channels=args.prune_channels).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
+    if options.depth_score and DepthScore(options.depth_score).data_driven and not args.calib:
+        raise OptionError(f"--depth-score {options.depth_score} scores blocks on data: give --calib FILE.npz")
     limit = available_memory() if args.memory_limit == "auto" else parse_size(args.memory_limit)
     if not args.no_validate:
         check_provider(args.provider)
@@ -388,10 +399,12 @@ def run_prune(args, progress: Progress) -> Report:
             feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
             reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
         report.timings_s["run_original"] = stage.seconds
-    if not pruner.prunable_groups():
+    discovery = pruner.blocks() if options.depth else None
+    if options.depth and not discovery.blocks:
+        raise NothingToPrune(f"{args.input}: --depth: {discovery.why_none()}")
+    if not options.depth and not pruner.prunable_groups():
         raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
                              f"('onnxprune analyze {args.input}' says why)")
-    original = pruner.depgraph
     recover_round = None
     if recovery is not None:  # after every round of --steps, so the next one scores recovered weights
         bars = progress.enabled and sys.stderr.isatty()
@@ -400,6 +413,16 @@ def run_prune(args, progress: Progress) -> Report:
             with progress.stage(f"recover (round {step})" if options.steps > 1 else "recover"):
                 p.recover(data, recovery, progress=bars)
     scoring = _fit_part(data, args)  # data-driven criteria never see the samples fidelity is reported on
+    if options.depth:  # before width: the rounds then score and plan the shallower model
+        with progress.stage("remove blocks") as stage:
+            live = progress.enabled and sys.stderr.isatty()
+            pruner.remove_blocks(options.depth, scoring, options.depth_score, args.provider,
+                                 progress=lambda items: tqdm(items, desc="[onnxprune] score blocks", unit="block",
+                                                             leave=False, file=sys.stderr, disable=not live))
+        report.timings_s["depth"] = stage.seconds
+        report.blocks = {"found": len(discovery.blocks), "removed": pruner.removed_blocks}
+        options = options.with_(depth=0)
+    original = pruner.depgraph
     with progress.stage("plan and rewrite" + (" and recover" if recovery else "")) as stage:
         plan = pruner.prune(options, data=scoring, provider=args.provider, after_step=recover_round)
     report.timings_s["plan"] = stage.seconds

@@ -35,6 +35,8 @@ class PruneOptions:
     # analysis of the model (rules.Analysis), so the two do not mix in one round
     prune_head_dim: bool = False
     head_ratio: float | None = None  # ratio for attention groups, heads or head_dim (default: --ratio)
+    depth: int = 0  # remove this many residual blocks (the least important) before width pruning
+    depth_score: str | None = None  # weights, influence or output (onnxprune.depth); default: output with data
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore, tuple):
@@ -82,6 +84,11 @@ class PruneOptions:
             raise OptionError(f"--target-latency needs timed runs (--runs >= 1), got {self.latency.min_runs}")
         if self.steps < 1:
             raise OptionError(f"--steps must be >= 1, got {self.steps}")
+        if self.depth < 0:
+            raise OptionError(f"--depth must be >= 0, got {self.depth}")
+        from .depth import DEPTH_SCORES
+        if self.depth_score is not None and self.depth_score not in DEPTH_SCORES:
+            raise OptionError(f"unknown --depth-score '{self.depth_score}' (choose from {', '.join(DEPTH_SCORES)})")
         if self.head_ratio is not None and not 0.0 <= self.head_ratio < 1.0:
             raise OptionError(f"--head-ratio must be in [0, 1), got {self.head_ratio}")
         return self
@@ -163,7 +170,10 @@ class RecoveryOptions:
     max_rows: int = 4096  # rows (output positions) sampled per batch and layer, to bound memory
     batch_size: int = 16
     holdout: float = 0.2  # fraction of the calibration samples held out to report fidelity
-    bn_shift: bool = False  # re-estimate BN statistics as the pruned-vs-original shift on the data
+    # re-estimate BN statistics as the pruned-vs-original shift on the data; None: shift where blocks
+    # were removed (most normalizations then keep inputs like the original's, and their trained
+    # statistics stay better than the calibration data's), plain re-estimation otherwise
+    bn_shift: bool | None = None
     undo_if_worse: bool = True  # keep the unrecovered model if held-out fidelity got worse
     seed: int = 0
     provider: str = "cpu"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 CHANNELS = "channels"
 FUSE = "fuse"
+BLOCKS = "blocks"  # payload: {"blocks": [{"join": node, "skip": tensor}, ...]} of the graph of its time
 FORMAT = "onnxprune-recipe"
 
 
@@ -84,5 +85,14 @@ def _replay_fuse(pruner: "Pruner", payload: dict) -> None:
     pruner.fuse(FuseOptions(tuple(payload.get("kinds", ()))))
 
 
+def _replay_blocks(pruner: "Pruner", payload: dict) -> None:
+    try:
+        keys = [(b["join"], b["skip"]) for b in payload["blocks"]]
+    except (TypeError, KeyError):
+        raise PlanError("plan step 'blocks': expected {\"blocks\": [{\"join\": ..., \"skip\": ...}]}") from None
+    pruner.remove_block_keys(keys)
+
+
 # kind -> how to re-apply it; passes that can be saved register here
-REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels, FUSE: _replay_fuse}
+REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels, FUSE: _replay_fuse,
+                                                        BLOCKS: _replay_blocks}

@@ -38,6 +38,9 @@ class Report:
     recovery: dict | None = None  # RecoveryResult.to_dict(): methods, time, held-out fidelity before/after
     fidelity: dict | None = None  # Fidelity.to_dict() of the written model against the original
     fusion: dict | None = None  # passes.fusion.fusion_report(): merged nodes, dropped ones, refusals with reasons
+    # residual blocks (depth pruning): analyze: found (every removable block), refused (joins that
+    # are not, with why), note (why none); prune --depth: found (a count), removed (depth.record)
+    blocks: dict | None = None
 
     @staticmethod
     def ratio(after, before):
@@ -78,6 +81,17 @@ def describe_groups(dg: DependencyGraph, report: Report) -> None:
     # ends of unknown size join no group, so their reasons (usually a missing --input-shape) show here
     report.unanalysed = sorted({reason for end, reason in dg.barriers.items()
                                 if end.kind == EndKind.OP and dg.nx.nodes[end].get("size") is None})
+
+
+def describe_blocks(pruner, report: Report) -> None:
+    """The analysis of depth: every removable residual block with its weights score, and why
+    the other joins (or the whole model) offer none."""
+    discovery = pruner.blocks()
+    params, macs = pruner.params(), pruner.macs()
+    found = [dict(item.block.to_dict(params, macs), score=item.scores["weights"])
+             for item in pruner.score_blocks(discovery=discovery)]
+    report.blocks = {"found": found, "refused": [{"join": r.join, "reason": r.reason} for r in discovery.refused],
+                     "note": discovery.why_none()}
 
 
 def record_plan(plan: Plan | None, report: Report, dg: DependencyGraph, rounds: list[Plan] = ()) -> None:
@@ -129,11 +143,42 @@ def format_analysis(report: Report, verbose: bool = False) -> str:
                      + "; ".join(g["blocked_by"]))
     if len(blocked) < len(report.groups_blocked):
         lines.append(f"  ... {len(report.groups_blocked) - len(blocked)} more (use --verbose or --report)")
+    if report.blocks is not None and isinstance(report.blocks.get("found"), list):
+        lines += _block_lines(report.blocks, verbose)
     if report.unanalysed:
         shown = report.unanalysed if verbose else report.unanalysed[:3]
         more = len(report.unanalysed) - len(shown)
         lines.append("  not analysed: " + "; ".join(shown) + (f"; ... {more} more" if more else ""))
     return "\n".join(lines)
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _block_lines(blocks: dict, verbose: bool) -> list[str]:
+    found = blocks["found"]
+    if not found:
+        return [f"blocks    none removable: {blocks['note']}"]
+    lines = [f"blocks    {len(found)} removable residual blocks (--depth N removes the N lowest-scored)"
+             + (f"; {len(blocks['refused'])} other joins not removable" if blocks["refused"] else "")]
+    shown = found if verbose else found[:30]
+    for b in shown:
+        lines.append(f"  block {b['id']:<3} join {b['join']}  skip {b['skip']}  {b['nodes']} nodes  "
+                     f"params {_share(b['params_share'])}  MACs {_share(b['macs_share'])}  score {b['score']:.4g}")
+    if len(shown) < len(found):
+        lines.append(f"  ... {len(found) - len(shown)} more (use --verbose or --report)")
+    return lines
+
+
+def _removed_blocks(blocks: dict) -> list[str]:
+    removed = blocks["removed"]
+    by = removed[0]["score_by"] if removed else "-"
+    lines = [f"depth     removed {len(removed)} of {blocks['found']} residual blocks (lowest {by} score)"]
+    for b in removed:
+        lines.append(f"  block {b['id']} join {b['join']}: MACs {_share(b['macs_share'])}, "
+                     f"params {_share(b['params_share'])}, {by} score {b['scores'][by]:.4g}")
+    return lines
 
 
 def _fidelity_text(fidelity: dict) -> str:
@@ -159,8 +204,10 @@ def _recovery_lines(recovery: dict) -> list[str]:
 
 
 def format_summary(report: Report) -> str:
-    lines = [format_analysis(report),
-             f"removed   {report.channels_removed} channels in {len(report.decisions)} groups"]
+    lines = [format_analysis(report)]
+    if report.blocks is not None and "removed" in report.blocks:
+        lines += _removed_blocks(report.blocks)
+    lines.append(f"removed   {report.channels_removed} channels in {len(report.decisions)} groups")
     for search in report.budget:
         lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "
                      f"({search['evaluations']} plans measured in {search['seconds']:.2f}s)")

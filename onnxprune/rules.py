@@ -233,6 +233,9 @@ class RunningStats:
     axis: int  # its channel axis
     mean_slot: int
     var_slot: int
+    # the affine scale and shift (gamma, beta), where the normalization has them
+    scale_slot: int | None = None
+    shift_slot: int | None = None
 
 
 @dataclass(frozen=True)
@@ -293,9 +296,10 @@ class OpSpec:
     # for ops that can hand input 0 through unchanged (Identity; Dropout in inference):
     # None where this node does, else a Barrier saying why not (a Dropout in training mode)
     passthrough: Callable[[NodeView], Barrier | None] | None = None
-    # the output is the sum of the inputs (Add, Sum): where all have the output's shape,
-    # parallel linear branches into it can merge into one layer
-    elementwise_sum: bool = False
+    # the output is the sum of the inputs (broadcast): a residual join y = s + r, from which the
+    # addend r can be dropped (depth pruning replaces the block computing r by its skip path s),
+    # and where all have the output's shape, parallel linear branches into it can merge (fusion)
+    sum_of_inputs: bool = False
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"

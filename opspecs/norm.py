@@ -102,7 +102,8 @@ def register(registry) -> None:
     registry.register(OpSpec(("RMSNormalization",), _layer_norm, since=23, param_roles={1: "norm_scale"},
                              exact=False, family="norm"))
     registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
-                             running_stats=RunningStats(input_slot=0, axis=1, mean_slot=3, var_slot=4),
+                             running_stats=RunningStats(input_slot=0, axis=1, mean_slot=3, var_slot=4, scale_slot=1,
+                                                                      shift_slot=2),
                              param_roles={1: "bn_scale"}, neutral={4: 1.0}, affine=affine.batch_norm, family="norm"))
     registry.register(OpSpec(("InstanceNormalization",), _per_channel(2, spatial_coupled=False),
                              param_roles={1: "norm_scale"}, family="norm"))

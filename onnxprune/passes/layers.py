@@ -86,6 +86,41 @@ def rewired(original: Graph, edits: EditMap, layer: Layer) -> bool:
     return bool(read) and source not in read
 
 
+def after_rewire(original: Graph, edits: EditMap, graph: Graph, registry: Registry) -> set[str]:
+    """Layers (node names) of ``graph`` reading, through nodes without weights, a node that an edit
+    rewired (readers of a removed block's output read its skip input now): the first layers
+    after the edit, whose re-fit can make up for it. The walk stops at layers and at residual
+    joins (``OpSpec.sum_of_inputs``): past a join, the next block's first layers read the stream."""
+    layers = {layer.node.name for layer in linear_layers(graph, registry)}
+    start = [node for node in graph.nodes if _rewired_node(original, edits, graph, node)]
+    found = {node.name for node in start if node.name in layers}
+    seen, stack = set(found), [node for node in start if node.name not in layers]
+    while stack:
+        node = stack.pop()
+        for out in node.outputs:
+            for reader, _ in graph.consumers.get(out, []) if out else ():
+                if reader.name in seen:
+                    continue
+                seen.add(reader.name)
+                if reader.name in layers:
+                    found.add(reader.name)
+                    continue
+                spec = registry.lookup(reader.domain, reader.op_type,
+                                       graph.meta.opsets.get(reader.domain, graph.opset))
+                if spec is None or not spec.sum_of_inputs:
+                    stack.append(reader)
+    return found
+
+
+def _rewired_node(original: Graph, edits: EditMap, graph: Graph, node: Node) -> bool:
+    """Whether the node reads an activation that none of the original nodes it came from read."""
+    read = {t for name in edits.node_origins(node.name) if name in original.node_by_name
+            for t in original.node_by_name[name].inputs}
+    if not read:
+        return False
+    return any(edits.tensor_origin(t) not in read for t in node.inputs if t and t not in graph.constant_derived)
+
+
 def front_to_back(graph: Graph, targets: Iterable[str]) -> list[list[str]]:
     """Targets (node names) in levels: a target's inputs depend only on targets of earlier levels,
     so each level can be fitted from one pass over the data."""

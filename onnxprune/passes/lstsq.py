@@ -8,8 +8,8 @@ level of layers that do not feed each other, so errors are compensated instead o
 accumulated. The targets Y are the original model's values of the tensor the layer's output
 stands for (followed through the edits' map, never by name: after a normalization was folded
 into the layer, that is the normalization's output), restricted to the output channels that
-are still there. Layers re-fitted: those that lost input channels, and those whose input an
-edit rewired (the layer after a removed block). Only the
+are still there. Layers re-fitted: those that lost input channels, and the first layers after
+a node an edit rewired (after a removed block: its readers read the skip input now). Only the
 Gram matrices X^T X and X^T Y are kept (memory: K^2 per group, not activations), and
 each group (grouped/depthwise convs) is solved on its own with a small ridge. Where the
 layer has or can take a bias, it is fitted as an intercept.
@@ -25,7 +25,7 @@ from ..ir import Graph
 from ..options import RecoveryOptions
 from ..registry import Registry
 from . import PassResult
-from .layers import (Layer, front_to_back, layer_named, linear_layers, paired_batches, progress_bar, rewired,
+from .layers import (Layer, after_rewire, front_to_back, layer_named, linear_layers, paired_batches, progress_bar, rewired,
                      sample_rows, with_updates)
 
 
@@ -88,11 +88,12 @@ class LeastSquaresRefit:
         self.progress = progress
 
     def targets(self, graph: Graph) -> list[str]:
-        found = []
+        found, after = [], after_rewire(self.original, self.edits, graph, self.registry)
         for layer in linear_layers(graph, self.registry):
             if self.edits.tensor_origin(layer.form.output) not in self.original.producers:
                 continue  # nothing in the original to fit to
-            if self.edits.lost_channels(layer.input, layer.form.in_axis) or rewired(self.original, self.edits, layer):
+            if self.edits.lost_channels(layer.input, layer.form.in_axis) or rewired(self.original, self.edits, layer) \
+                    or layer.node.name in after:
                 found.append(layer.node.name)
         return found
 
