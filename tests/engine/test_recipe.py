@@ -68,3 +68,19 @@ def test_fusion_after_a_prune_replays():
     again = Pruner.from_model(model)
     again.replay(recipe)
     _same_model(pruner, again, model)
+
+
+@pytest.mark.parametrize("arch", ["resnet_basic", "mobilenetv2"])
+def test_depth_steps_width_and_fusion_compose_and_replay(arch):
+    """--depth, --steps with a width budget and --fuse in one run: a valid model, and the saved
+    recipe (blocks, then the rounds as one channel step, then fusion) rebuilds it from the input."""
+    model = ARCHITECTURES[arch]()
+    pruner = Pruner.from_model(model)
+    pruner.prune(depth=1, ratio=0.5, steps=2)
+    pruner.fuse()
+    assert pruner.removed_blocks and pruner.validate(runs=0).shapes_match
+    recipe = Recipe.from_json(pruner.recipe.to_json())
+    assert [s.kind for s in recipe.steps] == ["blocks", "channels", "fuse"]
+    again = Pruner.from_model(model)
+    again.replay(recipe)
+    _same_model(pruner, again, model)
