@@ -108,8 +108,11 @@ def make_inputs(graph: Graph, npz: str | None = None, seed: int = 0) -> dict[str
     return feeds
 
 
-def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu") -> ort.InferenceSession:
+def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu",
+            threads: int | None = None) -> ort.InferenceSession:
     """An onnxruntime session; from a :class:`Graph`, onnxruntime reads the large weights in place.
+
+    ``threads``: a fixed intra-op thread count (timings comparable across loads); None: onnxruntime's default.
 
     A graph's large weights reach onnxruntime as the graph's own arrays
     (``add_external_initializers``), not through protobuf: no copy of them is
@@ -118,6 +121,8 @@ def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu") 
     name = check_provider(provider)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures come back as exceptions; ORT's own log would add stderr lines
+    if threads is not None:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
     in_place = []
     if isinstance(model, Graph):
         names = onnx_out.left_out_weights(model)
