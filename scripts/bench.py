@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("models", nargs="*", help="ONNX files (default: models/*.onnx)")
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--criterion", default="l2")
-    parser.add_argument("--round-to", type=int, default=1)
+    parser.add_argument("--round-to", type=int, default=None, help="default: the width grid; 1: exact widths")
     parser.add_argument("--provider", default="cpu")
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
