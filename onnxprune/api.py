@@ -12,6 +12,7 @@ import onnx
 
 from . import onnx_in, onnx_out
 from .calibration import CalibrationSet
+from .errors import ShapeError
 from .depgraph import DependencyGraph, Group
 from .fidelity import Fidelity, measure
 from .files import PathPlan
@@ -153,8 +154,10 @@ class Pruner:
                           **limits)
         result, grid = _on_the_finest_grid_needed(run, options, grid)
         if metric != "latency" and _speed_check(options):
-            coarser = [lambda f=f: run(*_coarser(options, grid, f)) for f in COARSER]
-            result = never_slower(result, coarser, latency or self._plan_latency(options, provider))
+            latency = latency or self._plan_latency(options, provider)
+            if latency is not None:
+                coarser = [lambda f=f: run(*_coarser(options, grid, f)) for f in COARSER]
+                result = never_slower(result, coarser, latency)
         self.searches.append(result)
         return result.plan
 
@@ -220,9 +223,13 @@ class Pruner:
             return after / before
         return latency
 
-    def _plan_latency(self, options: PruneOptions, provider: str) -> PlanLatency:
-        """A plan on the current graph, applied, timed against the original model (one thread)."""
-        feeds = make_inputs(self.original_graph, seed=options.seed)
+    def _plan_latency(self, options: PruneOptions, provider: str) -> PlanLatency | None:
+        """A plan on the current graph, applied, timed against the original model (one thread); None
+        where the model's inputs have sizes only known at run time (nothing to time it with)."""
+        try:
+            feeds = make_inputs(self.original_graph, seed=options.seed)
+        except ShapeError:
+            return None
 
         def latency(plan: Plan) -> LatencyRatio:
             graph = reshare_params(apply_plan(self.depgraph, plan), self._copies)
