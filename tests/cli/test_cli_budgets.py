@@ -126,3 +126,27 @@ def test_bad_sensitivity_options_are_one_line_errors(resnet, capfd, args, fragme
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
     assert sorted(os.listdir(".")) == ["resnet.onnx"]
+
+
+def test_a_target_prune_says_how_its_latency_compares(resnet, capfd, monkeypatch):
+    """The speed check on (the suite turns it off): its line and report entry, whatever the timings say."""
+    from onnxprune.api import SPEED_CHECK_ENV
+    monkeypatch.setenv(SPEED_CHECK_ENV, "1")
+    code, out, err = call(capfd, [resnet, "o.onnx", "--runs", "4", "--target-macs", "0.5", "--width-grid", "default",
+                                  "--report", "r.json"])
+    assert code == 0, err
+    check = json.loads(Path("r.json").read_text())["budget"][0]["latency_check"]
+    assert 1 <= len(check["tried"]) <= 3 and check["faster"] in (True, False)
+    assert check["latency_ratio"]["q1"] <= check["latency_ratio"]["median"] <= check["latency_ratio"]["q3"]
+    assert "widths    cpu (default): depthwise " in out  # 8, or finer where the toy widths need it
+    speed = [line for line in out.splitlines() if line.startswith("speed     x")]
+    assert len(speed) == 1 and ("faster" in speed[0] or "NOT FASTER" in speed[0])
+    code, out, err = call(capfd, [resnet, "o2.onnx", "--runs", "0", "--target-macs", "0.5", "--allow-slower",
+                                  "--report", "r2.json"])
+    assert code == 0 and "latency_check" not in json.loads(Path("r2.json").read_text())["budget"][0]
+    assert "speed     x" not in out
+
+
+def test_width_grid_choices_are_checked(resnet, capfd):
+    code, _, err = call(capfd, [resnet, "o.onnx", "--width-grid", "fast"])
+    assert code == 2 and err.count("\n") == 1 and "--width-grid" in err
