@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .depgraph import DependencyGraph, EndKind, Group
+from .errors import OptionError
 from .registry import Registry
 from .rules import Layer, LayerKind, call_rule
 
@@ -220,7 +221,12 @@ def load(registry: Registry, provider: str = "cpu", mode: GridMode | str | None 
     A cache that cannot be read is measured again; one that cannot be written is
     only not kept (the grid is still used).
     """
-    mode = GridMode(mode or os.environ.get(MODE_ENV) or GridMode.MEASURED)
+    chosen = mode or os.environ.get(MODE_ENV) or GridMode.MEASURED
+    try:
+        mode = GridMode(chosen)
+    except ValueError:
+        raise OptionError(f"width grid '{chosen}' (--width-grid or ${MODE_ENV}): choose from "
+                          f"{', '.join(m.value for m in GridMode)}") from None
     if mode is GridMode.DEFAULT:
         return default_grid(provider)
     path = cache_path(provider, directory)

@@ -92,6 +92,13 @@ def test_the_default_grid_when_nothing_is_measured(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+def test_an_unknown_grid_mode_is_an_option_error(tmp_path, monkeypatch):
+    from onnxprune.errors import OptionError
+    monkeypatch.setenv(widthgrid.MODE_ENV, "fastest")
+    with pytest.raises(OptionError, match="ONNXPRUNE_WIDTH_GRID"):
+        widthgrid.load(builtin_registry(), "cpu", None, tmp_path)
+
+
 def test_a_measured_grid_is_cached_per_provider_and_machine(tmp_path):
     calls = []
 
