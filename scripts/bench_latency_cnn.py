@@ -52,10 +52,13 @@ def name_of(path: str) -> str:
 
 
 def off_grid(pruner: Pruner, steps: dict[int, int]) -> int:
-    """Pruned groups whose kept width is not a multiple of their step on the measured grid."""
-    plan = pruner.plans[0]
-    return sum(1 for d in plan.decisions
-               if (d.size - len(d.removed)) % steps.get(d.group, 1) and len(d.removed))
+    """Pruned groups whose kept width is off their step on the measured grid: neither a multiple of
+    it nor (below it) a divisor of it."""
+    count = 0
+    for d in pruner.plans[0].decisions:
+        kept, step = d.size - len(d.removed), steps.get(d.group, 1)
+        count += bool(d.removed) and kept % step != 0 and step % kept != 0
+    return count
 
 
 def input_shapes(path: str) -> dict | None:
