@@ -15,6 +15,7 @@ from .blocks import BlockKey, Discovery, find_blocks
 from .calibration import CalibrationSet
 from .depth import DepthScore, ScoredBlock, choose, default_score, influence_scores, output_scores, record, scored, \
     weight_scores
+from .errors import ShapeError
 from .depgraph import DependencyGraph, Group
 from .fidelity import Fidelity, measure
 from .files import PathPlan
@@ -30,7 +31,7 @@ from .plan import GroupDecision, Plan, make_plan
 from .recipe import BLOCKS, CHANNELS, FUSE, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
-from .rewrite import ChannelRemoval
+from .rewrite import ChannelRemoval, apply_plan
 from .errors import PlanError
 from .rules import OUT, Analysis, Port
 from . import sensitivity
@@ -39,9 +40,15 @@ from .sensitivity import DEFAULT_RATIOS, Sensitivity
 from .targets import TOLERANCE, Fraction, SearchResult, search
 from .sharing import reshare_params, unshare_params
 from . import latency as timing
-from .validate import Reference, ValidationResult, check, make_inputs, run_reference, validate
+from .speed import LatencyRatio, compare_latency, never_slower
+from .validate import Reference, ValidationResult, check, make_inputs, run_reference, session, validate
+from . import widthgrid
+from .widthgrid import WidthGrid
 
 StepHook = Callable[["Pruner", int], None]
+PlanLatency = Callable[[Plan], LatencyRatio]  # a plan on the current graph -> its latency over the original's
+SPEED_CHECK_ENV = "ONNXPRUNE_SPEED_CHECK"  # "0": PruneOptions.never_slower defaults to off (the test suite)
+COARSER = (2, 4)  # width grids the speed check tries, as multiples of the grid's steps
 
 
 class Pruner:
@@ -73,6 +80,7 @@ class Pruner:
         self.recipe = Recipe()  # the edits as steps that re-apply to the input model (--save-plan)
         self.recoveries: list[RecoveryResult] = []
         self.removed_blocks: list[dict] = []  # every block removed (depth pruning), as depth.record
+        self._grids: dict[tuple, WidthGrid] = {}
 
     @classmethod
     def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
@@ -135,19 +143,32 @@ class Pruner:
 
     # --- pruning
     def plan(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
-             provider: str = "cpu", history: dict[int, tuple[int, int]] | None = None, **kwargs) -> Plan:
+             provider: str = "cpu", history: dict[int, tuple[int, int]] | None = None,
+             latency: PlanLatency | None = None, **kwargs) -> Plan:
         """One round's plan on the current graph; ``data``: calibration samples for data-driven criteria.
 
-        With a size target the budget level is searched (see targets.py); ``history`` is what earlier
-        rounds of ``--steps`` removed."""
+        With a size target the budget level is searched (see targets.py) and, with
+        ``options.never_slower``, the plan is timed against the original (``latency``:
+        how; default onnxruntime on ``provider``, see speed.py); ``history`` is what
+        earlier rounds of ``--steps`` removed."""
         options = (options or PruneOptions()).with_(**kwargs).check()
         self._analyse_for(options)
+        grid = self.width_grid(provider, options.width_grid) if options.round_to is None else None
         if options.target is None:
-            return make_plan(self.depgraph, options, data=data, provider=provider, history=history)
+            return make_plan(self.depgraph, options, data=data, provider=provider, history=history, grid=grid)
         metric, target = options.target
-        result = search(self.depgraph, options, metric, target, self._fraction(metric, options, provider),
-                        history, data, provider,
-                        **({"max_evaluations": 12, "close_enough": TOLERANCE / 2} if metric == "latency" else {}))
+        fraction = self._fraction(metric, options, provider)
+        limits = {"max_evaluations": 12, "close_enough": TOLERANCE / 2} if metric == "latency" else {}
+
+        def run(opts: PruneOptions, widths: WidthGrid | None) -> SearchResult:
+            return search(self.depgraph, opts, metric, target, fraction, history, data, provider, grid=widths,
+                          **limits)
+        result, grid = _on_the_finest_grid_needed(run, options, grid)
+        if metric != "latency" and _speed_check(options):
+            latency = latency or self._plan_latency(options, provider)
+            if latency is not None:
+                coarser = [lambda f=f: run(*_coarser(options, grid, f)) for f in COARSER]
+                result = never_slower(result, coarser, latency)
         self.searches.append(result)
         return result.plan
 
@@ -155,6 +176,14 @@ class Pruner:
     def kept(self) -> Kept:
         """Tensor (current graph) -> axis -> indices of the original's channels still present."""
         return self.edits.kept
+
+    def width_grid(self, provider: str = "cpu", mode: str | None = None) -> WidthGrid:
+        """The channel counts ``provider`` runs fast, per layer kind (measured once per machine and
+        cached, or the default grid; see widthgrid.py)."""
+        key = (provider, mode)
+        if key not in self._grids:
+            self._grids[key] = widthgrid.load(self.registry, provider, mode)
+        return self._grids[key]
 
     def apply(self, plan: Plan) -> None:
         """Apply a plan made on the current graph; group ids refer to the current groups."""
@@ -238,7 +267,8 @@ class Pruner:
         return result
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
-              provider: str = "cpu", after_step: StepHook | None = None, **kwargs) -> Plan | None:
+              provider: str = "cpu", after_step: StepHook | None = None, latency: PlanLatency | None = None,
+              **kwargs) -> Plan | None:
         """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
 
         With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
@@ -256,7 +286,7 @@ class Pruner:
         lineage, rounds = Lineage(self.depgraph), []
         for step in range(1, options.steps + 1):
             plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,
-                             history=lineage.history(self.depgraph))
+                             history=lineage.history(self.depgraph), latency=latency)
             lineage.record(self.depgraph, plan)
             self.apply(plan)
             rounds.append(plan)
@@ -290,6 +320,19 @@ class Pruner:
         def latency(graph: Graph) -> float:
             candidate = timing.session(reshare_params(graph, self._copies), provider, settings.threads)
             return timing.compare([reference, candidate], feeds, provider, options=settings).ratio
+        return latency
+
+    def _plan_latency(self, options: PruneOptions, provider: str) -> PlanLatency | None:
+        """A plan on the current graph, applied, timed against the original model (one thread); None
+        where the model's inputs have sizes only known at run time (nothing to time it with)."""
+        try:
+            feeds = make_inputs(self.original_graph, seed=options.seed)
+        except ShapeError:
+            return None
+
+        def latency(plan: Plan) -> LatencyRatio:
+            graph = reshare_params(apply_plan(self.depgraph, plan), self._copies)
+            return compare_latency(self._original_model(), graph, feeds, provider, options.latency)
         return latency
 
     def _original_model(self) -> onnx.ModelProto | Path:
@@ -373,6 +416,34 @@ class Pruner:
         if check_model:
             check(model)
         onnx_out.save(model, path)
+
+
+def _speed_check(options: PruneOptions) -> bool:
+    if options.never_slower is not None:
+        return options.never_slower
+    return os.environ.get(SPEED_CHECK_ENV, "1") not in ("0", "")
+
+
+def _on_the_finest_grid_needed(run: Callable[[PruneOptions, WidthGrid | None], SearchResult],
+                                options: PruneOptions, grid: WidthGrid | None) -> tuple[SearchResult, WidthGrid | None]:
+    """The target searched on the width grid, or where it cannot land within tolerance there (small
+    groups: a step of 8 in a 16-channel layer leaves two widths), on grids 2, 4, ... times finer."""
+    results = [(run(options, grid), grid)]
+    divisor = 2
+    while not results[-1][0].met and grid is not None and max(grid.steps.values(), default=1) >= divisor:
+        finer = grid.finer(divisor)
+        results.append((run(options, finer), finer))
+        divisor *= 2
+    if results[-1][0].met:
+        return results[-1]
+    return min(results, key=lambda r: abs(r[0].reached - r[0].target))
+
+
+def _coarser(options: PruneOptions, grid: WidthGrid | None, factor: int) -> tuple[PruneOptions, WidthGrid | None]:
+    """The same options on a grid ``factor`` times coarser (an explicit --round-to N: multiples of N * factor)."""
+    if options.round_to is not None:
+        return options.with_(round_to=options.round_to * factor), None
+    return options, grid.coarser(factor)
 
 
 def ensure_distinct(src: str | os.PathLike, dst: str | os.PathLike, what: str = "output") -> None:

@@ -1,7 +1,8 @@
 """Budgets: how many channels each group loses.
 
 Three ways to share out the removal, all bounded by ``--max-ratio`` and
-rounded by ``--round-to``:
+rounded to each group's width-grid step (``GroupBudget.step``, from
+:mod:`onnxprune.widthgrid`; an explicit ``--round-to N`` replaces it for every group):
 
 - uniform: every group loses the same fraction (``--ratio``);
 - per pattern: groups matching a ``--ratio-for REGEX=R`` lose R instead;
@@ -36,13 +37,20 @@ def normalize(scores) -> np.ndarray:
     return values / mean if mean > 0 else np.zeros_like(values)
 
 
-def round_count(size: int, count: int, round_to: int = 1) -> int:
-    """At most ``count`` of ``size`` channels, keeping a multiple of round_to and at least one channel."""
+def round_count(size: int, count: int, round_to: int = 1, divisors: bool = False) -> int:
+    """At most ``count`` of ``size`` channels, keeping a multiple of round_to and at least one channel.
+
+    With ``divisors`` (the width grid) a count below round_to may also keep a divisor of it (4, 2
+    or 1 under a step of 8: blocked kernels take inputs narrower than their block whole).
+    """
     keep = size - max(0, count)
     if round_to > 1:
-        if size <= round_to:
+        if keep < round_to and divisors:
+            keep = min(d for d in range(max(1, keep), round_to + 1) if round_to % d == 0)
+        elif size <= round_to:
             return 0
-        keep = min(size, max(round_to, math.ceil(keep / round_to) * round_to))
+        else:
+            keep = min(size, max(round_to, math.ceil(keep / round_to) * round_to))
     return max(0, min(size - 1, size - keep))
 
 
@@ -66,16 +74,24 @@ class GroupBudget:
     fixed_ratio: float | None = None  # from --ratio-for; None: follows the uniform/global level
     original_size: int | None = None
     removed_before: int = 0
+    step: int = 1  # kept channel counts stay multiples of this (the width grid); 1: any
 
     @property
     def size0(self) -> int:
         return self.size if self.original_size is None else self.original_size
 
 
-def _cumulative(b: GroupBudget, ratio: float, round_to: int, max_ratio: float) -> int:
+def _cumulative(b: GroupBudget, ratio: float, round_to: int | None, max_ratio: float) -> int:
     """Channels to remove now so that ``ratio`` of the original group is gone in total (capped)."""
     wanted = min(math.floor(b.size0 * ratio + 1e-9), _cap(b, max_ratio))
-    return round_count(b.size, wanted - b.removed_before, round_to)
+    return _rounded(b, wanted - b.removed_before, round_to)
+
+
+def _rounded(b: GroupBudget, count: int, round_to: int | None) -> int:
+    """``count`` rounded on the group's grid step, or on an explicit ``round_to``."""
+    if round_to is None:
+        return round_count(b.size, count, b.step, divisors=True)
+    return round_count(b.size, count, round_to)
 
 
 def _cap(b: GroupBudget, max_ratio: float) -> int:
@@ -83,13 +99,14 @@ def _cap(b: GroupBudget, max_ratio: float) -> int:
 
 
 def allocate(budgets: list[GroupBudget], level: float, *, global_rank: bool = False, max_ratio: float = 1.0,
-             round_to: int = 1) -> dict[int, int]:
+             round_to: int | None = None) -> dict[int, int]:
     """Channels each group loses now, by group id.
 
     ``level`` is the uniform ratio, or with ``global_rank`` the fraction of all
     (not fixed) channels to remove, lowest normalized score first. Groups with
     a ``fixed_ratio`` take it whatever the level. No group loses more than
     ``max_ratio`` of its original channels, and at least one channel stays.
+    Kept counts are multiples of each group's ``step``, or of ``round_to`` when given.
     """
     counts = {}
     ranked = []
@@ -105,7 +122,8 @@ def allocate(budgets: list[GroupBudget], level: float, *, global_rank: bool = Fa
     return {g: n for g, n in counts.items() if n > 0}
 
 
-def _global_counts(budgets: list[GroupBudget], level: float, max_ratio: float, round_to: int) -> dict[int, int]:
+def _global_counts(budgets: list[GroupBudget], level: float, max_ratio: float, round_to: int | None
+                   ) -> dict[int, int]:
     """Take channels in order of normalized score until ``level`` of the original channels are gone.
 
     Caps and rounding can refuse channels; the rank threshold then moves on, so
@@ -122,7 +140,7 @@ def _global_counts(budgets: list[GroupBudget], level: float, max_ratio: float, r
 
     def counts_at(rank: int) -> np.ndarray:
         taken = np.minimum(np.bincount(order[:rank], minlength=len(budgets)), caps)
-        return np.array([round_count(b.size, int(n), round_to) for b, n in zip(budgets, taken)])
+        return np.array([_rounded(b, int(n), round_to) for b, n in zip(budgets, taken)])
 
     lo, hi = 0, len(order)  # smallest rank whose counts reach `wanted` (or all channels if none does)
     while lo < hi:

@@ -39,6 +39,7 @@ from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
 from .sensitivity import ERRORS, Sensitivity
 from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
+from .widthgrid import MODE_ENV, GridMode
 
 COMMANDS = ("prune", "analyze", "sensitivity", "fuse")
 DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal error
@@ -84,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after pruning, re-fit the model to the original on --calib data (no training)")
     prune.add_argument("--recover-methods", default=",".join(RECOVERY_METHODS), metavar="M[,M]",
                        help=f"recovery methods ({', '.join(RECOVERY_METHODS)}; default: all)")
-    prune.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    prune.add_argument("--round-to", type=int, default=None, metavar="N",
+                       help="keep channel counts multiples of N (default: the provider's width grid; 1: exact)")
+    prune.add_argument("--width-grid", choices=[m.value for m in GridMode], default=None,
+                       help="where the fast widths come from: measured once per machine and cached (default), or "
+                            f"the built-in default (also ${MODE_ENV}=default)")
+    prune.add_argument("--allow-slower", action="store_true",
+                       help="with --target-macs/params: return the plan found without timing it against the original")
     prune.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                        help="regex on node names whose output channels stay (repeatable)")
     prune.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
@@ -160,7 +167,8 @@ def _sensitivity_parser(sub) -> None:
                       help="use at most N samples of --calib (random inputs: 8)")
     sens.add_argument("--ratios", default="0.25,0.5,0.75", metavar="R1,R2,...", help="ratios to try per unit")
     sens.add_argument("--criterion", choices=sorted(CRITERIA), default="l2", help="which channels go first")
-    sens.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
+    sens.add_argument("--round-to", type=int, default=None, metavar="N",
+                      help="keep channel counts multiples of N (default: the default width grid; 1: exact)")
     sens.add_argument("--blocks", type=int, default=0, metavar="N",
                       help="measure blocks of groups whose root names share their first N '/' parts (0: groups)")
     sens.add_argument("--error", choices=ERRORS, default="cosine",
@@ -371,7 +379,8 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            steps=args.steps, latency=_latency_options(args), head_ratio=args.head_ratio,
                            prune_hidden=args.prune_hidden, prune_heads=args.prune_heads,
                            prune_head_dim=args.prune_head_dim,
-                           prune_channels=args.prune_channels).check()
+                           prune_channels=args.prune_channels, width_grid=args.width_grid,
+                           never_slower=False if args.allow_slower or args.no_validate else None).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     if options.depth_score and DepthScore(options.depth_score).data_driven and not args.calib:

@@ -15,7 +15,14 @@ from .errors import OptionError
 class PruneOptions:
     ratio: float = 0.5  # fraction of each prunable group's channels to remove
     criterion: str = "l2"  # a name in onnxprune.importance.CRITERIA
-    round_to: int = 1  # keep channel counts multiples of this
+    # keep channel counts multiples of this in every group; None: each group's width-grid step
+    # (onnxprune.widthgrid: the widths the provider runs fast, per layer kind); 1: exact widths
+    round_to: int | None = None
+    width_grid: str | None = None  # a widthgrid.GridMode: measured (and cached) or default; None: $ONNXPRUNE_WIDTH_GRID
+    # with --target-macs/params: time the plan against the original and, where it is not faster,
+    # search again on coarser width grids for one at the same budget that is (None: on, unless
+    # $ONNXPRUNE_SPEED_CHECK=0)
+    never_slower: bool | None = None
     ignore: tuple[str, ...] = field(default_factory=tuple)  # regexes: protect these nodes' output channels
     seed: int = 0  # random criterion and random inputs
     global_rank: bool = False  # rank channels across groups (normalized scores) instead of a uniform ratio
@@ -60,8 +67,13 @@ class PruneOptions:
             raise OptionError(f"--ratio must be in [0, 1), got {self.ratio}")
         if self.criterion not in CRITERIA:
             raise OptionError(f"unknown criterion '{self.criterion}' (choose from {', '.join(CRITERIA)})")
-        if self.round_to < 1:
+        if self.round_to is not None and self.round_to < 1:
             raise OptionError(f"--round-to must be >= 1, got {self.round_to}")
+        if self.width_grid is not None:
+            from .widthgrid import GridMode
+            if self.width_grid not in {m.value for m in GridMode}:
+                raise OptionError(f"--width-grid must be one of {', '.join(m.value for m in GridMode)}, "
+                                  f"got {self.width_grid}")
         if self.seed < 0:
             raise OptionError(f"--seed must be >= 0, got {self.seed}")
         for pattern in self.ignore:

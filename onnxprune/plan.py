@@ -12,6 +12,7 @@ from .depgraph import DependencyGraph
 from .importance import CRITERIA
 from .options import PruneOptions
 from .scoring import ScoringContext
+from .widthgrid import WidthGrid, default_grid, group_steps
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Plan:
 
 def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level: float | None = None,
               history: dict[int, tuple[int, int]] | None = None, data: CalibrationSet | None = None,
-              provider: str = "cpu", **kwargs) -> Plan:
+              provider: str = "cpu", grid: WidthGrid | None = None, **kwargs) -> Plan:
     """Score every prunable group and choose its channels to remove (``kwargs``: PruneOptions fields).
 
     ``level`` replaces ``options.ratio`` (the uniform ratio, or the global
@@ -54,9 +55,10 @@ def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level
     maps a group id to (original size, channels removed in earlier steps).
     ``data`` is the calibration data data-driven criteria need (their
     statistics are collected for every group in one pass, before any scoring).
+    ``grid``: the widths that run fast (default: the provider's default grid).
     """
     options = (options or PruneOptions()).with_(**kwargs).check()
-    budgets, skipped = group_budgets(dg, options, history, data, provider)
+    budgets, skipped = group_budgets(dg, options, history, data, provider, grid)
     return plan_for_level(dg, budgets, options, options.ratio if level is None else level, skipped)
 
 
@@ -66,9 +68,10 @@ _KIND_SWITCH = {"hidden": "size not pruned (normalization statistics span it; us
 
 
 def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int, tuple[int, int]] | None = None,
-                  data: CalibrationSet | None = None, provider: str = "cpu"
+                  data: CalibrationSet | None = None, provider: str = "cpu", grid: WidthGrid | None = None
                   ) -> tuple[list[GroupBudget], tuple[str, ...]]:
-    """Normalized scores and fixed ratios of every group the options let us prune; why others are skipped."""
+    """Normalized scores, fixed ratios and width-grid steps of every group the options let us prune;
+    why others are skipped."""
     criterion = CRITERIA[options.criterion]
     context = ScoringContext(dg, np.random.default_rng(options.seed), data, provider)
     if criterion.data_driven:
@@ -92,11 +95,13 @@ def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int,
         groups.append(group)
     if criterion.data_driven:  # one streaming pass for every group's statistics
         context.collect([n for group in groups for n in criterion.needs(context, group)], options.criterion)
+    steps = group_steps(dg, grid or default_grid(provider)) if options.round_to is None else {}
     budgets = []
     for group in groups:
         size0, removed_before = (history or {}).get(group.id, (group.size, 0))
         scores = normalize(criterion(context, group))
-        budgets.append(GroupBudget(group.id, group.size, scores, fixed.get(group.id), size0, removed_before))
+        budgets.append(GroupBudget(group.id, group.size, scores, fixed.get(group.id), size0, removed_before,
+                                   steps.get(group.id, 1)))
     return budgets, tuple(skipped)
 
 

@@ -1,13 +1,29 @@
 """Operator rules keyed by (domain, op_type), resolved by opset like onnx's reference ops."""
 from __future__ import annotations
 
+from typing import Callable
+
 from .errors import RuleError
-from .rules import OpSpec
+from .ir import Graph
+from .rules import LayerKind, OpSpec
+
+# a small model of a layer kind at a given width (its input shapes declared), for the width grid's timings
+LayerBench = Callable[[int], Graph]
 
 
 class Registry:
     def __init__(self) -> None:
         self._specs: dict[tuple[str, str], list[OpSpec]] = {}
+        self._benches: dict[LayerKind, LayerBench] = {}
+
+    def register_layer_bench(self, kind: LayerKind, bench: LayerBench) -> None:
+        """How to build a small model of a layer kind at a width (see onnxprune.widthgrid)."""
+        if kind in self._benches:
+            raise RuleError(f"duplicate layer bench for {kind}")
+        self._benches[kind] = bench
+
+    def layer_benches(self) -> dict[LayerKind, LayerBench]:
+        return dict(self._benches)
 
     def register(self, spec: OpSpec) -> OpSpec:
         """Add a rule for all its op types, or (on a clash) for none of them."""

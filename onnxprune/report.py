@@ -211,6 +211,15 @@ def format_summary(report: Report) -> str:
     for search in report.budget:
         lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "
                      f"({search['evaluations']} plans measured in {search['seconds']:.2f}s)")
+        if search.get("widths"):
+            lines.append(f"widths    {search['widths']}")
+        check = search.get("latency_check")
+        if check:
+            lat = check["latency_ratio"]
+            verdict = "faster" if check["faster"] else "NOT FASTER than the original (no faster plan found at this budget)"
+            low, high = lat["ratio_ci95"]
+            lines.append(f"speed     x{lat['ratio']:.3f} (95% CI x{low:.3f}-{high:.3f}) of the original's latency "
+                         f"({len(check['tried'])} width grid(s) tried): {verdict}")
     kept_hidden = [s for s in report.skipped if "hidden size not pruned" in s]
     if kept_hidden:
         lines.append(f"kept      {len(kept_hidden)} hidden-size groups (normalization statistics span them; "

@@ -251,6 +251,30 @@ class Affine:
     shift: np.ndarray
 
 
+class LayerKind(str, Enum):
+    """What kind of compute layer a node is, as far as which channel counts run fast goes
+    (see onnxprune.widthgrid: fast widths are measured per provider and kind)."""
+
+    DEPTHWISE = "depthwise"  # one input channel per group
+    GROUPED = "grouped"  # several groups of several channels: widths count per group
+    CONV1X1 = "conv1x1"
+    CONV = "conv"  # a kxk kernel
+    GEMM = "gemm"  # a matrix product with a constant weight (Gemm, MatMul, linear Einsum)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A node as a compute layer: its kind, the ports whose channel count is its width, and
+    how many groups split that width (widths of a grouped layer are counted per group)."""
+
+    kind: LayerKind
+    ports: tuple[Port, ...] = (IN(0), OUT(0))
+    groups: int = 1
+
+
 CoupleFn = Callable[[NodeView, Port, tuple[int, ...]], Answer]
 RootsFn = Callable[[NodeView], list[tuple[Port, tuple[int, ...]]]]
 RewriteFn = Callable[[NodeView, dict[Port, PortChange]], Updates]
@@ -300,6 +324,9 @@ class OpSpec:
     # addend r can be dropped (depth pruning replaces the block computing r by its skip path s),
     # and where all have the output's shape, parallel linear branches into it can merge (fusion)
     sum_of_inputs: bool = False
+    # for compute layers whose channel counts decide which kernels run (Conv, Gemm, MatMul with a
+    # constant weight): what kind of layer the node is; None where the node is no such layer
+    layer: Callable[[NodeView], Layer | None] | None = None
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"

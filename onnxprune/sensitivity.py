@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable
 
-from .budget import n_to_remove
+from .budget import GroupBudget, allocate
 from .calibration import CalibrationSet
 from .depgraph import DependencyGraph, Group
 from .errors import InputError
@@ -192,6 +192,12 @@ def _merge_overlaps(units: list[Unit]) -> list[Unit]:
     return merged
 
 
+def _removed(budget: GroupBudget, ratio: float, round_to: int | None) -> int:
+    """Channels of the group that go at ``ratio``, rounded as budgets round them (the width grid)."""
+    alone = replace(budget, fixed_ratio=None, original_size=None, removed_before=0)
+    return allocate([alone], ratio, round_to=round_to).get(budget.group, 0)
+
+
 def analyze(dg: DependencyGraph, original_graph, data: CalibrationSet, *, ratios=DEFAULT_RATIOS,
             options: PruneOptions | None = None, blocks: int = 0, provider: str = "cpu",
             to_model_graph: Callable = lambda g: g, progress: Callable[[Iterable], Iterable] | None = None,
@@ -209,7 +215,7 @@ def analyze(dg: DependencyGraph, original_graph, data: CalibrationSet, *, ratios
     reference = [{n: batch[n] for n in names} for batch in stream(original_graph, [], data, provider)]  # run once
     jobs = [(unit, ratio) for unit in units for ratio in ratios]
     for unit, ratio in (progress(jobs) if progress is not None else jobs):
-        counts = {g: n_to_remove(by_id[g].size, ratio, options.round_to) for g in unit.groups}
+        counts = {g: _removed(by_id[g], ratio, options.round_to) for g in unit.groups}
         plan = plan_for_counts(dg, budgets, options, counts, ratio)
         if not plan.removed_channels:
             unit.points.append(Point(ratio, 0, 1.0, 0.0, 0.0, None, 1.0))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -25,6 +25,10 @@ from .ir import Graph
 from .options import PruneOptions
 from .plan import Plan, group_budgets, level_counts, plan_for_counts
 from .rewrite import apply_plan
+from .widthgrid import WidthGrid
+
+if TYPE_CHECKING:
+    from .speed import SpeedCheck
 
 TOLERANCE = 0.02  # a target is met when the reached fraction is within this of it (of the original)
 LEVEL_RESOLUTION = 1e-6  # bisection stops when the bracketing levels are this close
@@ -42,19 +46,26 @@ class SearchResult:
     level: float  # the uniform ratio or global fraction found
     evaluations: int  # plans applied and measured
     seconds: float
+    grid: str = ""  # the widths it kept to (WidthGrid.describe, or the --round-to multiple)
+    speed: "SpeedCheck | None" = None  # the plan's latency against the original's (see speed.never_slower)
 
     @property
     def met(self) -> bool:
         return abs(self.reached - self.target) <= TOLERANCE
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "target": self.target, "reached": self.reached, "level": self.level,
-                "evaluations": self.evaluations, "seconds": self.seconds, "within_tolerance": self.met}
+        data = {"metric": self.metric, "target": self.target, "reached": self.reached, "level": self.level,
+                "evaluations": self.evaluations, "seconds": self.seconds, "within_tolerance": self.met,
+                "widths": self.grid}
+        if self.speed is not None:
+            data["latency_check"] = self.speed.to_dict()
+        return data
 
 
 def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: float, fraction: Fraction,
            history: dict[int, tuple[int, int]] | None = None, data: CalibrationSet | None = None,
-           provider: str = "cpu", max_evaluations: int = 40, close_enough: float = CLOSE_ENOUGH) -> SearchResult:
+           provider: str = "cpu", max_evaluations: int = 40, close_enough: float = CLOSE_ENOUGH,
+           grid: WidthGrid | None = None) -> SearchResult:
     """The plan whose measured ``fraction`` is closest to ``target`` (bisection over the level).
 
     Raises PlanError when even the largest level leaves more than the target
@@ -62,7 +73,7 @@ def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: floa
     already remove more.
     """
     start = time.perf_counter()
-    budgets, skipped = group_budgets(dg, options, history, data, provider)  # scored once
+    budgets, skipped = group_budgets(dg, options, history, data, provider, grid)  # scored once
     measured: dict[tuple, float] = {}
 
     def evaluate(level: float, counts: dict[int, int] | None = None) -> tuple[Plan, float]:
@@ -99,7 +110,9 @@ def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: floa
     if not done():
         best = min(best, _between(evaluate, budgets, options, lo, hi, target), key=lambda c: abs(c[0] - target))
     value, plan = best
-    return SearchResult(plan, metric, target, value, plan.ratio, len(measured), time.perf_counter() - start)
+    widths = f"multiples of {options.round_to}" if options.round_to is not None else (
+        grid.describe() if grid is not None else "default grid")
+    return SearchResult(plan, metric, target, value, plan.ratio, len(measured), time.perf_counter() - start, widths)
 
 
 def _between(evaluate, budgets, options: PruneOptions, lo: float, hi: float, target: float) -> tuple[float, Plan]:

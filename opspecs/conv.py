@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.mapping import Modulo, Overlap
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Updates
+from onnxprune.rules import IN, OUT, Barrier, Couple, Layer, LayerKind, NodeView, OpSpec, Updates
 
 from ._common import unknown_shape
 from ._unfold import conv_pads, im2col, out_sizes
@@ -114,11 +114,24 @@ def _macs_conv_transpose(view: NodeView) -> int:
     return int(np.prod(x)) * int(np.prod(w[1:]))
 
 
+def _layer(view: NodeView) -> Layer | None:
+    """Depthwise (one input channel per group), grouped (width per group), 1x1 or kxk."""
+    w, x = view.shape(IN(1)), view.shape(IN(0))
+    if w is None or x is None or len(x) < 2:
+        return None
+    group = int(view.attr("group", 1))
+    if group > 1 and x[1] == group:
+        return Layer(LayerKind.DEPTHWISE)
+    if group > 1:
+        return Layer(LayerKind.GROUPED, groups=group)
+    return Layer(LayerKind.CONV1X1 if all(int(k) == 1 for k in w[2:]) else LayerKind.CONV)
+
+
 def register(registry) -> None:
     registry.register(OpSpec(("Conv",), _couple_conv, roots=_roots, rewrite=_rewrite_group,
-                             macs=_macs_conv, linear=_conv_form, family="conv"))
+                             macs=_macs_conv, linear=_conv_form, layer=_layer, family="conv"))
     registry.register(OpSpec(("ConvTranspose",), _couple_conv_transpose, roots=_roots,
-                             rewrite=_rewrite_group, macs=_macs_conv_transpose, family="conv"))
+                             rewrite=_rewrite_group, macs=_macs_conv_transpose, layer=_layer, family="conv"))
 
 
 class ConvForm:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.ir import Node
-from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, Trait, Updates
+from onnxprune.rules import IN, OUT, Barrier, Couple, Layer, LayerKind, Mark, NodeView, OpSpec, Trait, Updates
 
 from ._common import broadcast, couple_by_labels, unknown_shape
 
@@ -241,8 +241,14 @@ def _matmul_form(view: NodeView):
     return MatMulForm(view, _bias_add(view))
 
 
+def _layer(view: NodeView) -> Layer | None:
+    """A matrix product with a constant weight (the activation's K and the output's N are its widths);
+    a product of two activations (attention scores) is no such layer."""
+    return Layer(LayerKind.GEMM) if view.from_constants(1) and not view.from_constants(0) else None
+
+
 def register(registry) -> None:
     registry.register(OpSpec(("Gemm",), _couple_gemm, roots=_roots_if_const_weight,
-                             macs=_macs_gemm, linear=_gemm_form, family="linear"))
+                             macs=_macs_gemm, linear=_gemm_form, layer=_layer, family="linear"))
     registry.register(OpSpec(("MatMul",), _couple_matmul, roots=_roots_if_const_weight,
-                             macs=_macs_matmul, linear=_matmul_form, family="linear"))
+                             macs=_macs_matmul, linear=_matmul_form, layer=_layer, family="linear"))

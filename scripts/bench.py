@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument("models", nargs="*", help="ONNX files (default: models/*.onnx)")
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--criterion", default="l2")
-    parser.add_argument("--round-to", type=int, default=1)
+    parser.add_argument("--round-to", type=int, default=None, help="default: the width grid; 1: exact widths")
     parser.add_argument("--provider", default="cpu")
     parser.add_argument("--runs", type=int, default=30, help="at least this many interleaved runs per model")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads of the timed sessions")

@@ -40,7 +40,7 @@ def digits_table(ratios, criterion: str) -> None:
             p = Pruner.from_model(digits.model())
             data = CalibrationSet.from_arrays(digits.calib(), p.original_graph.inputs)
             macs = p.macs()
-            p.prune(ratio=ratio, criterion=criterion, data=data)
+            p.prune(ratio=ratio, criterion=criterion, data=data, round_to=1)  # exact widths, as recorded
             row = f"{ratio:>6} {p.macs() / macs:>6.3f} {methods:<14}"
             if methods == "none":
                 print(row + f" {digits.accuracy(p.to_model()):>8.4f}", flush=True)
@@ -59,7 +59,7 @@ def model_table(paths, ratio: float, samples: int) -> None:
             p = Pruner.load(path)
             data = p.random_inputs(samples)
             macs = p.macs()
-            p.prune(ratio=ratio)
+            p.prune(ratio=ratio, round_to=1)
             start = time.perf_counter()
             r = p.recover(data, methods=methods)
             fb, fa = r.fidelity_before, r.fidelity_after

@@ -94,8 +94,8 @@ def test_output_is_second_moment_times_reader_weight_energy():
 
 def test_calibration_data_decides_what_random_inputs_cannot_see():
     dg = planted()
-    on_data = make_plan(dg, ratio=0.25, criterion="activation", data=calib()).decisions[0].removed
-    on_random = make_plan(dg, ratio=0.25, criterion="activation", data=calib(quiet=False)).decisions[0].removed
+    on_data = make_plan(dg, ratio=0.25, round_to=1, criterion="activation", data=calib()).decisions[0].removed
+    on_random = make_plan(dg, ratio=0.25, round_to=1, criterion="activation", data=calib(quiet=False)).decisions[0].removed
     assert set(on_data) == {SILENT, DEAD}
     assert SILENT not in on_random and DEAD in on_random  # random inputs do drive that channel
 
@@ -213,7 +213,7 @@ def test_reconstruction_removes_a_channel_the_others_rebuild_first(k):
     for weight_based in ("l2", "output"):  # by magnitude, the dependent channels look most important
         other = scores(dg, weight_based, mix_data())
         assert set(np.argsort(other)[-3:]) == set(PAIR + (SUM,))
-    plan = make_plan(dg, ratio=0.125, criterion="reconstruction", data=mix_data())
+    plan = make_plan(dg, ratio=0.125, round_to=1, criterion="reconstruction", data=mix_data())
     assert plan.decisions[0].removed == (first,)
 
 
@@ -289,7 +289,8 @@ def test_global_ranking_takes_the_planted_channels_across_groups(criterion, plan
     channels go before any channel of Conv_1's group."""
     dg = planted()
     total = sum(g.size for g in dg.prunable_groups())
-    plan = make_plan(dg, ratio=len(planted_first) / total, global_rank=True, criterion=criterion, data=calib())
+    plan = make_plan(dg, ratio=len(planted_first) / total, global_rank=True, criterion=criterion, data=calib(),
+                     round_to=1)  # exact counts: the planted channels, whatever the width grid
     removed = {(d.group, k) for d in plan.decisions for k in d.removed}
     assert removed == {(dg.group_of("Conv_0").id, k) for k in planted_first}
 

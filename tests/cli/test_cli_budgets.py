@@ -34,8 +34,8 @@ def test_global_max_ratio_and_ratio_for_reach_the_plan(resnet, capfd):
     assert report["options"]["global_rank"] is True and report["options"]["max_ratio"] == 0.6
     assert all(n <= int(size * 0.6) for size, n in decisions().values())
     assert report["valid"]["onnxruntime"] is True
-    code, _, err = call(capfd, ["-q", resnet, "o2.onnx", "--no-validate", "--ratio", "0.5",
-                                "--ratio-for", "^Conv_0$=0.25", "--report", "r2.json"])
+    code, _, err = call(capfd, ["-q", resnet, "o2.onnx", "--no-validate", "--ratio", "0.5", "--round-to", "1",
+                                "--ratio-for", "^Conv_0$=0.25", "--report", "r2.json"])  # exact counts
     assert code == 0, err
     by_group = decisions("r2.json")
     assert by_group[0] == (16, 4) and all(n == size // 2 for g, (size, n) in by_group.items() if g != 0)
@@ -126,3 +126,28 @@ def test_bad_sensitivity_options_are_one_line_errors(resnet, capfd, args, fragme
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith("onnxprune: error: ") and fragment in err, err
     assert sorted(os.listdir(".")) == ["resnet.onnx"]
+
+
+def test_a_target_prune_says_how_its_latency_compares(resnet, capfd, monkeypatch):
+    """The speed check on (the suite turns it off): its line and report entry, whatever the timings say."""
+    from onnxprune.api import SPEED_CHECK_ENV
+    monkeypatch.setenv(SPEED_CHECK_ENV, "1")
+    code, out, err = call(capfd, [resnet, "o.onnx", "--runs", "4", "--target-macs", "0.5", "--width-grid", "default",
+                                  "--report", "r.json"])
+    assert code == 0, err
+    check = json.loads(Path("r.json").read_text())["budget"][0]["latency_check"]
+    assert 1 <= len(check["tried"]) <= 3 and check["faster"] in (True, False)
+    low, high = check["latency_ratio"]["ratio_ci95"]
+    assert low <= check["latency_ratio"]["ratio"] <= high
+    assert "widths    cpu (default): depthwise " in out  # 8, or finer where the toy widths need it
+    speed = [line for line in out.splitlines() if line.startswith("speed     x")]
+    assert len(speed) == 1 and ("faster" in speed[0] or "NOT FASTER" in speed[0])
+    code, out, err = call(capfd, [resnet, "o2.onnx", "--runs", "0", "--target-macs", "0.5", "--allow-slower",
+                                  "--report", "r2.json"])
+    assert code == 0 and "latency_check" not in json.loads(Path("r2.json").read_text())["budget"][0]
+    assert "speed     x" not in out
+
+
+def test_width_grid_choices_are_checked(resnet, capfd):
+    code, _, err = call(capfd, [resnet, "o.onnx", "--width-grid", "fast"])
+    assert code == 2 and err.count("\n") == 1 and "--width-grid" in err

@@ -99,7 +99,7 @@ def test_prune_then_fuse(tmp_path, capfd):
 def test_recover_then_fuse_reestimates_batchnorm_first(tmp_path, capfd):
     digits = Path(__file__).resolve().parents[2] / "models" / "digits"
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
-    code, text, err = call(capfd, digits / "digits_cnn.onnx", out, "--ratio", "0.3", "--steps", "2",
+    code, text, err = call(capfd, digits / "digits_cnn.onnx", out, "--ratio", "0.3", "--round-to", "1", "--steps", "2",
                            "--calib", digits / "calib.npz", "--recover", "--recover-methods", "bn", "--fuse",
                            "--report", report, "-q", "--runs", "1")
     assert code == 0 and err == "", err

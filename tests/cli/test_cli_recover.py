@@ -39,7 +39,7 @@ def test_recover_reports_fidelity_before_and_after_and_the_time(tmp_path, capfd)
 
 def test_recovery_runs_after_every_round_of_steps(tmp_path, capfd):
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
-    code = main([str(DIGITS / "digits_cnn.onnx"), str(out), "--ratio", "0.3", "--steps", "2", "--calib",
+    code = main([str(DIGITS / "digits_cnn.onnx"), str(out), "--ratio", "0.3", "--round-to", "1", "--steps", "2", "--calib",
                  str(DIGITS / "calib.npz"), "--recover", "--recover-methods", "bn", "--report", str(report), "-q",
                  "--no-validate"])
     stdout, _ = capfd.readouterr()

@@ -77,8 +77,8 @@ def test_repeated_prune_calls_work():
 
 def test_prune_options_and_kwargs_are_equivalent():
     a, b = Pruner.from_model(conv_chain()), Pruner.from_model(conv_chain())
-    plan_a = a.prune(PruneOptions(ratio=0.25, criterion="l1", ignore=["Conv_1"]))
-    plan_b = b.prune(ratio=0.25, criterion="l1", ignore=["Conv_1"])
+    plan_a = a.prune(PruneOptions(ratio=0.25, criterion="l1", ignore=["Conv_1"], round_to=1))
+    plan_b = b.prune(ratio=0.25, criterion="l1", ignore=["Conv_1"], round_to=1)
     assert plan_a == plan_b and [d.group for d in plan_a.decisions] == [0]
     assert weight(a, "Conv_1").shape[0] == 6
 

@@ -7,6 +7,7 @@ from onnxprune.api import Pruner
 from onnxprune.budget import n_to_remove
 from onnxprune.depgraph import DependencyGraph
 from onnxprune.errors import InputError
+from onnxprune.options import PruneOptions
 from onnxprune.plan import make_plan
 from onnxprune.sensitivity import Sensitivity, units_of
 from support.architectures import ARCHITECTURES
@@ -35,7 +36,7 @@ def planted() -> Pruner:
 @pytest.fixture(scope="module")
 def result():
     pruner = planted()
-    return pruner.sensitivity(pruner.random_inputs(16), ratios=[0.25, 0.5, 0.75])
+    return pruner.sensitivity(pruner.random_inputs(16), ratios=[0.25, 0.5, 0.75], options=PruneOptions(round_to=1))
 
 
 def unit(result, node):

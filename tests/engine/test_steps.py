@@ -84,7 +84,7 @@ def test_the_hook_runs_between_rounds_and_the_next_round_rescores():
         if step == 1:
             _zero_channel(p, "Conv_0", 5)  # now the least important channel of the 6 left
 
-    composed = pruner.prune(ratio=0.5, steps=2, after_step=after_step)
+    composed = pruner.prune(ratio=0.5, steps=2, after_step=after_step, round_to=1)  # 8 -> 6 -> 4
     assert calls == [(1, 6), (2, 4)]
     first, second = pruner.plans
     assert 5 in second.decisions[0].removed

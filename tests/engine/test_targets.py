@@ -58,7 +58,7 @@ def test_uniform_target_with_round_to_and_fixed_ratios():
     pruner = Pruner.from_model(ARCHITECTURES["resnet_basic"]())
     first = pruner.prunable_groups()[0]
     sizes = {g.id: g.size for g in pruner.prunable_groups()}
-    options = PruneOptions(target_macs=0.5, ratio_for=[f"^{first.root.node}$=0.25"])
+    options = PruneOptions(target_macs=0.5, ratio_for=[f"^{first.root.node}$=0.25"], round_to=1)
     search = assert_target_met(pruner, options)
     removed = {d.group: len(d.removed) for d in search.plan.decisions}
     assert removed[first.id] == n_to_remove(sizes[first.id], 0.25)  # the fixed group kept its ratio

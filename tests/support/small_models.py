@@ -97,3 +97,17 @@ def with_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+
+
+def wide_cnn() -> onnx.ModelProto:
+    """Inverted residual blocks with widths of 32-240 (all but one multiples of 16; 40): enough layers
+    that size targets land within tolerance on a width grid of 8."""
+    b = GraphBuilder(seed=5)
+    x = b.relu(b.conv(b.input("input", [1, 3, 8, 8]), 32))
+    for hidden, out in ((96, 40), (144, 48), (192, 64), (240, 80)):
+        x = b.relu(b.conv(x, hidden, k=1))
+        x = b.relu(b.conv(x, hidden, k=3, group=hidden))
+        x = b.conv(x, out, k=1)
+    x = b.relu(b.conv(x, 128))
+    b.output(b.rename(b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [x])], axis=1), 10), "output"))
+    return b.build()
