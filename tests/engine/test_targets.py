@@ -103,7 +103,7 @@ def test_latency_target_searches_on_measured_latency(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(pruner, "_fraction", fraction)
-    pruner.prune(target_latency=0.6, latency=LatencyOptions(min_runs=5, warmup=1, threads=2))
+    pruner.prune(target_latency=0.6, round_to=1, latency=LatencyOptions(min_runs=5, warmup=1, threads=2))
     search = pruner.searches[-1]
     assert search.metric == "latency" and search.met
     assert abs(0.2 + 0.8 * pruner.macs() / base - 0.6) <= TOLERANCE
