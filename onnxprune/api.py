@@ -144,7 +144,7 @@ class Pruner:
     # --- pruning
     def plan(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
              provider: str = "cpu", history: dict[int, tuple[int, int]] | None = None,
-             latency: PlanLatency | None = None, **kwargs) -> Plan:
+             plan_latency: PlanLatency | None = None, **kwargs) -> Plan:
         """One round's plan on the current graph; ``data``: calibration samples for data-driven criteria.
 
         With a size target the budget level is searched (see targets.py) and, with
@@ -165,7 +165,7 @@ class Pruner:
                           **limits)
         result, grid = _on_the_finest_grid_needed(run, options, grid)
         if metric != "latency" and _speed_check(options):
-            latency = latency or self._plan_latency(options, provider)
+            latency = plan_latency or self._plan_latency(options, provider)
             if latency is not None:
                 coarser = [lambda f=f: run(*_coarser(options, grid, f)) for f in COARSER]
                 result = never_slower(result, coarser, latency)
@@ -267,7 +267,7 @@ class Pruner:
         return result
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
-              provider: str = "cpu", after_step: StepHook | None = None, latency: PlanLatency | None = None,
+              provider: str = "cpu", after_step: StepHook | None = None, plan_latency: PlanLatency | None = None,
               **kwargs) -> Plan | None:
         """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
 
@@ -286,7 +286,7 @@ class Pruner:
         lineage, rounds = Lineage(self.depgraph), []
         for step in range(1, options.steps + 1):
             plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,
-                             history=lineage.history(self.depgraph), latency=latency)
+                             history=lineage.history(self.depgraph), plan_latency=plan_latency)
             lineage.record(self.depgraph, plan)
             self.apply(plan)
             rounds.append(plan)

@@ -76,7 +76,7 @@ def test_the_pruner_returns_the_coarser_grid_when_the_default_one_is_timed_slowe
     original = _kept_widths(Pruner.from_model(wide_cnn()))
     pruner = Pruner.from_model(wide_cnn())
     macs0 = pruner.macs()
-    pruner.prune(PruneOptions(target_macs=0.5, never_slower=True, width_grid="default"), latency=latency)
+    pruner.prune(PruneOptions(target_macs=0.5, never_slower=True, width_grid="default"), plan_latency=latency)
     search = pruner.searches[-1]
     assert search.speed.faster and len(search.speed.tried) == 2  # the default grid (8), then twice as coarse
     assert "conv 16" in search.grid
@@ -90,7 +90,7 @@ def test_the_check_is_off_when_asked(never_slower):
     """never_slower=False, or None with ONNXPRUNE_SPEED_CHECK=0 (set by the test suite's conftest)."""
     def latency(plan): raise AssertionError("timed")
     pruner = Pruner.from_model(ARCHITECTURES["mobilenetv2"]())
-    pruner.prune(PruneOptions(target_macs=0.5, never_slower=never_slower), latency=latency)
+    pruner.prune(PruneOptions(target_macs=0.5, never_slower=never_slower), plan_latency=latency)
     assert pruner.searches[-1].speed is None
 
 
