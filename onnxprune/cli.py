@@ -1,4 +1,4 @@
-"""Command line: ``onnxprune [prune] IN OUT --ratio R`` and ``onnxprune analyze IN``.
+"""Command line: ``onnxprune [prune] IN OUT --ratio R``, ``onnxprune analyze IN``, ``onnxprune fuse IN OUT``.
 
 A thin layer over :mod:`onnxprune.api`. The contract (also in the README):
 every failure is one line on stderr (``onnxprune: error: ...``) and an exit
