@@ -49,16 +49,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, pruning: bool = True) -> None:
     parser.add_argument("input", help="ONNX model to read")
     parser.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224",
                         help="fix an input's shape for analysis (repeatable)")
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    parser.add_argument("-v", "--verbose", action="store_true", help="list every blocked group")
-    parser.add_argument("--prune-head-dim", action="store_true",
-                        help="attention prunes head_dim (the same dims of every head) instead of whole heads")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="list every blocked group" if pruning else "list every refused fusion")
+    if pruning:
+        parser.add_argument("--prune-head-dim", action="store_true",
+                            help="attention prunes head_dim (the same dims of every head) instead of whole heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _fuse_parser(sub) -> None:
     fuse = sub.add_parser("fuse", help="fold BatchNorm and per-channel constants into layers, merge parallel and "
                                        "consecutive linear layers, drop Identity/Dropout: exact, no data")
-    _common(fuse)
+    _common(fuse, pruning=False)
     fuse.add_argument("output", help="where to write the fused model (never the input)")
     fuse.add_argument("--kinds", default=",".join(FUSIONS), metavar="K[,K]",
                       help=f"which fusions ({', '.join(FUSIONS)}; default: all)")
