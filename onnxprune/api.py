@@ -18,11 +18,12 @@ from .files import PathPlan
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
-from .options import FuseOptions, PruneOptions, RecoveryOptions
+from .options import FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
 from .plan import GroupDecision, Plan, make_plan
+from .recipe import CHANNELS, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval
@@ -32,8 +33,8 @@ from .schedule import Lineage, round_options
 from .sensitivity import DEFAULT_RATIOS, Sensitivity
 from .targets import TOLERANCE, Fraction, SearchResult, search
 from .sharing import reshare_params, unshare_params
-from .validate import (Reference, ValidationResult, check, latency_side_by_side, make_inputs, run_reference,
-                       session, validate)
+from . import latency as timing
+from .validate import Reference, ValidationResult, check, make_inputs, run_reference, validate
 
 StepHook = Callable[["Pruner", int], None]
 
@@ -64,6 +65,7 @@ class Pruner:
         # removed blocks), composed; recovery and reports follow it, never names
         self.edits: EditMap = EditMap.identity(graph)
         self.passes: list[PassResult] = []  # every pass run on the model, in order
+        self.recipe = Recipe()  # the edits as steps that re-apply to the input model (--save-plan)
         self.recoveries: list[RecoveryResult] = []
 
     @classmethod
@@ -95,7 +97,7 @@ class Pruner:
         if onnx_in.declared_static(model):
             folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
             if any(r.changed for r in results):
-                graph = onnx_in.reinfer(folded, input_shapes)
+                graph = onnx_in.refresh(folded, input_shapes)
         return cls(graph, registry, model, input_shapes, analysis)
 
     def _set(self, graph: Graph) -> None:
@@ -152,6 +154,11 @@ class Pruner:
         """Apply a plan made on the current graph; group ids refer to the current groups."""
         self.run_pass(ChannelRemoval(self.depgraph, plan))
         self.plans.append(plan)
+        self.recipe.add(CHANNELS, plan)
+
+    def replay(self, recipe: Recipe) -> None:
+        """Re-apply a saved recipe (or plan) made on this model: every step, in order."""
+        recipe.replay(self)
 
     def run_pass(self, graph_pass: GraphPass) -> PassResult:
         """Run a graph pass on the current model and follow its map (shapes inferred again where
@@ -193,7 +200,11 @@ class Pruner:
                 after_step(self, step)
         if len(rounds) == 1:
             return rounds[0]
-        return lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
+        composed = lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
+        if composed is not None:  # one step on the graph the rounds started from, not one per round
+            del self.recipe.steps[-len(rounds):]
+            self.recipe.add(CHANNELS, composed)
+        return composed
 
     def prune_group(self, group: Group, channels) -> None:
         """Remove the given channels (indices into ``group.channels``) of one group."""
@@ -208,13 +219,13 @@ class Pruner:
         if metric == "params":
             base = count_params(reshare_params(self.original_graph, self._copies))
             return lambda graph: count_params(reshare_params(graph, self._copies)) / base
-        reference = session(self._original_model(), provider)
+        settings = options.latency
+        reference = timing.session(self._original_model(), provider, settings.threads)
         feeds = make_inputs(self.original_graph, seed=options.seed)
 
         def latency(graph: Graph) -> float:
-            candidate = session(reshare_params(graph, self._copies), provider)
-            before, after = latency_side_by_side([reference, candidate], feeds, options.latency_runs)
-            return after / before
+            candidate = timing.session(reshare_params(graph, self._copies), provider, settings.threads)
+            return timing.compare([reference, candidate], feeds, provider, options=settings).ratio
         return latency
 
     def _original_model(self) -> onnx.ModelProto | Path:
@@ -238,8 +249,9 @@ class Pruner:
         return result
 
     def _reinfer(self, graph: Graph) -> Graph:
-        """Shapes of the pruned graph from inference again, not from bookkeeping."""
-        return onnx_in.reinfer(graph, self.input_shapes)
+        """Shapes after a pass: carried by the pass, checked by onnx's fast inference (symbolic
+        inference runs once per model, at load; see onnx_in.refresh)."""
+        return onnx_in.refresh(graph, self.input_shapes)
 
     # --- output
     def to_model(self) -> onnx.ModelProto:
@@ -249,14 +261,19 @@ class Pruner:
         """Validation inputs: the arrays of an .npz file, or random ones (seeded) of the analysed shapes."""
         return make_inputs(self.original_graph, inputs, seed)
 
-    def run_original(self, feeds: dict, provider: str = "cpu") -> Reference:
-        """Run the unpruned model (before pruning, so its own failures are reported as such)."""
-        return run_reference(self._original_model(), feeds, provider)
+    def run_original(self, feeds: dict, provider: str = "cpu", threads: int | None = None) -> Reference:
+        """Run the unpruned model (before pruning, so its own failures are reported as such);
+        ``threads``: its session is then fit for timing at that thread count (see :meth:`validate`)."""
+        return run_reference(self._original_model(), feeds, provider, threads)
 
     def validate(self, inputs: str | None = None, provider: str = "cpu", runs: int = 20,
-                 feeds: dict | None = None, reference: Reference | None = None) -> ValidationResult:
+                 feeds: dict | None = None, reference: Reference | None = None,
+                 latency: LatencyOptions | None = None) -> ValidationResult:
+        """Checker, onnxruntime and output shapes, then latency side by side with the original
+        (``runs``: at least that many interleaved rounds, 0: not timed; ``latency``: how, see
+        onnxprune.latency). ``result.latency.warning()`` is set when the pruned model is not faster."""
         feeds = self.feeds(inputs) if feeds is None else feeds
-        return validate(self._original_model(), self.to_model(), feeds, provider, runs, reference)
+        return validate(self._original_model(), self.to_model(), feeds, provider, runs, reference, latency)
 
     # --- data
     def load_calibration(self, path: str | os.PathLike) -> CalibrationSet:

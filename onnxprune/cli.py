@@ -28,7 +28,7 @@ from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Inter
                      OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
-from .options import FUSIONS, RECOVERY_METHODS, FuseOptions
+from .options import FUSIONS, RECOVERY_METHODS, FuseOptions, LatencyOptions
 from .progress import Progress
 from .recovery import recovery_report
 from .passes.fusion import fusion_report
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--target-macs", type=float, metavar="F", help="search the ratio that leaves F of the MACs")
     prune.add_argument("--target-params", type=float, metavar="F", help="... that leaves F of the parameters")
     prune.add_argument("--target-latency", type=float, metavar="F",
-                       help="... that leaves F of the latency (timed on --provider, --runs runs per candidate)")
+                       help="... that leaves F of the latency (each candidate timed side by side with the "
+                            "original on --provider, as for the summary: --threads, --runs, --latency-time)")
     prune.add_argument("--ratio-from", metavar="SENS.json:MAXERR",
                        help="--ratio-for options from a sensitivity report, for an error budget per unit")
     prune.add_argument("--steps", type=int, default=1, metavar="K", help="prune in K rounds, re-scoring between")
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
     prune.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
-    prune.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
+    _latency_args(prune)
     prune.add_argument("--memory-limit", default="auto", metavar="SIZE",
                        help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
                             "default: the memory available now)")
@@ -120,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _latency_args(parser) -> None:
+    """How the summary's latency is timed (prune and fuse; see LatencyOptions)."""
+    defaults = LatencyOptions()
+    parser.add_argument("--threads", type=int, default=defaults.threads, metavar="N",
+                        help=f"onnxruntime threads of the timed sessions (default {defaults.threads})")
+    parser.add_argument("--runs", type=int, default=defaults.min_runs, metavar="N",
+                        help=f"latency: at least N interleaved runs of each model (0: no latency; default "
+                             f"{defaults.min_runs}); more until the ratio's 95%% CI is within --latency-spread")
+    parser.add_argument("--max-runs", type=int, metavar="N",
+                        help=f"latency: at most N runs (default {defaults.max_runs}, or --runs if more)")
+    parser.add_argument("--latency-time", type=float, default=defaults.max_seconds, metavar="S",
+                        help=f"latency: stop after S seconds however wide the spread (default {defaults.max_seconds:g})")
+    parser.add_argument("--latency-spread", type=float, default=defaults.spread, metavar="F",
+                        help=f"latency: stop when the ratio's 95%% CI half-width is within F of it "
+                             f"(default {defaults.spread:g})")
+
+
 def _fuse_parser(sub) -> None:
     fuse = sub.add_parser("fuse", help="fold BatchNorm and per-channel constants into layers, merge parallel and "
                                        "consecutive linear layers, drop Identity/Dropout: exact, no data")
@@ -130,7 +148,7 @@ def _fuse_parser(sub) -> None:
     fuse.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     fuse.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
     fuse.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
-    fuse.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
+    _latency_args(fuse)
     fuse.add_argument("--seed", type=int, default=0, help="seed for random validation inputs")
 
 
@@ -335,20 +353,25 @@ def _recovery_options(args) -> RecoveryOptions | None:
     return RecoveryOptions(methods=args.recover_methods, seed=args.seed, provider=args.provider).check()
 
 
+def _latency_options(args) -> LatencyOptions:
+    """How the summary's latency and --target-latency are timed (onnxprune.latency)."""
+    max_runs = args.max_runs if args.max_runs is not None else max(LatencyOptions.max_runs, args.runs)
+    return LatencyOptions(threads=args.threads, min_runs=args.runs, max_runs=max_runs,
+                          max_seconds=args.latency_time, spread=args.latency_spread).check()
+
+
 def _check_run_options(args) -> tuple[PruneOptions, int | None]:
     options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
                            ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),
                            target_params=args.target_params, target_latency=args.target_latency,
-                           steps=args.steps, latency_runs=args.runs, head_ratio=args.head_ratio,
+                           steps=args.steps, latency=_latency_options(args), head_ratio=args.head_ratio,
                            prune_hidden=args.prune_hidden, prune_heads=args.prune_heads,
                            prune_head_dim=args.prune_head_dim,
                            prune_channels=args.prune_channels).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
-    if args.runs < 0:
-        raise OptionError(f"--runs must be >= 0, got {args.runs}")
     limit = available_memory() if args.memory_limit == "auto" else parse_size(args.memory_limit)
     if not args.no_validate:
         check_provider(args.provider)
@@ -370,7 +393,7 @@ def run_prune(args, progress: Progress) -> Report:
         check_memory(pruner.original_graph, memory_limit)
         with progress.stage("run original") as stage:
             feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
-            reference = pruner.run_original(feeds, args.provider)
+            reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
         report.timings_s["run_original"] = stage.seconds
     if not pruner.prunable_groups():
         raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
@@ -389,9 +412,6 @@ def run_prune(args, progress: Progress) -> Report:
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]
-    if plan is None and args.save_plan:
-        raise OptionError("--save-plan: the rounds of --steps could not be composed into one plan on the original "
-                          "graph (a group changed between rounds); run without --save-plan")
     if args.fuse:  # last: recovery's BatchNorm re-estimation needs the BatchNorms
         _fuse(pruner, FuseOptions(), report, progress)
     with progress.stage("check") as stage:
@@ -410,19 +430,21 @@ def run_prune(args, progress: Progress) -> Report:
     report.params_after, report.macs_after = pruner.params(), pruner.macs()
     if reference is not None:
         with progress.stage("validate") as stage:
-            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference)
+            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference,
+                                     latency=options.latency)
         report.timings_s["validate"] = stage.seconds
         report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
-        report.latency_ms_before, report.latency_ms_after = result.latency_ms_before, result.latency_ms_after
         report.provider = args.provider
+        if result.latency is not None:
+            report.record_latency(result.latency)
         with progress.stage("fidelity") as stage:
             report.fidelity = _fidelity(pruner, data, args).to_dict()
         report.timings_s["fidelity"] = stage.seconds
     report.output = args.output
     with atomic_outputs() as out:
         onnx_out.stage_model(out, model, args.output)
-        if args.save_plan and plan is not None:
-            out.stage(args.save_plan, lambda staged: staged.write_text(plan.to_json()))
+        if args.save_plan:  # every step, each on the graph of its time: re-applies to the input
+            out.stage(args.save_plan, lambda staged: staged.write_text(pruner.recipe.to_json()))
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:
@@ -440,8 +462,7 @@ def run_fuse(args, progress: Progress) -> Report:
     """``onnxprune fuse IN OUT``: exact rewrites only, so the written model must compute what the input
     does: its outputs are compared on the validation inputs, and a difference fails the run."""
     options = FuseOptions(kinds=args.kinds).check()
-    if args.runs < 0:
-        raise OptionError(f"--runs must be >= 0, got {args.runs}")
+    latency = _latency_options(args)
     if not args.no_validate:
         check_provider(args.provider)
     paths_plan = paths(args).check()
@@ -454,7 +475,7 @@ def run_fuse(args, progress: Progress) -> Report:
     if not args.no_validate:
         with progress.stage("run original"):
             feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
-            reference = pruner.run_original(feeds, args.provider)
+            reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
     _fuse(pruner, options, report, progress)
     model = pruner.to_model()
     try:
@@ -466,12 +487,14 @@ def run_fuse(args, progress: Progress) -> Report:
     report.params_after, report.macs_after = pruner.params(), pruner.macs()
     if reference is not None:
         with progress.stage("validate") as stage:
-            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference)
+            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference,
+                                     latency=latency)
             fidelity = pruner.fidelity(CalibrationSet(feeds, "validation inputs"), args.provider)
         report.timings_s["validate"] = stage.seconds
         report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
-        report.latency_ms_before, report.latency_ms_after = result.latency_ms_before, result.latency_ms_after
         report.provider, report.fidelity = args.provider, fidelity.to_dict()
+        if result.latency is not None:
+            report.record_latency(result.latency, warn=False)
         worst = max((o.rel_l2 for o in fidelity.outputs), default=0.0)
         if not worst <= FUSED_TOLERANCE:
             raise ValidationError(f"the fused model's outputs differ from the input's (relative error {worst:.3g}): "

@@ -4,7 +4,10 @@ Reported in every run (held-out calibration samples, or random inputs without
 calibration data): per output, the cosine similarity of each sample's output
 to the original's (mean and worst), the largest absolute difference, the
 relative L2 error, and, where an output looks like class scores, the fraction
-of samples (or positions) whose arg-max agrees.
+of samples (or positions) whose arg-max agrees. For sequences ([N, T, C]
+probabilities: CTC, tokens) most positions are one background class (the CTC
+blank, padding), so arg-max agreement stays high even when no character is
+read right; the agreement on the other positions is reported beside it.
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ class OutputAgreement:
     max_abs: float  # largest |original - pruned| over every element
     rel_l2: float  # ||pruned - original|| / ||original|| over the whole output
     top1: float | None = None  # arg-max agreement, for class-score-like outputs
+    # sequences: arg-max agreement on positions where the original does not predict the
+    # background class (the most frequent one, when it holds most positions: blank, padding)
+    top1_foreground: float | None = None
+    background_class: int | None = None
 
 
 @dataclass
@@ -46,15 +53,23 @@ class Fidelity:
         values = [o.top1 for o in self.outputs if o.top1 is not None]
         return min(values) if values else None
 
+    @property
+    def top1_foreground(self) -> float | None:
+        values = [o.top1_foreground for o in self.outputs if o.top1_foreground is not None]
+        return min(values) if values else None
+
     def to_dict(self) -> dict:
         data = asdict(self)
-        data.update(cosine_worst_output=self.cosine, max_abs=self.max_abs, top1=self.top1)
+        data.update(cosine_worst_output=self.cosine, max_abs=self.max_abs, top1=self.top1,
+                    top1_foreground=self.top1_foreground)
         return data
 
     def summary(self) -> str:
         text = f"cosine {self.cosine:.4f}, max |err| {self.max_abs:.3g}"
         if self.top1 is not None:
             text += f", top-1 agreement {100 * self.top1:.1f}%"
+        if self.top1_foreground is not None:
+            text += f" ({100 * self.top1_foreground:.1f}% off the background class)"
         return text + f"  [{self.samples} samples: {self.data}]"
 
 
@@ -69,6 +84,9 @@ class AgreementAccumulator:
         self.agree = 0
         self.positions = 0
         self.classifier = True
+        self.sequence = True
+        self.by_class: np.ndarray | None = None  # positions per original arg-max class
+        self.agree_by_class: np.ndarray | None = None
 
     def update(self, ref: np.ndarray, got: np.ndarray) -> None:
         ref64, got64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
@@ -84,14 +102,31 @@ class AgreementAccumulator:
         self.ref_sq += float(np.square(a).sum())
         self.classifier = self.classifier and _class_scores(ref64)
         if self.classifier:
-            self.agree += int((ref64.argmax(axis=-1) == got64.argmax(axis=-1)).sum())
+            ref_arg, got_arg = ref64.argmax(axis=-1), got64.argmax(axis=-1)
+            self.agree += int((ref_arg == got_arg).sum())
             self.positions += int(np.prod(ref64.shape[:-1]))
+            self.sequence = self.sequence and ref64.ndim == 3
+            if self.sequence:
+                classes = ref64.shape[-1]
+                counts = np.bincount(ref_arg.reshape(-1), minlength=classes)
+                agreed = np.bincount(ref_arg.reshape(-1), weights=(ref_arg == got_arg).reshape(-1), minlength=classes)
+                self.by_class = counts if self.by_class is None else self.by_class + counts
+                self.agree_by_class = agreed if self.agree_by_class is None else self.agree_by_class + agreed
 
     def result(self) -> OutputAgreement:
         cos = np.concatenate(self.cosines) if self.cosines else np.ones(1)
         rel = float(np.sqrt(self.err_sq / self.ref_sq)) if self.ref_sq > 0 else float(self.err_sq > 0)
         top1 = self.agree / self.positions if self.classifier and self.positions else None
-        return OutputAgreement(self.name, float(cos.mean()), float(cos.min()), self.max_abs, rel, top1)
+        foreground = background = None
+        if top1 is not None and self.sequence and self.by_class is not None:
+            background = int(self.by_class.argmax())
+            rest = self.by_class.sum() - self.by_class[background]
+            if self.by_class[background] * 2 > self.by_class.sum():  # a class holding most positions
+                foreground = float((self.agree_by_class.sum() - self.agree_by_class[background]) / rest) if rest else 1.0
+            else:
+                background = None
+        return OutputAgreement(self.name, float(cos.mean()), float(cos.min()), self.max_abs, rel, top1,
+                               foreground, background)
 
 
 def _class_scores(value: np.ndarray) -> bool:

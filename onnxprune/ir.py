@@ -76,8 +76,6 @@ class Graph:
     values: dict[str, Value]
     declared: dict[str, Value]  # value_info as written in the source file
     meta: ModelMeta
-    # small int tensors (shape arithmetic) whose value shape inference knows exactly
-    known: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def opset(self) -> int:

@@ -308,7 +308,7 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
     written model keeps its dynamic dims.
     """
     check_input_shapes(model, input_shapes)
-    inferred, known = shapes.analysis_shapes(model, input_shapes)
+    inferred, _ = shapes.analysis_shapes(model, input_shapes)
     values = {name: Value(name, elem, dims) for name, (elem, dims) in inferred.items()}
     mapped = mapped or {}
     params = {t.name: mapped[t.name] if t.name in mapped else numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -342,7 +342,6 @@ def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None =
         values=values,
         declared={vi.name: _value(vi) for vi in model.graph.value_info},
         meta=meta,
-        known={name: value for name, value in known.items() if name not in params},
     )
 
 
@@ -356,9 +355,43 @@ def reinfer(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> G
     from . import onnx_out  # the other edge: a skeleton to infer on, never a model to keep
     skeleton = onnx_out.to_model(graph, onnx_out.Weights.INPUTS)
     left_out = set(onnx_out.skeleton_weights(graph))
-    inferred, known = shapes.analysis_shapes(skeleton, input_shapes)
+    inferred, _ = shapes.analysis_shapes(skeleton, input_shapes)
     values = {name: Value(name, elem, dims) for name, (elem, dims) in inferred.items() if name not in left_out}
-    return dataclasses.replace(graph, values=values, known={n: v for n, v in known.items() if n not in graph.params})
+    return dataclasses.replace(graph, values=values)
+
+
+def refresh(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> Graph:
+    """``graph``'s shapes after a rewrite that carried them along (channel removal shrinks the
+    pruned axes from the plan; fusion and block removal keep the shapes of what stays).
+
+    Symbolic inference (sympy, the slow part of analysis) is not run again: onnx's own
+    inference at the stand-in dims checks every carried shape it can compute and fills the
+    holes it can where the model has no symbolic dims. A carried shape that disagrees, or a
+    new tensor whose shape only symbolic inference could give, falls back to :func:`reinfer`.
+    """
+    from . import onnx_out
+    skeleton = onnx_out.to_model(graph, onnx_out.Weights.INPUTS)
+    checked = shapes.static_shapes(skeleton, input_shapes)
+    if checked is None:
+        return reinfer(graph, input_shapes)
+    static_model = not any(shapes.is_symbolic(d) for v in graph.values.values() for d in (v.shape or ()))
+    values = dict(graph.values)
+    for node in graph.nodes:
+        for name in node.outputs:
+            if not name:
+                continue
+            carried = values.get(name)
+            elem, dims = checked.get(name, (0, None))
+            complete = dims is not None and all(isinstance(d, int) and d > 0 for d in dims)
+            if carried is not None and carried.shape is not None and None not in carried.shape:
+                if complete and tuple(int(d) for d in carried.shape) != tuple(dims):
+                    return reinfer(graph, input_shapes)  # the carried shape is wrong: infer it all
+                continue
+            if complete and (static_model or carried is None):
+                if carried is None and not static_model:
+                    return reinfer(graph, input_shapes)  # a new tensor whose dims may be symbolic
+                values[name] = Value(name, elem or (carried.dtype if carried else 0), tuple(dims))
+    return dataclasses.replace(graph, values=values)
 
 
 def model_inputs(model: onnx.ModelProto) -> list[Value]:

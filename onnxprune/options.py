@@ -25,7 +25,7 @@ class PruneOptions:
     target_params: float | None = None  # ... of the parameters
     target_latency: float | None = None  # ... of the measured latency
     steps: int = 1  # prune in this many rounds, re-scoring between them
-    latency_runs: int = 20  # timed runs per model and candidate for --target-latency
+    latency: "LatencyOptions" = field(default_factory=lambda: LatencyOptions())  # how --target-latency times
     # what is pruned, by group kind (Group.kind): attention heads, other channels (MLP width,
     # conv channels), and the hidden size (groups through normalization statistics: inexact)
     prune_heads: bool = True
@@ -77,8 +77,9 @@ class PruneOptions:
             value = getattr(self, f"target_{metric}")
             if not 0.0 < value <= 1.0:
                 raise OptionError(f"--target-{metric} must be a fraction in (0, 1], got {value}")
-        if self.target_latency is not None and self.latency_runs < 1:
-            raise OptionError(f"--target-latency needs timed runs (--runs >= 1), got {self.latency_runs}")
+        self.latency.check()
+        if self.target_latency is not None and self.latency.min_runs < 1:
+            raise OptionError(f"--target-latency needs timed runs (--runs >= 1), got {self.latency.min_runs}")
         if self.steps < 1:
             raise OptionError(f"--steps must be >= 1, got {self.steps}")
         if self.head_ratio is not None and not 0.0 <= self.head_ratio < 1.0:
@@ -101,6 +102,35 @@ class PruneOptions:
 
 
 TARGET_METRICS = ("macs", "params", "latency")
+
+
+@dataclass(frozen=True)
+class LatencyOptions:
+    """How latency is measured (onnxprune.latency): fixed threads, warm-up, then interleaved rounds (in
+    pairs, the second in reverse order: runs are rounded up to even) until the ratio's 95% confidence
+    interval is narrow enough, the time limit or ``max_runs``."""
+
+    threads: int = 1  # onnxruntime intra- and inter-op threads of every timed session
+    min_runs: int = 20  # interleaved rounds at least (0: no latency measured)
+    max_runs: int = 1000  # rounds at most
+    max_seconds: float = 10.0  # stop after this long (once min_runs are done), however wide the spread
+    spread: float = 0.02  # stop when the ratio's 95% CI half-width is within this fraction of the ratio
+    warmup: int = 5  # untimed runs of each model first
+
+    def check(self) -> "LatencyOptions":
+        if self.threads < 1:
+            raise OptionError(f"--threads must be >= 1, got {self.threads}")
+        if self.min_runs < 0:
+            raise OptionError(f"--runs must be >= 0, got {self.min_runs}")
+        if self.max_runs < max(self.min_runs, 1):
+            raise OptionError(f"--max-runs must be >= --runs and >= 1, got {self.max_runs} (--runs {self.min_runs})")
+        if not self.max_seconds > 0:
+            raise OptionError(f"--latency-time must be > 0 seconds, got {self.max_seconds}")
+        if not 0.0 < self.spread < 1.0:
+            raise OptionError(f"--latency-spread must be in (0, 1), got {self.spread}")
+        if self.warmup < 0:
+            raise OptionError(f"latency warm-up runs must be >= 0, got {self.warmup}")
+        return self
 
 
 def parse_ratio_for(text: str) -> tuple[str, float]:

@@ -45,8 +45,8 @@ class Registry:
 
 
 def builtin_registry() -> Registry:
-    """The registry of every rule in ``opspecs`` (imported late: opspecs imports this package)."""
-    from opspecs import default_registry
+    """The registry of every rule in ``onnxprune.opspecs`` (imported late: the rules import the engine)."""
+    from .opspecs import default_registry
     return default_registry()
 
 

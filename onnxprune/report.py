@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .depgraph import DependencyGraph, EndKind
+from .latency import LatencyComparison
 from .plan import Plan
 
 
@@ -26,7 +27,9 @@ class Report:
     macs_after: int | None = None
     latency_ms_before: float | None = None
     latency_ms_after: float | None = None
+    latency: dict | None = None  # LatencyComparison.to_dict(): medians, ratio, its 95% CI and IQR, runs, threads
     provider: str | None = None
+    warnings: list[str] = field(default_factory=list)  # printed as WARNING lines (e.g. not faster than the input)
     valid: dict = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -44,8 +47,21 @@ class Report:
         data = asdict(self)
         data["params_ratio"] = self.ratio(self.params_after, self.params_before)
         data["macs_ratio"] = self.ratio(self.macs_after, self.macs_before)
-        data["latency_ratio"] = self.ratio(self.latency_ms_after, self.latency_ms_before)
+        data["latency_ratio"] = (self.latency["ratio"] if self.latency
+                                 else self.ratio(self.latency_ms_after, self.latency_ms_before))
+        # a script's test: true when the pruned model is not measurably faster (null: latency not measured)
+        data["latency_not_faster"] = self.latency["not_faster"] if self.latency else None
         return json.dumps(data, indent=1)
+
+    def record_latency(self, comparison: LatencyComparison, warn: bool = True) -> None:
+        """The original (first) and the pruned model (second) timed side by side; warns unless faster
+        (``warn``: a fused model, which computes what the original does, is only reported)."""
+        self.latency = comparison.to_dict()
+        self.latency_ms_before, self.latency_ms_after = comparison.ms_before, comparison.ms_after
+        self.provider = comparison.provider
+        warning = comparison.warning() if warn else None
+        if warning:
+            self.warnings.append(warning)
 
 
 def describe_groups(dg: DependencyGraph, report: Report) -> None:
@@ -125,6 +141,8 @@ def _fidelity_text(fidelity: dict) -> str:
     text = f"cosine {fidelity['cosine_worst_output']:.4f}, max |err| {fidelity['max_abs']:.3g}"
     if fidelity.get("top1") is not None:
         text += f", top-1 agreement {100 * fidelity['top1']:.1f}%"
+    if fidelity.get("top1_foreground") is not None:
+        text += f" ({100 * fidelity['top1_foreground']:.1f}% off the background class)"
     return text
 
 
@@ -196,7 +214,9 @@ def format_fused(report: Report, verbose: bool = False) -> str:
 def _checked_lines(report: Report) -> list[str]:
     """Latency, validity and the written file: the end of every summary."""
     lines = []
-    if report.latency_ms_before is not None:
+    if report.latency is not None:
+        lines.append(_latency_line(LatencyComparison.from_dict(report.latency)))
+    elif report.latency_ms_before is not None:
         lines.append(_before_after("latency", report.latency_ms_before, report.latency_ms_after,
                                    lambda v: f"{v:.2f} ms") + f"  [{report.provider}]")
     v = report.valid
@@ -210,4 +230,9 @@ def _checked_lines(report: Report) -> list[str]:
         lines.append("valid:    " + ", ".join(parts))
     if report.output:
         lines.append(f"wrote     {report.output}")
-    return lines
+    return lines + [f"WARNING   {w}" for w in report.warnings]
+
+
+def _latency_line(comparison: LatencyComparison) -> str:
+    return (f"{'latency':<10}{comparison.ms_before:.2f} ms -> {comparison.ms_after:.2f} ms  ({comparison.text()})  "
+            f"[{comparison.provider}]")

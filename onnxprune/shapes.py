@@ -11,6 +11,7 @@ SymDim never equals a plain int, so a stand-in cannot pass for a channel count.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -251,8 +252,29 @@ def analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] |
     """
     declared = {vi.name for vi in model.graph.input}
     model, left_out = skeleton(model)
-    merged, known = _analysis_shapes(model, input_shapes)
-    return {name: shape for name, shape in merged.items() if name not in left_out - declared}, known
+    key = (hashlib.sha256(model.SerializeToString()).hexdigest(),
+           repr(sorted((k, list(v)) for k, v in (input_shapes or {}).items())))
+    if key not in _CACHE:
+        _CACHE[key] = _analysis_shapes(model, input_shapes)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    merged, known = _CACHE[key]
+    return {name: shape for name, shape in merged.items() if name not in left_out - declared}, dict(known)
+
+
+# Analyses of the same model (its skeleton: weights' values never change shapes) in this process:
+# loading a model again (sensitivity runs, benchmarks, tests) skips the symbolic inference.
+_CACHE: dict[tuple[str, str], tuple[dict, dict]] = {}
+_CACHE_SIZE = 8
+
+
+def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None):
+    """onnx's own (fast, C++) inference at the stand-in input dims: ``{name: (elem_type, dims)}``,
+    or None where the model declares no input shapes to infer from."""
+    if any(not vi.type.tensor_type.HasField("shape") for vi in model.graph.input):
+        return None
+    concrete = stand_ins(model, input_shapes)
+    return _value_shapes(_onnx_infer(_with_inputs(model, concrete) if concrete else model))
 
 
 def _analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None):

@@ -1,11 +1,10 @@
 """Proof that a pruned model is usable: onnx.checker, onnxruntime, same output shapes, latency."""
 from __future__ import annotations
 
-import statistics
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -14,7 +13,11 @@ import onnxruntime as ort
 from . import onnx_in, onnx_out
 from .errors import InputError, ShapeError, ValidationError
 from .ir import Graph, Value
+from .options import LatencyOptions
 from .tensor_types import random_array
+
+if TYPE_CHECKING:
+    from .latency import LatencyComparison
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -26,14 +29,20 @@ class ValidationResult:
     shapes_match: bool = False
     provider: str = "cpu"
     output_shapes: dict[str, list[int]] = field(default_factory=dict)
-    latency_ms_before: float | None = None
-    latency_ms_after: float | None = None
+    latency: "LatencyComparison | None" = None  # original and pruned side by side (onnxprune.latency)
+
+    @property
+    def latency_ms_before(self) -> float | None:
+        return self.latency.ms_before if self.latency else None
+
+    @property
+    def latency_ms_after(self) -> float | None:
+        return self.latency.ms_after if self.latency else None
 
     @property
     def latency_ratio(self) -> float | None:
-        if not self.latency_ms_before or self.latency_ms_after is None:
-            return None
-        return self.latency_ms_after / self.latency_ms_before
+        """The median of the per-round ratios (not the ratio of the two medians)."""
+        return self.latency.ratio if self.latency else None
 
 
 def check(model: onnx.ModelProto) -> None:
@@ -108,8 +117,12 @@ def make_inputs(graph: Graph, npz: str | None = None, seed: int = 0) -> dict[str
     return feeds
 
 
-def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu") -> ort.InferenceSession:
+def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu",
+            threads: int | None = None) -> ort.InferenceSession:
     """An onnxruntime session; from a :class:`Graph`, onnxruntime reads the large weights in place.
+
+    ``threads``: onnxruntime's intra- and inter-op thread counts, fixed (latency is only comparable at a
+    stated thread count, see onnxprune.latency); None leaves onnxruntime's default (all cores).
 
     A graph's large weights reach onnxruntime as the graph's own arrays
     (``add_external_initializers``), not through protobuf: no copy of them is
@@ -118,6 +131,9 @@ def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu") 
     name = check_provider(provider)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures come back as exceptions; ORT's own log would add stderr lines
+    if threads is not None:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     in_place = []
     if isinstance(model, Graph):
         names = onnx_out.left_out_weights(model)
@@ -139,10 +155,12 @@ class Reference:
     outputs: list
 
 
-def run_reference(original: onnx.ModelProto, feeds, provider: str = "cpu") -> Reference:
-    """Run the input model first, so a model onnxruntime cannot run is never blamed on the pruning."""
+def run_reference(original: onnx.ModelProto, feeds, provider: str = "cpu", threads: int | None = None) -> Reference:
+    """Run the input model first, so a model onnxruntime cannot run is never blamed on the pruning.
+
+    ``threads``: make its session fit for timing at that thread count (see :func:`validate`)."""
     try:
-        before = session(original, provider)
+        before = session(original, provider, threads)
         return Reference(before, before.run(None, feeds))
     except InputError:
         raise
@@ -150,28 +168,21 @@ def run_reference(original: onnx.ModelProto, feeds, provider: str = "cpu") -> Re
         raise InputError(f"onnxruntime cannot run the input model: {_line(exc)}") from None
 
 
-def latency_side_by_side(sessions: list[ort.InferenceSession], feeds, runs: int = 20, warmup: int = 3) -> list[float]:
-    """Median latency (ms) of each session, runs interleaved so both see the same machine load."""
-    for _ in range(warmup):
-        for s in sessions:
-            s.run(None, feeds)
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(runs):
-        for k, s in enumerate(sessions):
-            start = time.perf_counter()
-            s.run(None, feeds)
-            times[k].append((time.perf_counter() - start) * 1000)
-    return [statistics.median(t) for t in times]
-
-
 def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider: str = "cpu",
-             runs: int = 20, reference: Reference | None = None) -> ValidationResult:
+             runs: int = 20, reference: Reference | None = None,
+             latency: LatencyOptions | None = None) -> ValidationResult:
+    """Checker, onnxruntime, output shapes; then, unless ``runs`` is 0, latency of both side by side.
+
+    ``latency`` says how it is timed (default: ``LatencyOptions(min_runs=runs)``); the reference's session
+    is reused for timing when it was made with the same thread count."""
+    from . import latency as timing  # late: onnxprune.latency makes its sessions with this module's session()
+    settings = latency or LatencyOptions(min_runs=runs)
     result = ValidationResult(provider=provider)
     check(pruned)
     result.checker = True
-    reference = reference or run_reference(original, feeds, provider)
+    reference = reference or run_reference(original, feeds, provider, settings.threads if runs > 0 else None)
     try:
-        after = session(pruned, provider)
+        after = session(pruned, provider, settings.threads if runs > 0 else None)
         out_after = after.run(None, feeds)
     except Exception as exc:
         raise ValidationError(f"onnxruntime cannot run the pruned model: {_line(exc)}") from None
@@ -183,8 +194,8 @@ def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider
         result.output_shapes[name] = list(np.shape(b))
     result.shapes_match = True
     if runs > 0:
-        result.latency_ms_before, result.latency_ms_after = latency_side_by_side(
-            [reference.session, after], feeds, runs)
+        before = reference.session if timing.session_threads(reference.session) == settings.threads else original
+        result.latency = timing.compare([before, after], feeds, provider, options=settings)
     return result
 
 

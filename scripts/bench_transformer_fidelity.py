@@ -15,7 +15,8 @@ On the *held-out* sentences (other sources than the calibration ones) it reports
   ``NAME:global`` (channels ranked across groups, at most ``--max-ratio`` of a group);
 * MACs and parameter ratios as onnxprune counts them (symbolic sequence length
   at the analysis stand-in), onnxruntime CPU latency ratio on a held-out batch,
-  timed side by side (alternating runs, median), and the seconds recovery took.
+  timed side by side (onnxprune.latency: interleaved pairs of rounds at --threads,
+  with its 95% interval), and the seconds recovery took.
 
     python scripts/fetch_models.py minilm
     python scripts/bench_transformer_fidelity.py [--criteria l2,reconstruction:global] [--targets 0.7,0.5]
@@ -33,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from onnxprune import Pruner
+from onnxprune import Pruner, latency
 from onnxprune.calibration import CalibrationSet
+from onnxprune.options import LatencyOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +55,7 @@ class Row:
     tok_cos_min: float
     recover_s: float | None = None
     prune_s: float | None = None
+    latency_ci95: list | None = None
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -65,7 +68,7 @@ class Encoder:
 
     def __init__(self, model_bytes: bytes, outputs: list[str], threads: int):
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = opts.inter_op_num_threads = threads
         self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
         self.outputs = outputs
 
@@ -75,20 +78,11 @@ class Encoder:
                  for i in range(0, n, batch)]
         return [np.concatenate(p) for p in zip(*parts)]
 
-    def once(self, feeds) -> float:
-        start = time.perf_counter()
-        self.session.run(self.outputs, feeds)
-        return time.perf_counter() - start
 
-
-def latency_ratio(original: Encoder, pruned: Encoder, feeds, runs: int) -> float:
-    """Median pruned/original time, alternating runs so both see the same machine load."""
-    original.once(feeds), pruned.once(feeds)  # warm-up
-    ratios = []
-    for _ in range(runs):
-        t0 = original.once(feeds)
-        ratios.append(pruned.once(feeds) / t0)
-    return float(np.median(ratios))
+def latency_ratio(original: Encoder, pruned: Encoder, feeds, runs: int, threads: int) -> latency.RatioSpread:
+    """Pruned over original time, side by side (onnxprune.latency), with its 95% interval."""
+    timing = LatencyOptions(threads=threads, min_runs=runs, max_runs=max(runs, 1000)).check()
+    return latency.compare([original.session, pruned.session], feeds, options=timing).spread
 
 
 class Bench:
@@ -114,10 +108,10 @@ class Bench:
         emb, tok = pruned.run(self.heldout)
         emb_cos = cosines(emb, self.reference[0])
         tok_cos = cosines(tok, self.reference[1])[self.mask]
-        return Row(criterion, target, recovered, p.macs() / self.macs0, p.params() / self.params0,
-                   latency_ratio(self.original, pruned, self.timing_feeds, self.runs),
+        timed = latency_ratio(self.original, pruned, self.timing_feeds, self.runs, self.threads)
+        return Row(criterion, target, recovered, p.macs() / self.macs0, p.params() / self.params0, timed.median,
                    float(emb_cos.mean()), float(emb_cos.min()), float(tok_cos.mean()), float(tok_cos.min()),
-                   **extra)
+                   latency_ci95=list(timed.ci95), **extra)
 
     def rows(self, criterion: str, target: float, max_ratio: float) -> list[Row]:
         """``criterion``: a criterion name, ``:global`` after it ranks channels across groups."""
@@ -139,13 +133,17 @@ class Bench:
         return rows
 
 
+def _ci(interval: list | None) -> str:
+    return "" if interval is None else f" ({interval[0]:.2f}-{interval[1]:.2f})"
+
+
 def table(rows: list[Row]) -> str:
     head = ("| criterion | MACs target | recovery | MACs | params | latency | emb cos mean | emb cos min "
             "| token cos mean | token cos min | recovery s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r.criterion} | {r.target:.2f} | {'yes' if r.recovered else 'no'} | x{r.macs_ratio:.3f} "
-                     f"| x{r.params_ratio:.3f} | x{r.latency_ratio:.3f} | {r.emb_cos_mean:.4f} | {r.emb_cos_min:.4f} "
+                     f"| x{r.params_ratio:.3f} | x{r.latency_ratio:.3f}{_ci(r.latency_ci95)} | {r.emb_cos_mean:.4f} | {r.emb_cos_min:.4f} "
                      f"| {r.tok_cos_mean:.4f} | {r.tok_cos_min:.4f} "
                      f"| {'' if r.recover_s is None else f'{r.recover_s:.1f}'} |")
     return "\n".join(lines)
@@ -158,8 +156,8 @@ def main(argv=None) -> int:
                     help="criteria, comma-separated; NAME:global ranks channels across groups (--global)")
     ap.add_argument("--max-ratio", type=float, default=0.85, help="cap per group under global ranking")
     ap.add_argument("--targets", default="0.7,0.5")
-    ap.add_argument("--runs", type=int, default=20, help="timed runs per model for the latency ratio")
-    ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads when timing")
+    ap.add_argument("--runs", type=int, default=20, help="at least this many interleaved runs per model when timing")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra- and inter-op threads when timing")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_transformer_fidelity.json"))
     ap.add_argument("--table-from", metavar="RESULTS.json", help="print the table of an earlier run")
     args = ap.parse_args(argv)

@@ -12,9 +12,10 @@ hidden (the residual stream: pruned only with --prune-hidden) and RNN units
 (channel groups on an LSTM/GRU/RNN's outputs: its hidden size; the width
 feeding an RNN counts as mlp). MACs are counted on
 the original and the pruned models at the size the latency is measured at
-(batch 1; sequence, node count as --length). Latency is onnxruntime's median
-on CPU, the original and both pruned models interleaved run by run in one
-process, so all three see the same machine load.
+(batch 1; sequence, node count as --length). Latency ratios are onnxprune.latency's
+on CPU at --threads: the original and both pruned models interleaved run by run in
+one process (pairs of rounds, the second reversed), so all three see the same
+machine load; each ratio with its 95% interval.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from onnxprune import Pruner  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.validate import latency_side_by_side  # noqa: E402
+from onnxprune import latency  # noqa: E402
+from onnxprune.options import LatencyOptions  # noqa: E402
 
 TINY_DIR = ROOT / "tests" / "models"
 BENCH_DIR = ROOT / "models" / "extra" / "architectures"
@@ -82,15 +84,7 @@ def group_kinds(pruner: Pruner) -> dict[str, int]:
     return dict(counts)
 
 
-def cpu_session(model: onnx.ModelProto, threads: int):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def bench_one(path: str, length: int, runs: int, ratio: float, threads: int) -> dict:
+def bench_one(path: str, length: int, timing: LatencyOptions, ratio: float) -> dict:
     original = onnx.load(path)
     feeds = feeds_for(original, length)
     shapes = {k: list(v.shape) for k, v in feeds.items()}
@@ -110,14 +104,20 @@ def bench_one(path: str, length: int, runs: int, ratio: float, threads: int) -> 
         row[key] = {"params": counted.params() / params, "macs": counted.macs() / macs,
                     "prune_s": time.perf_counter() - start}
         models.append(pruned)
-    sessions = [cpu_session(m, threads) for m in models]
+    sessions = [latency.session(m, "cpu", timing.threads) for m in models]
     outputs = [s.run(None, feeds) for s in sessions]
     for out in outputs[1:]:  # same output shapes as the original at this size
         assert [o.shape for o in out] == [o.shape for o in outputs[0]], row["model"]
-    ms = latency_side_by_side(sessions, feeds, runs=runs)
-    row["ms"] = ms[0]
-    row["default"]["latency"], row["hidden"]["latency"] = ms[1] / ms[0], ms[2] / ms[0]
+    measured = latency.compare(sessions, feeds, options=timing)
+    row["ms"], row["runs"] = measured.ms[0], measured.runs
+    for key, spread in zip(("default", "hidden"), measured.ratios):
+        row[key]["latency"], row[key]["latency_ci95"] = spread.median, list(spread.ci95)
     return row
+
+
+def _ratio(entry: dict) -> str:
+    low, high = entry["latency_ci95"]
+    return f"{entry['latency']:.3f} ({low:.2f}-{high:.2f})"
 
 
 def render(rows: list[dict], title: str) -> str:
@@ -131,7 +131,7 @@ def render(rows: list[dict], title: str) -> str:
         d, h = r["default"], r["hidden"]
         kinds = " | ".join(str(r["groups"].get(k, 0)) for k in KINDS)
         lines.append(f"| {r['model']} | {r['length']} | {kinds} | {d['params']:.3f} | {d['macs']:.3f} | "
-                     f"{d['latency']:.3f} | {h['params']:.3f} | {h['macs']:.3f} | {h['latency']:.3f} | {r['ms']:.2f} |")
+                     f"{_ratio(d)} | {h['params']:.3f} | {h['macs']:.3f} | {_ratio(h)} | {r['ms']:.2f} |")
     return "\n".join(lines)
 
 
@@ -142,10 +142,11 @@ def main(argv=None) -> int:
     parser.add_argument("--export", action="store_true", help="with --bench: export them first (TorchScript)")
     parser.add_argument("--length", type=int, help="sequence length / node count (default: 12 tiny, 128 bench)")
     parser.add_argument("--ratio", type=float, default=0.5)
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=30, help="at least this many interleaved runs per model")
+    parser.add_argument("--latency-time", type=float, default=10.0, help="seconds per model set, at most")
     parser.add_argument("--threads", type=int, default=1,
-                        help="onnxruntime intra-op threads (default 1: on a shared machine, thread pools that wait "
-                             "on busy cores make medians noise; 0 = onnxruntime's choice)")
+                        help="onnxruntime threads (default 1: on a shared machine, thread pools that wait "
+                             "on busy cores make medians noise)")
     parser.add_argument("--json", help="write the rows as JSON too")
     args = parser.parse_args(argv)
     if args.export:
@@ -159,16 +160,18 @@ def main(argv=None) -> int:
         print(f"no models in {folder} (export them: --bench --export)", file=sys.stderr)
         return 1
     length = args.length or (128 if args.bench else 12)
+    timing = LatencyOptions(threads=args.threads, min_runs=args.runs, max_runs=max(args.runs, 1000),
+                            max_seconds=args.latency_time).check()
     rows = []
     for path in paths:
         try:
-            rows.append(bench_one(path, length, args.runs, args.ratio, args.threads))
+            rows.append(bench_one(path, length, timing, args.ratio))
         except (OnnxPruneError, AssertionError) as exc:
             rows.append({"model": Path(path).stem, "error": str(exc).splitlines()[0] if str(exc) else repr(exc)})
         print(f"done {rows[-1]['model']}", file=sys.stderr, flush=True)
     title = (f"ratio {args.ratio}; {'bench-size' if args.bench else 'tiny test'} models, batch 1, length {length}; "
-             f"onnxruntime CPU, {args.threads or 'default'} thread(s), median of {args.runs} interleaved runs, "
-             f"{os.cpu_count()} CPUs")
+             f"onnxruntime CPU, {args.threads} thread(s), latency ratio (95% CI) over >= {args.runs} interleaved "
+             f"runs or {args.latency_time:g}s, {os.cpu_count()} CPUs")
     print(render(rows, title))
     if args.json:
         Path(args.json).write_text(json.dumps({"title": title, "rows": rows}, indent=1))

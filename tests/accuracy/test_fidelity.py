@@ -70,3 +70,33 @@ def test_pruner_reports_fidelity_on_random_inputs_by_default():
     after = pruner.fidelity()
     assert after.samples == 8 and after.data == "random inputs" and after.cosine < 1.0
     assert "cosine" in after.summary() and after.to_dict()["outputs"][0]["name"] == "output"
+
+
+def _ctc_probs(labels: np.ndarray, classes: int = 6) -> np.ndarray:
+    probs = np.full(labels.shape + (classes,), 0.02)
+    np.put_along_axis(probs, labels[..., None], 1.0 - 0.02 * (classes - 1), axis=-1)
+    return probs
+
+
+def test_sequences_report_agreement_off_the_background_class():
+    """A recogniser that reads nothing (all blank) still agrees on most positions: the
+    foreground figure says it read none of the characters."""
+    rng = np.random.default_rng(0)
+    labels = np.where(rng.random((4, 20)) < 0.8, 0, rng.integers(1, 6, (4, 20)))  # class 0: the blank
+    reads_nothing = _scores([(_ctc_probs(labels), _ctc_probs(np.zeros_like(labels)))])
+    assert reads_nothing.top1 > 0.7 and reads_nothing.top1_foreground == 0.0 and reads_nothing.background_class == 0
+    wrong_half = labels.copy()
+    foreground = np.argwhere(labels > 0)
+    for t in foreground[: len(foreground) // 2]:
+        wrong_half[tuple(t)] = 0
+    half = _scores([(_ctc_probs(labels), _ctc_probs(wrong_half))])
+    assert half.top1_foreground == pytest.approx((len(foreground) - len(foreground) // 2) / len(foreground))
+    perfect = _scores([(_ctc_probs(labels), _ctc_probs(labels))])
+    assert perfect.top1_foreground == 1.0
+
+
+def test_no_background_figure_without_a_dominant_class():
+    labels = np.tile(np.arange(5), (3, 4))  # every class equally often
+    result = _scores([(_ctc_probs(labels), _ctc_probs(labels))])
+    assert result.top1 == 1.0 and result.top1_foreground is None and result.background_class is None
+    assert _scores([(np.eye(4)[:3], np.eye(4)[:3])]).top1_foreground is None  # [N, C] scores: no sequence

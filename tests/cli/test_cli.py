@@ -217,8 +217,8 @@ def test_errors_through_the_real_entry_point(tmp_path):
 
 # ----------------------------------------------------------------- success
 def test_prune_resnet_small_end_to_end(tmp_path):
-    result = run_cli([RESNET, "pruned.onnx", "--ratio", "0.5", "--runs", "3", "--report", "r.json",
-                      "--save-plan", "plan.json"], tmp_path)
+    result = run_cli([RESNET, "pruned.onnx", "--ratio", "0.5", "--runs", "4", "--latency-time", "1",
+                      "--report", "r.json", "--save-plan", "plan.json"], tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for label in ("groups", "params", "MACs", "latency", "removed", "wrote"):
@@ -230,6 +230,10 @@ def test_prune_resnet_small_end_to_end(tmp_path):
     assert report["params_after"] < report["params_before"] and report["macs_after"] < report["macs_before"]
     assert 0 < report["params_ratio"] < 1 and 0 < report["macs_ratio"] < 1
     assert report["latency_ms_before"] > 0 and report["latency_ms_after"] > 0
+    latency = report["latency"]  # timed for real: its structure, never its figures
+    assert latency["threads"] == 1 and latency["runs"] >= 4 and latency["provider"] == "cpu"
+    assert latency["ratio_ci95"][0] <= report["latency_ratio"] == latency["ratio"] <= latency["ratio_ci95"][1]
+    assert report["latency_not_faster"] is (latency["verdict"] != "faster")
     assert report["valid"] == {"checker": True, "onnxruntime": True, "output_shapes_unchanged": True}
     assert report["groups_prunable"] == len(report["decisions"]) > 0
     assert report["channels_removed"] == sum(len(d["removed"]) for d in report["decisions"])

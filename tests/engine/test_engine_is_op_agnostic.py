@@ -32,6 +32,8 @@ def test_engine_modules_name_no_operator():
     package = Path(onnxprune.__file__).parent
     found = []
     for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] == "opspecs":  # the rules (a real folder once installed)
+            continue
         allowed = ALLOWED.get(path.name, set())
         for line, text in _string_constants(path):
             if text in ops and text not in allowed:

@@ -4,7 +4,7 @@ import onnx
 
 from onnxprune import Pruner, onnx_in
 from onnxprune.passes.fold_shapes import MAX_FOLDED_ELEMENTS, fold_shape_arithmetic, is_static
-from opspecs import default_registry
+from onnxprune.opspecs import default_registry
 from support.builder import GraphBuilder
 from support.oracle import assert_group_oracle, random_feeds, run
 from support.small_models import slice_halves

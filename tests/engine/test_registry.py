@@ -4,7 +4,7 @@ import pytest
 from onnxprune.errors import RuleError
 from onnxprune.registry import Registry
 from onnxprune.rules import Barrier, OpSpec
-from opspecs import default_registry, register_all
+from onnxprune.opspecs import default_registry, register_all
 
 
 def rule(*op_types, since=1, until=None, domain="", family="test"):

@@ -4,15 +4,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxprune import api
 from onnxprune.api import Pruner
 from onnxprune.budget import n_to_remove
 from onnxprune.errors import PlanError
 from onnxprune.metrics import count_macs
-from onnxprune.options import PruneOptions
+from onnxprune.options import LatencyOptions, PruneOptions
 from onnxprune.targets import TOLERANCE
 from support.architectures import ARCHITECTURES
 from support.oracle import random_feeds, run
+from support.timing import ScriptedTimings
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -84,18 +84,14 @@ def test_target_one_prunes_nothing():
 
 
 def test_latency_target_searches_on_measured_latency(monkeypatch):
-    """Latency is timed side by side; here the clock is replaced by a MACs-proportional one."""
+    """Latency is timed side by side (onnxprune.latency); here with scripted timings proportional to MACs."""
     pruner = Pruner.from_model(ARCHITECTURES["resnet_basic"]())
     base = pruner.macs()
-    calls = []
-
-    def fake_latency(sessions, feeds, runs=20, warmup=3):
-        calls.append(runs)
-        outputs = [s.get_outputs()[0].name for s in sessions]
-        assert len(sessions) == 2 and outputs[0] == outputs[1]
-        return [1.0, 0.2 + 0.8 * current[-1] / base]
-
     current = []
+
+    def seconds(k, n):  # the original 1 ms, a candidate 0.2 ms + 0.8 ms x its MACs fraction
+        return 1e-3 if k == 0 else (0.2 + 0.8 * current[-1] / base) * 1e-3
+    timings = ScriptedTimings(seconds, run_sessions=True).install(monkeypatch)
     real_fraction = pruner._fraction
 
     def fraction(metric, options, provider="cpu"):
@@ -106,12 +102,15 @@ def test_latency_target_searches_on_measured_latency(monkeypatch):
             return measure(graph)
         return wrapped
 
-    monkeypatch.setattr(api, "latency_side_by_side", fake_latency)
     monkeypatch.setattr(pruner, "_fraction", fraction)
-    pruner.prune(target_latency=0.6, latency_runs=5)
+    pruner.prune(target_latency=0.6, latency=LatencyOptions(min_runs=5, warmup=1, threads=2))
     search = pruner.searches[-1]
-    assert search.metric == "latency" and search.met and calls and set(calls) == {5}
+    assert search.metric == "latency" and search.met
     assert abs(0.2 + 0.8 * pruner.macs() / base - 0.6) <= TOLERANCE
+    # every candidate was timed against the original at the stated threads; the original's session is reused
+    sessions = {k: {id(s) for i, s in timings.calls if i == k} for k in (0, 1)}
+    assert len(sessions[0]) == 1 and len(sessions[1]) == search.evaluations
+    assert {s.get_session_options().intra_op_num_threads for _, s in timings.calls} == {2}
     model = pruner.to_model()
     feeds = random_feeds(model)
     assert np.all(np.isfinite(run(model, feeds)[0]))

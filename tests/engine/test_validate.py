@@ -6,7 +6,8 @@ import pytest
 from onnxprune import Pruner, validate as validate_module
 from onnxprune.errors import InputError, ShapeError, ValidationError
 from onnxprune.ir import Graph, ModelMeta, Value
-from onnxprune.validate import check, latency_side_by_side, make_inputs, session, validate
+from onnxprune.options import LatencyOptions
+from onnxprune.validate import check, make_inputs, session, validate
 from support.builder import GraphBuilder
 from support.small_models import conv_chain
 
@@ -87,23 +88,22 @@ def test_cuda_provider_error_reaches_the_caller_of_validate(monkeypatch):
         pruner.validate(provider="cuda", runs=1)
 
 
-def test_latency_side_by_side_returns_two_positive_medians():
-    model = conv_chain()
-    sessions = [session(model), session(model)]
-    feeds = {"input": np.zeros((1, 3, 8, 8), np.float32)}
-    times = latency_side_by_side(sessions, feeds, runs=5, warmup=1)
-    assert len(times) == 2 and all(isinstance(t, float) and t > 0 for t in times)
-
-
 def test_validate_reports_success_and_latency():
     pruner = Pruner.from_model(conv_chain())
     pruner.prune(ratio=0.5)
-    result = pruner.validate(runs=3)
+    result = pruner.validate(runs=4, latency=LatencyOptions(min_runs=4, max_runs=4, threads=2))
     assert result.checker and result.onnxruntime and result.shapes_match
     assert result.output_shapes == {"output": [1, 10]}
+    assert result.latency.runs == 4 and result.latency.threads == 2 and result.latency.provider == "cpu"
     assert result.latency_ms_before > 0 and result.latency_ms_after > 0
-    assert result.latency_ratio == pytest.approx(result.latency_ms_after / result.latency_ms_before)
-    assert pruner.validate(runs=0).latency_ms_before is None
+    assert result.latency_ratio == result.latency.ratio > 0  # the median of per-round ratios
+    assert pruner.validate(runs=0).latency is None and pruner.validate(runs=0).latency_ms_before is None
+
+
+def test_session_threads_are_fixed_only_when_asked():
+    assert session(conv_chain(), threads=3).get_session_options().intra_op_num_threads == 3
+    assert session(conv_chain(), threads=3).get_session_options().inter_op_num_threads == 3
+    assert session(conv_chain()).get_session_options().intra_op_num_threads == 0  # onnxruntime's default
 
 
 def bad_reshape_model():

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from onnxprune.rules import IN, OUT
-from opspecs.activation import UNARY
+from onnxprune.opspecs.activation import UNARY
 from support.builder import GraphBuilder
 from support.oracle import assert_all_groups_oracle, depgraph, prune_channels
 

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import Pruner, onnx_in
 from onnxprune.rules import IN, OUT, NodeView
-from opspecs import default_registry
+from onnxprune.opspecs import default_registry
 from support.oracle import assert_all_groups_oracle, depgraph, random_feeds, run
 
 B, S, FEAT, C = 2, 5, 6, 8

@@ -4,7 +4,7 @@ import pytest
 
 from onnxprune.plan import make_plan
 from onnxprune.rules import IN, OUT
-from opspecs.reduce import REDUCE
+from onnxprune.opspecs.reduce import REDUCE
 from support.builder import GraphBuilder
 from support.oracle import assert_all_groups_oracle, depgraph, prune_channels, random_feeds, run
 

@@ -132,7 +132,7 @@ def test_sequence_and_batch_axes_do_not_prune():
     model = rnn_model("LSTM", "forward")
     dg = depgraph(model)
     from onnxprune.rules import IN as IN_PORT, OUT
-    from opspecs.rnn import couple
+    from onnxprune.opspecs.rnn import couple
     view = dg.view("LSTM_0")
     assert not isinstance(couple(view, IN_PORT(0), (0,)), list)
     assert not isinstance(couple(view, OUT(0), (0,)), list)

@@ -55,7 +55,7 @@ def test_constant_of_shape_of_a_runtime_shape_is_a_barrier_until_folded():
 
 
 def test_shape_and_size_fold_to_the_static_shape():
-    from opspecs import default_registry
+    from onnxprune.opspecs import default_registry
     from onnxprune import onnx_in
     from onnxprune.rules import NodeView
 

@@ -19,7 +19,7 @@ def _bench():
 def test_table_counts_groups_by_kind_and_measures_both_options(tmp_path, capsys):
     models = [str(ROOT / "tests" / "models" / f) for f in ("bert_ts.onnx", "gru_dynamo.onnx")]
     out = tmp_path / "table.json"
-    assert _bench().main(models + ["--runs", "2", "--length", "9", "--json", str(out)]) == 0
+    assert _bench().main(models + ["--runs", "2", "--latency-time", "0.5", "--length", "9", "--json", str(out)]) == 0
     rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
     bert, gru = rows["bert_ts"], rows["gru_dynamo"]
     assert bert["groups"] == {"heads": 2, "mlp": 3, "hidden": 1}

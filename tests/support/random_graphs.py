@@ -191,6 +191,9 @@ def scratch_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="onnxprune-fuzz-", dir=os.environ.get("TMPDIR")))
 
 
+MEMORY_LIMIT = "1G"
+
+
 def check_corrupted(seed: int, run_cli, folder: Path) -> Outcome:
     """A random model with random damage (truncated, bytes flipped, a weight resized): never a traceback.
 
@@ -215,7 +218,9 @@ def check_corrupted(seed: int, run_cli, folder: Path) -> Outcome:
                 data[int(rng.integers(len(data)))] = int(rng.integers(256))
     src, dst = folder / f"c{seed}.onnx", folder / f"c{seed}.out.onnx"
     src.write_bytes(bytes(data))
-    code, out, err = run_cli(["-q", src, dst, "--runs", "0"])
+    # a flipped byte can make a Pad amount or a dim millions wide: the suite runs within 3 GB, as a
+    # user on a small machine would (a run that needs more fails fast, in one line)
+    code, out, err = run_cli(["-q", src, dst, "--runs", "0", "--memory-limit", MEMORY_LIMIT])
     outcome = Outcome(seed, code, err.strip())
     if "Traceback" in err or len(err.splitlines()) > 1:
         outcome.problems.append(f"{how}: stderr is not one line: {err!r}")

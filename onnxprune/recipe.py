@@ -1,0 +1,82 @@
+"""A saved plan that re-applies: every edit made to a model, in order, each on the graph of its time.
+
+A channel plan names groups of the graph it was made on; a removed block names nodes
+and tensors of the graph it was removed from; fusion needs no names at all. Each step
+is deterministic on its graph (analysis and discovery are), so replaying the steps in
+order on the input model rebuilds the same edited model, whatever an earlier step
+deleted or renamed. A recipe of one channel step is saved as the plain plan JSON it
+always was (readable by :meth:`onnxprune.plan.Plan.from_json`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import PlanError
+from .plan import Plan
+
+if TYPE_CHECKING:
+    from .api import Pruner
+
+CHANNELS = "channels"
+FORMAT = "onnxprune-recipe"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One edit: ``kind`` names a replayer (see :data:`REPLAYERS`), ``payload`` is its JSON data."""
+
+    kind: str
+    payload: Any
+
+
+def _plan_to_dict(plan: Plan) -> dict:
+    return json.loads(plan.to_json())
+
+
+@dataclass
+class Recipe:
+    steps: list[Step] = field(default_factory=list)
+
+    def add(self, kind: str, payload: Any) -> None:
+        self.steps.append(Step(kind, payload))
+
+    def to_json(self) -> str:
+        if len(self.steps) == 1 and self.steps[0].kind == CHANNELS:
+            return self.steps[0].payload.to_json()
+        steps = [{"kind": s.kind, "payload": _plan_to_dict(s.payload) if s.kind == CHANNELS else s.payload}
+                 for s in self.steps]
+        return json.dumps({"format": FORMAT, "steps": steps}, indent=1)
+
+    @staticmethod
+    def from_json(text: str) -> "Recipe":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise PlanError(f"not a plan file (bad JSON: {exc})") from None
+        if isinstance(data, dict) and "decisions" in data:
+            return Recipe([Step(CHANNELS, Plan.from_json(text))])
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("steps"), list):
+            raise PlanError("not a plan file (expected a pruning plan or an onnxprune recipe)")
+        steps = []
+        for item in data["steps"]:
+            kind = item.get("kind") if isinstance(item, dict) else None
+            if kind not in REPLAYERS:
+                raise PlanError(f"plan step {kind!r} is unknown (known: {', '.join(REPLAYERS)})")
+            payload = item.get("payload")
+            steps.append(Step(kind, Plan.from_json(json.dumps(payload)) if kind == CHANNELS else payload))
+        return Recipe(steps)
+
+    def replay(self, pruner: "Pruner") -> None:
+        """Apply every step, in order, to ``pruner``'s model (the input the recipe was made on)."""
+        for step in self.steps:
+            REPLAYERS[step.kind](pruner, step.payload)
+
+
+def _replay_channels(pruner: "Pruner", plan: Plan) -> None:
+    pruner.apply(plan)
+
+
+# kind -> how to re-apply it; passes that can be saved register here
+REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels}
