@@ -23,7 +23,7 @@ from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
 from .plan import GroupDecision, Plan, make_plan
-from .recipe import CHANNELS, Recipe
+from .recipe import CHANNELS, FUSE, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval
@@ -176,7 +176,10 @@ class Pruner:
         BatchNorm and per-channel constants into layers, parallel and consecutive layers into one.
         Run it after pruning and recovery (BatchNorm re-estimation needs its BatchNorms)."""
         from .passes.fusion import Fuse  # late: fusion imports the engine
-        return self.run_pass(Fuse(self.registry, self._copies, options))
+        fuse = Fuse(self.registry, self._copies, options)
+        result = self.run_pass(fuse)
+        self.recipe.add(FUSE, {"kinds": list(fuse.options.ordered)})
+        return result
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
               provider: str = "cpu", after_step: StepHook | None = None, **kwargs) -> Plan | None:

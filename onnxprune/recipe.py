@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .api import Pruner
 
 CHANNELS = "channels"
+FUSE = "fuse"
 FORMAT = "onnxprune-recipe"
 
 
@@ -78,5 +79,12 @@ def _replay_channels(pruner: "Pruner", plan: Plan) -> None:
     pruner.apply(plan)
 
 
+def _replay_fuse(pruner: "Pruner", payload: dict) -> None:
+    from .options import FuseOptions
+    if not isinstance(payload, dict) or not isinstance(payload.get("kinds"), list):
+        raise PlanError("plan step 'fuse' has no list of kinds")
+    pruner.fuse(FuseOptions(tuple(payload["kinds"])))
+
+
 # kind -> how to re-apply it; passes that can be saved register here
-REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels}
+REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels, FUSE: _replay_fuse}
