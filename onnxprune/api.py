@@ -176,9 +176,9 @@ class Pruner:
         BatchNorm and per-channel constants into layers, parallel and consecutive layers into one.
         Run it after pruning and recovery (BatchNorm re-estimation needs its BatchNorms)."""
         from .passes.fusion import Fuse  # late: fusion imports the engine
-        fuse = Fuse(self.registry, self._copies, options)
-        result = self.run_pass(fuse)
-        self.recipe.add(FUSE, {"kinds": list(fuse.options.ordered)})
+        options = (options or FuseOptions()).check()
+        result = self.run_pass(Fuse(self.registry, self._copies, options))
+        self.recipe.add(FUSE, {"kinds": list(options.kinds)})
         return result
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,

@@ -230,7 +230,8 @@ def _checked_lines(report: Report) -> list[str]:
         lines.append("valid:    " + ", ".join(parts))
     if report.output:
         lines.append(f"wrote     {report.output}")
-    return lines + [f"WARNING   {w}" for w in report.warnings]
+    lines += [f"WARNING   {w}" for w in report.warnings]
+    return lines
 
 
 def _latency_line(comparison: LatencyComparison) -> str:

@@ -425,17 +425,3 @@ def test_a_tensor_read_inside_a_subgraph_keeps_its_producer():
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32), "cond": np.array(True)}
     np.testing.assert_allclose(run(fused, feeds)[0], run(model, feeds)[0], rtol=1e-6)
 
-
-def test_a_saved_recipe_with_fusion_replays_on_the_input():
-    from onnxprune.recipe import Recipe
-    from support.architectures import ARCHITECTURES
-    model = ARCHITECTURES["mobilenetv2"]()
-    pruner = Pruner.from_model(model)
-    pruner.prune(ratio=0.5)
-    pruner.fuse(FuseOptions("affine,parallel"))
-    text = pruner.recipe.to_json()
-    again = Pruner.from_model(model)
-    again.replay(Recipe.from_json(text))
-    assert [s.kind for s in again.recipe.steps] == ["channels", "fuse"]
-    assert [n.op_type for n in again.graph.nodes] == [n.op_type for n in pruner.graph.nodes]
-    assert_exact(pruner.to_model(), again.to_model(), rtol=1e-6, atol=1e-6)

@@ -56,3 +56,15 @@ def test_steps_are_one_composed_plan_in_the_recipe():
 def test_bad_recipe_files_say_what_is_wrong(text, message):
     with pytest.raises(PlanError, match=message):
         Recipe.from_json(text)
+
+
+def test_fusion_after_a_prune_replays():
+    model = ARCHITECTURES["resnet_basic"]()
+    pruner = Pruner.from_model(model)
+    pruner.prune(ratio=0.5)
+    assert pruner.fuse().changed
+    recipe = Recipe.from_json(pruner.recipe.to_json())
+    assert [s.kind for s in recipe.steps] == ["channels", "fuse"]
+    again = Pruner.from_model(model)
+    again.replay(recipe)
+    _same_model(pruner, again, model)
