@@ -293,9 +293,9 @@ class OpSpec:
     # for ops that can hand input 0 through unchanged (Identity; Dropout in inference):
     # None where this node does, else a Barrier saying why not (a Dropout in training mode)
     passthrough: Callable[[NodeView], Barrier | None] | None = None
-    # the output is the sum of the inputs (Add, Sum): where all have the output's shape,
-    # parallel linear branches into it can merge into one layer
-    elementwise_sum: bool = False
+    # the output is the sum of the inputs (broadcast): a residual join y = s + r, from which the
+    # addend r can be dropped (depth pruning), or parallel linear branches into it merge (fusion)
+    sum_of_inputs: bool = False
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"

@@ -12,8 +12,8 @@ ARITHMETIC = ("Max", "Min", "Mean", "PRelu", "Where",
 
 def register(registry) -> None:
     registry.register(OpSpec(ARITHMETIC, broadcast, family="elementwise"))
-    registry.register(OpSpec(("Add",), broadcast, affine=affine.add, elementwise_sum=True, family="elementwise"))
-    registry.register(OpSpec(("Sum",), broadcast, elementwise_sum=True, family="elementwise"))
+    registry.register(OpSpec(("Add",), broadcast, affine=affine.add, sum_of_inputs=True, family="elementwise"))
+    registry.register(OpSpec(("Sum",), broadcast, sum_of_inputs=True, family="elementwise"))
     registry.register(OpSpec(("Sub",), broadcast, affine=affine.sub, family="elementwise"))
     registry.register(OpSpec(("Mul",), broadcast, affine=affine.mul, family="elementwise"))
     # a divisor or exponent of 1 leaves a channel unchanged, so masking uses 1, not 0

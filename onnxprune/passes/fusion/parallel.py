@@ -37,7 +37,7 @@ class MergeParallel(Shared):
         scope = self.scope(graph)
         for node in graph.nodes:
             spec = scope.spec(node)
-            if spec is None or not spec.elementwise_sum or len(node.inputs) != 2 or len(set(node.inputs)) != 2:
+            if spec is None or not spec.sum_of_inputs or len(node.inputs) != 2 or len(set(node.inputs)) != 2:
                 continue
             shapes = [scope.shape(t) for t in (*node.inputs, node.outputs[0])]
             if None in shapes or len({tuple(s) for s in shapes}) != 1:
