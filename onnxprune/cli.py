@@ -1,4 +1,4 @@
-"""Command line: ``onnxprune [prune] IN OUT --ratio R`` and ``onnxprune analyze IN``.
+"""Command line: ``onnxprune [prune] IN OUT --ratio R``, ``onnxprune analyze IN``, ``onnxprune fuse IN OUT``.
 
 A thin layer over :mod:`onnxprune.api`. The contract (also in the README):
 every failure is one line on stderr (``onnxprune: error: ...``) and an exit
@@ -52,16 +52,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, pruning: bool = True) -> None:
     parser.add_argument("input", help="ONNX model to read")
     parser.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224",
                         help="fix an input's shape for analysis (repeatable)")
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    parser.add_argument("-v", "--verbose", action="store_true", help="list every blocked group")
-    parser.add_argument("--prune-head-dim", action="store_true",
-                        help="attention prunes head_dim (the same dims of every head) instead of whole heads")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="list every blocked group" if pruning else "list every refused fusion")
+    if pruning:
+        parser.add_argument("--prune-head-dim", action="store_true",
+                            help="attention prunes head_dim (the same dims of every head) instead of whole heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,19 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
     prune.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
-    defaults = LatencyOptions()
-    prune.add_argument("--threads", type=int, default=defaults.threads, metavar="N",
-                       help=f"onnxruntime threads of the timed sessions (default {defaults.threads})")
-    prune.add_argument("--runs", type=int, default=defaults.min_runs, metavar="N",
-                       help=f"latency: at least N interleaved runs of each model (0: no latency; default "
-                            f"{defaults.min_runs}); more until the ratio's 95%% CI is within --latency-spread")
-    prune.add_argument("--max-runs", type=int, metavar="N",
-                       help=f"latency: at most N runs (default {defaults.max_runs}, or --runs if more)")
-    prune.add_argument("--latency-time", type=float, default=defaults.max_seconds, metavar="S",
-                       help=f"latency: stop after S seconds however wide the spread (default {defaults.max_seconds:g})")
-    prune.add_argument("--latency-spread", type=float, default=defaults.spread, metavar="F",
-                       help=f"latency: stop when the ratio's 95%% CI half-width is within F of it "
-                            f"(default {defaults.spread:g})")
+    _latency_args(prune)
     prune.add_argument("--memory-limit", default="auto", metavar="SIZE",
                        help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
                             "default: the memory available now)")
@@ -145,17 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _latency_args(parser) -> None:
+    """How the summary's latency is timed (prune and fuse; see LatencyOptions)."""
+    defaults = LatencyOptions()
+    parser.add_argument("--threads", type=int, default=defaults.threads, metavar="N",
+                        help=f"onnxruntime threads of the timed sessions (default {defaults.threads})")
+    parser.add_argument("--runs", type=int, default=defaults.min_runs, metavar="N",
+                        help=f"latency: at least N interleaved runs of each model (0: no latency; default "
+                             f"{defaults.min_runs}); more until the ratio's 95%% CI is within --latency-spread")
+    parser.add_argument("--max-runs", type=int, metavar="N",
+                        help=f"latency: at most N runs (default {defaults.max_runs}, or --runs if more)")
+    parser.add_argument("--latency-time", type=float, default=defaults.max_seconds, metavar="S",
+                        help=f"latency: stop after S seconds however wide the spread (default {defaults.max_seconds:g})")
+    parser.add_argument("--latency-spread", type=float, default=defaults.spread, metavar="F",
+                        help=f"latency: stop when the ratio's 95%% CI half-width is within F of it "
+                             f"(default {defaults.spread:g})")
+
+
 def _fuse_parser(sub) -> None:
     fuse = sub.add_parser("fuse", help="fold BatchNorm and per-channel constants into layers, merge parallel and "
                                        "consecutive linear layers, drop Identity/Dropout: exact, no data")
-    _common(fuse)
+    _common(fuse, pruning=False)
     fuse.add_argument("output", help="where to write the fused model (never the input)")
     fuse.add_argument("--kinds", default=",".join(FUSIONS), metavar="K[,K]",
                       help=f"which fusions ({', '.join(FUSIONS)}; default: all)")
     fuse.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
     fuse.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
     fuse.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
-    fuse.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
+    _latency_args(fuse)
     fuse.add_argument("--seed", type=int, default=0, help="seed for random validation inputs")
 
 
@@ -487,8 +494,7 @@ def run_fuse(args, progress: Progress) -> Report:
     """``onnxprune fuse IN OUT``: exact rewrites only, so the written model must compute what the input
     does: its outputs are compared on the validation inputs, and a difference fails the run."""
     options = FuseOptions(kinds=args.kinds).check()
-    if args.runs < 0:
-        raise OptionError(f"--runs must be >= 0, got {args.runs}")
+    latency = _latency_options(args)
     if not args.no_validate:
         check_provider(args.provider)
     paths_plan = paths(args).check()
@@ -501,7 +507,7 @@ def run_fuse(args, progress: Progress) -> Report:
     if not args.no_validate:
         with progress.stage("run original"):
             feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
-            reference = pruner.run_original(feeds, args.provider)
+            reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
     _fuse(pruner, options, report, progress)
     model = pruner.to_model()
     try:
@@ -513,13 +519,14 @@ def run_fuse(args, progress: Progress) -> Report:
     report.params_after, report.macs_after = pruner.params(), pruner.macs()
     if reference is not None:
         with progress.stage("validate") as stage:
-            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference)
+            result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference,
+                                     latency=latency)
             fidelity = pruner.fidelity(CalibrationSet(feeds, "validation inputs"), args.provider)
         report.timings_s["validate"] = stage.seconds
         report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
-        if result.latency is not None:
-            report.record_latency(result.latency)
         report.provider, report.fidelity = args.provider, fidelity.to_dict()
+        if result.latency is not None:
+            report.record_latency(result.latency, warn=False)
         worst = max((o.rel_l2 for o in fidelity.outputs), default=0.0)
         if not worst <= FUSED_TOLERANCE:
             raise ValidationError(f"the fused model's outputs differ from the input's (relative error {worst:.3g}): "

@@ -82,7 +82,9 @@ def _replay_channels(pruner: "Pruner", plan: Plan) -> None:
 
 def _replay_fuse(pruner: "Pruner", payload: dict) -> None:
     from .options import FuseOptions
-    pruner.fuse(FuseOptions(tuple(payload.get("kinds", ()))))
+    if not isinstance(payload, dict) or not isinstance(payload.get("kinds"), list):
+        raise PlanError("plan step 'fuse' has no list of kinds")
+    pruner.fuse(FuseOptions(tuple(payload["kinds"])))
 
 
 def _replay_blocks(pruner: "Pruner", payload: dict) -> None:

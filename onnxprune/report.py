@@ -56,12 +56,13 @@ class Report:
         data["latency_not_faster"] = self.latency["not_faster"] if self.latency else None
         return json.dumps(data, indent=1)
 
-    def record_latency(self, comparison: LatencyComparison) -> None:
-        """The original (first) and the pruned model (second) timed side by side; warns unless faster."""
+    def record_latency(self, comparison: LatencyComparison, warn: bool = True) -> None:
+        """The original (first) and the pruned model (second) timed side by side; warns unless faster
+        (``warn``: a fused model, which computes what the original does, is only reported)."""
         self.latency = comparison.to_dict()
         self.latency_ms_before, self.latency_ms_after = comparison.ms_before, comparison.ms_after
         self.provider = comparison.provider
-        warning = comparison.warning()
+        warning = comparison.warning() if warn else None
         if warning:
             self.warnings.append(warning)
 

@@ -85,13 +85,17 @@ def test_prune_then_fuse(tmp_path, capfd):
     model = ARCHITECTURES["resnet_basic"]()
     source, out, report = tmp_path / "in.onnx", tmp_path / "out.onnx", tmp_path / "report.json"
     onnx.save(model, source)
-    code, text, err = call(capfd, source, out, "--ratio", "0.5", "--fuse", "--report", report, "-q", "--runs", "1")
+    plan = tmp_path / "plan.json"
+    code, text, err = call(capfd, source, out, "--ratio", "0.5", "--fuse", "--report", report, "-q", "--runs", "1",
+                           "--save-plan", plan)
     assert code == 0 and err == "", err
     fused = onnx.load(out)
     assert "BatchNormalization" not in {n.op_type for n in fused.graph.node}
     assert "fused     20 nodes into 10" in text
     data = json.loads(report.read_text())
     assert len(data["fusion"]["merged"]) == 10 and data["channels_removed"] > 0
+    steps = json.loads(plan.read_text())["steps"]
+    assert [s["kind"] for s in steps] == ["channels", "fuse"] and steps[1]["payload"]["kinds"][0] == "passthrough"
     feeds = random_feeds(model)
     assert [o.shape for o in run(fused, feeds)] == [o.shape for o in run(model, feeds)]
 

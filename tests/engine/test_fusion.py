@@ -407,3 +407,21 @@ def test_prune_then_fuse_is_one_map_from_the_original():
         assert pruner.edits.nodes[bn.name] == conv.name and pruner.edits.tensors[conv.output[0]] is None
         assert pruner.edits.tensors[bn.output[0]] == bn.output[0]
         np.testing.assert_array_equal(pruner.edits.kept[bn.output[0]][1], kept[bn.output[0]][1])
+
+
+def test_a_tensor_read_inside_a_subgraph_keeps_its_producer():
+    from onnx import TensorProto, helper
+    b = GraphBuilder(opset=17, seed=23)
+    x = b.input("x", [1, 3, 4, 4])
+    cond = b.input("cond", [], dtype=np.bool_)
+    t = b.op("Identity", [b.conv(x, 6)])
+    out_vi = [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, [1, 6, 4, 4])]
+    then = helper.make_graph([helper.make_node("Relu", [t], ["branch_out"])], "then", [], out_vi)
+    other = helper.make_graph([helper.make_node("Neg", [t], ["branch_out"])], "else", [], out_vi)
+    b.output(b.rename(b.op("If", [cond], then_branch=then, else_branch=other), "y"))
+    model = b.build()
+    fused, result = fuse(model)
+    assert "Identity" in ops(fused) and any("read inside a subgraph" in r for r in result.refused), result.refused
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32), "cond": np.array(True)}
+    np.testing.assert_allclose(run(fused, feeds)[0], run(model, feeds)[0], rtol=1e-6)
+

@@ -31,6 +31,8 @@ class DropPassthrough(Shared):
         if barrier is not None:
             return barrier.reason
         source, out = node.inputs[0], node.outputs[0]
+        if any(slot < 0 for _, slot in graph.consumers.get(out, [])):
+            return f"{out} is read inside a subgraph"
         if out in graph.graph_output_names:
             if source not in graph.producers:
                 return f"it connects {'a graph input' if source in graph.graph_input_names else 'a constant'} " \
