@@ -3,8 +3,8 @@
     python scripts/bench_depth.py [--size 112] [--samples 40] [--runs 30] [--models-dir DIR]
 
 For each model and block count: the MACs ratio, the CPU latency ratio (onnxruntime, one
-thread, original and pruned timed interleaved run by run, median and interquartile range
-of the per-run ratios), and output fidelity against the original on held-out samples
+thread, original and pruned timed interleaved in blocks of ~40 ms of runs, median and
+interquartile range of the per-round ratios), and output fidelity against the original on held-out samples
 (cosine of the worst output, relative L2), without and with recovery (bias, least
 squares, BatchNorm; `Pruner.recover`). Blocks are chosen by the default score with
 calibration data (the output change with each block alone removed).
@@ -64,19 +64,26 @@ def session(model) -> ort.InferenceSession:
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def latency_ratio(original: ort.InferenceSession, pruned: ort.InferenceSession, feeds, runs: int):
-    """Per-run ratios pruned/original, the two timed back to back (order alternating)."""
+def latency_ratio(original: ort.InferenceSession, pruned: ort.InferenceSession, feeds, runs: int,
+                  block_ms: float = 40.0):
+    """Per-round ratios pruned/original: each round times a block of back-to-back runs of each
+    model (order alternating by round; blocks of about ``block_ms`` so that a loaded machine's
+    hiccups average out on small models). Returns median, quartiles and the original's ms."""
     for _ in range(3):
         original.run(None, feeds)
         pruned.run(None, feeds)
+    start = time.perf_counter()
+    original.run(None, feeds)
+    inner = max(1, int(round(block_ms / max((time.perf_counter() - start) * 1000, 1e-3))))
     ratios, base = [], []
     for k in range(runs):
         pair = (original, pruned) if k % 2 == 0 else (pruned, original)
         times = {}
         for s in pair:
             start = time.perf_counter()
-            s.run(None, feeds)
-            times[id(s)] = time.perf_counter() - start
+            for _ in range(inner):
+                s.run(None, feeds)
+            times[id(s)] = (time.perf_counter() - start) / inner
         ratios.append(times[id(pruned)] / times[id(original)])
         base.append(times[id(original)] * 1000)
     q1, median, q3 = np.percentile(ratios, [25, 50, 75])
@@ -131,7 +138,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=112, help="input resolution (px)")
     ap.add_argument("--samples", type=int, default=40, help="calibration samples (20%% held out)")
-    ap.add_argument("--runs", type=int, default=30, help="timed runs per pair")
+    ap.add_argument("--runs", type=int, default=30, help="timed rounds per pair")
     ap.add_argument("--models-dir", default=os.path.join(ROOT, "models", "extra", "depth"))
     ap.add_argument("--only", choices=sorted(PLAN), help="one model")
     args = ap.parse_args(argv)
