@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from . import onnx_in, onnx_out
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, has_batch_axis
 from .depgraph import DependencyGraph, Group
 from .fidelity import Fidelity, measure
 from .files import PathPlan
@@ -240,7 +240,10 @@ class Pruner:
         return CalibrationSet.load(path, self.original_graph.inputs)
 
     def random_inputs(self, n_samples: int = 8, seed: int = 0) -> CalibrationSet:
-        """Random samples shaped like the analysed inputs (batch axis excluded)."""
+        """Random samples shaped like the analysed inputs (batch axis excluded); for a model without
+        a batch axis (see :func:`has_batch_axis`), one feed of the analysed shapes."""
+        if not has_batch_axis(self.original_graph.inputs):
+            return CalibrationSet(self.feeds(seed=seed), "random feed (no batch axis)", whole=True)
         shapes = {v.name: tuple(self.original_graph.values.get(v.name, v).shape or ())[1:]
                   for v in self.original_graph.inputs}
         return CalibrationSet.random(self.original_graph.inputs, n_samples, shapes, seed)

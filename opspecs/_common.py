@@ -100,6 +100,8 @@ def reshape_links(shape_a, shape_b, axes: tuple[int, ...], port_b: Port) -> Answ
     of target axes spanning the same flat range; when one side's run is coarser
     (Flatten: one channel = H*W features) the mapping is an :class:`Overlap`.
     """
+    if not axes or not all(0 <= a < len(shape_a) for a in axes):
+        return Barrier(f"axes {tuple(axes)} are not axes of a rank-{len(shape_a)} tensor")
     if list(axes) != list(range(axes[0], axes[-1] + 1)):
         return Barrier(f"axes {axes} are not consecutive")
     prefix = int(np.prod(shape_a[: axes[0]]))
