@@ -21,6 +21,7 @@ from .metrics import count_macs, count_params
 from .options import PruneOptions, RecoveryOptions
 from .passes import run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
+from .passes.fold_weights import FoldConstantWeights
 from .passes.layers import Kept, compose
 from .plan import GroupDecision, Plan, make_plan
 from .recovery import RecoveryResult, recover
@@ -60,6 +61,7 @@ class Pruner:
         self.original_graph = graph
         self.plans: list[Plan] = []  # every plan applied, each on the graph of its time
         self.searches: list[SearchResult] = []  # target searches, one per round that had a target
+        self.notes: list[str] = []  # what loading changed in the model (folded weights), for the report
         self.kept: Kept = {}  # tensor -> axis -> original indices still present (for recovery)
         self.recoveries: list[RecoveryResult] = []
 
@@ -89,11 +91,14 @@ class Pruner:
             onnx_in.check_supported(model)
         registry = registry or builtin_registry()
         graph = onnx_in.to_graph(model, input_shapes, mapped)
-        if onnx_in.declared_static(model):
-            folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
-            if any(r.changed for r in results):
-                graph = onnx_in.reinfer(folded, input_shapes)
-        return cls(graph, registry, model, input_shapes, analysis)
+        passes = [FoldConstantWeights(registry)] + ([FoldShapeArithmetic(registry)]
+                                                     if onnx_in.declared_static(model) else [])
+        folded, results = run_passes(graph, passes)
+        if any(r.changed for r in results):
+            graph = onnx_in.reinfer(folded, input_shapes)
+        pruner = cls(graph, registry, model, input_shapes, analysis)
+        pruner.notes = [note for r in results for note in r.notes]
+        return pruner
 
     def _set(self, graph: Graph) -> None:
         self.graph = graph

@@ -238,7 +238,7 @@ def _read(args, plan: PathPlan, report: Report, progress: Progress):
             plan.read("input's external data", file)
         plan.check()
         model = model_file.load(map_weights=True)
-        onnx_in.check_supported(model, args.input)
+        report.conversions += onnx_in.check_supported(model, args.input)
         onnx_in.check_input_shapes(model, shapes)
         onnx_in.check_no_empty_inputs(model, shapes)
     report.timings_s["load"] = stage.seconds
@@ -254,6 +254,7 @@ def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progre
             _blame_the_input_if_it_does_not_load(model_file.path, getattr(args, "provider", "cpu"))
             raise
     report.timings_s["analyze"] = stage.seconds
+    report.conversions += pruner.notes
     dg = pruner.depgraph
     if not dg.groups and not dg.barriers:
         ops = sorted({n.op_type for n in pruner.graph.nodes})

@@ -13,6 +13,7 @@ class Report:
     input: str
     output: str | None = None
     options: dict = field(default_factory=dict)
+    conversions: list[str] = field(default_factory=list)  # what loading changed (opset upgrade, folded weights)
     groups_total: int = 0
     groups_prunable: int = 0
     kinds: dict = field(default_factory=dict)  # prunable groups per kind (Group.kind: heads, head_dim, hidden...)
@@ -102,7 +103,7 @@ def _kinds(kinds: dict) -> str:
 
 
 def format_analysis(report: Report, verbose: bool = False) -> str:
-    lines = [f"{report.input}",
+    lines = [f"{report.input}"] + [f"converted {note}" for note in report.conversions] + [
              f"groups    {report.groups_total} found, {report.groups_prunable} prunable "
              f"({report.channels_prunable} channels), {len(report.groups_blocked)} blocked" + _kinds(report.kinds),
              _before_after("params", report.params_before, report.params_after),

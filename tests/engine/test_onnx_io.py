@@ -109,16 +109,27 @@ def test_supported_opsets_load_and_prune(opset):
         assert run(pruned, random_feeds(model))[0].shape == (1, 10)
 
 
-@pytest.mark.parametrize("opset", [7, 8, NEWEST + 1])
+@pytest.mark.parametrize("opset", [6, NEWEST + 1])
 def test_unsupported_opsets_are_refused(opset):
     with pytest.raises(UnsupportedModelError, match=f"opset {opset} is not supported"):
         onnx_in.from_model(with_opset(conv_chain(opset=9), opset))
 
 
-def test_opset_8_file_is_refused_by_load(tmp_path):
-    path = save(conv_chain(opset=8), tmp_path / "old.onnx")  # a genuine opset-8 model
-    with pytest.raises(UnsupportedModelError, match="version_converter"):
-        Pruner.load(path)
+@pytest.mark.parametrize("opset", [7, 8])
+def test_opsets_7_and_8_are_upgraded_by_the_version_converter_and_prune(tmp_path, opset):
+    model = conv_chain(opset=opset)  # a genuine opset-7/8 model
+    path = save(model, tmp_path / "old.onnx")
+    pruner = Pruner.load(path)
+    assert pruner.graph.opset == onnx_in.MIN_OPSET
+    pruner.prune(ratio=0.5)
+    pruned = pruner.to_model()
+    onnx.checker.check_model(pruned, full_check=True)
+    assert pruned.opset_import[0].version == onnx_in.MIN_OPSET
+    feeds = random_feeds(model)
+    assert run(pruned, feeds)[0].shape == run(model, feeds)[0].shape
+    proto = onnx.load(str(path))
+    assert onnx_in.check_supported(proto) == [f"opset {opset} upgraded to opset {onnx_in.MIN_OPSET} by onnx's "
+                                              f"version converter (the output is opset {onnx_in.MIN_OPSET})"]
 
 
 def test_custom_domains_are_refused_but_microsoft_ops_are_not():
