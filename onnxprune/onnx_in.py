@@ -249,7 +249,8 @@ def _upgrade_opset(model: onnx.ModelProto, version: int, origin: str) -> str:
         del converted.graph.input[:]
         converted.graph.input.extend(kept)
     model.CopyFrom(converted)
-    return f"opset {version} upgraded to opset {MIN_OPSET} by onnx's version converter (the output is opset {MIN_OPSET})"
+    return (f"opset {version} upgraded to opset {MIN_OPSET} by onnx's version converter "
+            f"(the output is opset {MIN_OPSET})")
 
 
 def run_checker(model: onnx.ModelProto, full_check: bool = False) -> None:

@@ -203,7 +203,8 @@ def main(argv=None) -> int:
         onnx.save(model, path)
         kb = os.path.getsize(path) / 1024
         opset = model.opset_import[0].version
-        rows.append(f"| {name}.onnx | {kb:.0f} | {len(model.graph.node)} | {model.ir_version} | {opset} | {description} |")
+        rows.append(f"| {name}.onnx | {kb:.0f} | {len(model.graph.node)} | {model.ir_version} | {opset} "
+                    f"| {description} |")
         print(f"wrote {path} ({kb:.0f} KB)", file=sys.stderr)
     with open(os.path.join(args.out_dir, "README.md"), "w") as f:
         f.write("# Real-world-style test models (issue 17)\n\n"

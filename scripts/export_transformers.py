@@ -16,6 +16,7 @@ a rerun writes the same models.
 
     python -m venv .venv-export && . .venv-export/bin/activate
     pip install torch==2.13.0 transformers onnxscript onnx onnxruntime
+    pip install --no-deps torchvision==0.28.0   # tv_vit only
     python scripts/export_transformers.py [--only NAME ...] [--out-dir tests/models]
     python scripts/export_transformers.py --bench --exporters ts   # larger configs into models/extra/architectures
 
@@ -299,7 +300,7 @@ class CharTransformer(nn.Module):
     """A character-level language model as tutorials write it: token + learned position embeddings,
     nn.TransformerEncoder (pre-norm, causal mask, GELU), a LayerNorm and a linear head."""
 
-    def __init__(self, vocab=40, width=32, heads=4, layers=2, max_len=MAX_POS):
+    def __init__(self, vocab=VOCAB, width=32, heads=4, layers=2, max_len=MAX_POS):
         super().__init__()
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Embedding(max_len, width)
@@ -324,10 +325,10 @@ TV_VIT = Spec("tv_vit", _seeded(_torchvision_vit), lambda b, n: (torch.randn(b, 
                           "MLP 128, 3 classes")
 # a fixed context (block size 16), as character models are exported: the TorchScript exporter records
 # nn.MultiheadAttention's sequence length as a constant when a mask is given
-CHAR = Spec("char_transformer", _seeded(CharTransformer), lambda b, n: (torch.randint(0, 40, (b, 16)),), ("ids",),
+CHAR = Spec("char_transformer", _seeded(CharTransformer), lambda b, n: (torch.randint(0, VOCAB, (b, 16)),), ("ids",),
             ("logits",), {"ids": {0: "batch"}, "logits": {0: "batch"}},
-            description="character-level LM: vocabulary 40, context 16, nn.TransformerEncoder (2 pre-norm layers, "
-                        "width 32, 4 heads, MLP 128, causal mask), LayerNorm, linear head")
+            description=f"character-level LM: vocabulary {VOCAB}, context 16, nn.TransformerEncoder (2 pre-norm "
+                        "layers, width 32, 4 heads, MLP 128, causal mask), LayerNorm, linear head")
 
 SPECS = (BERT, VIT, GPT2, LLAMA, SWIN, LSTM, GRU, GCN_SPEC, DECOMPOSED_LN, TV_VIT, CHAR)
 
@@ -520,6 +521,7 @@ def render_readme(results: list[dict]) -> str:
         "",
         "    python -m venv .venv-export && . .venv-export/bin/activate",
         "    pip install torch==2.13.0 transformers onnxscript onnx onnxruntime",
+        "    pip install --no-deps torchvision==0.28.0   # tv_vit (its C++ ops need not load)",
         "    python scripts/export_transformers.py",
         "",
         f"`_ts`: TorchScript exporter (`dynamo=False`, opset {TS_OPSET}, `dynamic_axes`); `_dynamo`:",
