@@ -91,8 +91,8 @@ class Pruner:
             onnx_in.check_supported(model)
         registry = registry or builtin_registry()
         graph = onnx_in.to_graph(model, input_shapes, mapped)
-        passes = [FoldConstantWeights(registry)] + ([FoldShapeArithmetic(registry)]
-                                                     if onnx_in.declared_static(model) else [])
+        passes = [FoldConstantWeights(registry)] + registry.passes() + (
+            [FoldShapeArithmetic(registry)] if onnx_in.declared_static(model) else [])
         folded, results = run_passes(graph, passes)
         if any(r.changed for r in results):
             graph = onnx_in.reinfer(folded, input_shapes)

@@ -1,6 +1,8 @@
 """Operator rules keyed by (domain, op_type), resolved by opset like onnx's reference ops."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from .errors import RuleError
 from .rules import OpSpec
 
@@ -8,6 +10,16 @@ from .rules import OpSpec
 class Registry:
     def __init__(self) -> None:
         self._specs: dict[tuple[str, str], list[OpSpec]] = {}
+        self._passes: list[Callable[["Registry"], Any]] = []
+
+    def register_pass(self, make: Callable[["Registry"], Any]) -> None:
+        """A graph pass that operator knowledge needs before analysis (a pattern of several nodes that
+        no single rule can read, rewritten into one rules can): ``make(registry)`` gives a GraphPass."""
+        self._passes.append(make)
+
+    def passes(self) -> list:
+        """The registered graph passes, made for this registry, in registration order."""
+        return [make(self) for make in self._passes]
 
     def register(self, spec: OpSpec) -> OpSpec:
         """Add a rule for all its op types, or (on a clash) for none of them."""

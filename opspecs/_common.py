@@ -187,6 +187,42 @@ def _entries(graph, path, depth: int):
     return None if length is None else [None] * length
 
 
+def runtime_sources(view: NodeView, slot: int, index: int) -> set[str] | None:
+    """The tensors whose Shape a run-time element of a shape operand is computed from (None: not traced).
+
+    torch's ``unflatten`` builds (seq, batch, 3, E) from the *input's* width E: a pruned axis whose size
+    comes from another tensor's shape would keep its old size at run time."""
+    graph, name = view.graph, view.node.inputs[slot] if slot < len(view.node.inputs) else ""
+    for _ in range(8):  # down to the Concat piece that holds the element
+        produced = graph.producers.get(name)
+        if produced is None or produced[0].op_type != "Concat" or produced[0].domain:
+            break
+        offset = 0
+        for piece in produced[0].inputs:
+            shape = graph.shape(piece)
+            if shape is None:
+                return None
+            if index < offset + int(np.prod(shape)):
+                name, index = piece, index - offset
+                break
+            offset += int(np.prod(shape))
+        else:
+            return None
+    seen, stack, sources = set(), [name], set()
+    while stack and len(seen) < 64:
+        tensor = stack.pop()
+        produced = graph.producers.get(tensor)
+        if tensor in seen or produced is None:
+            continue
+        seen.add(tensor)
+        node = produced[0]
+        if node.op_type == "Shape" and not node.domain:
+            sources.add(node.inputs[0])
+        else:
+            stack.extend(i for i in node.inputs if i)
+    return sources
+
+
 def entry_value(view: NodeView, entry) -> int | None:
     """The constant value of a shape entry, or None for a run-time one."""
     if entry is None:

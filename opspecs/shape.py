@@ -6,7 +6,7 @@ import numpy as np
 from onnxprune.mapping import IDENTITY, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
-from ._common import entry_value, reshape_links, rewrite_entries, shape_entries, unknown_shape
+from ._common import entry_value, reshape_links, rewrite_entries, runtime_sources, shape_entries, unknown_shape
 from .head_dim import head_dim_answer
 
 
@@ -49,6 +49,11 @@ def _reshape(view: NodeView, port, axes):
         for axis in out_axes:
             if entry_value(view, entries[axis]) == 0 and not _copies_axis(port, axes, link, axis):
                 return Barrier(f"Reshape target copies (0) a pruned dim from another axis")
+            others = runtime_sources(view, 1, axis) if entries[axis] is None else None
+            behind = _behind_a_layer(view.graph, view.node.inputs[0], others) if others else None
+            if behind:
+                return Barrier(f"Reshape target takes axis {axis} from the shape of {behind} (before a layer) "
+                               "at run time")
     return answer
 
 
@@ -96,6 +101,29 @@ def _listed_axes(view: NodeView, rank: int) -> list[int] | None:
     else:
         return None
     return sorted({int(x) % rank for x in np.asarray(values).reshape(-1)}) if rank else None
+
+
+def _behind_a_layer(graph, tensor: str, sources) -> str | None:
+    """A source the reshaped ``tensor`` comes from only through a layer (a node with a constant weight
+    of rank >= 2: torch's unflatten of in_proj's output reads the width of in_proj's *input*). Sources
+    reached without one (the same values broadcast or transposed, as in GQA's repeat) are fine."""
+    direct, through, frontier = {tensor}, set(), [(tensor, False)]
+    for _ in range(16):
+        step = []
+        for name, crossed in frontier:
+            produced = graph.producers.get(name)
+            if produced is None:
+                continue
+            node = produced[0]
+            layer = crossed or any(i in graph.constant_derived and graph.shape(i) is not None
+                                   and len(graph.shape(i)) >= 2 for i in node.inputs[1:] if i)
+            for i in node.inputs:
+                if i and i not in graph.params and i not in (through if layer else direct):
+                    (through if layer else direct).add(i)
+                    step.append((i, layer))
+        frontier = step
+    found = [s for s in sorted(sources) if s in through and s not in direct]
+    return found[0] if found else None
 
 
 def _copies_axis(port, axes, link, axis) -> bool:
