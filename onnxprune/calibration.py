@@ -132,11 +132,11 @@ class CalibrationSet:
 def has_batch_axis(inputs: Sequence[Value]) -> bool:
     """Whether samples can be stacked on axis 0 of every input: each first dim is dynamic with a
     symbol found at no other axis (a ``batch``), or a static 1. Not so for a graph network's
-    ``nodes`` (x [nodes, F], adj [nodes, nodes]) or a fixed first dim > 1."""
+    ``nodes`` (x [nodes, F], adj [nodes, nodes]), a fixed first dim > 1 or a scalar input."""
     inner = {d for v in inputs for d in list(v.shape or [])[1:] if isinstance(d, str) and d}
     for value in inputs:
-        if not value.shape:
-            continue
+        if not value.shape:  # a scalar (or a rank unknown): no axis to stack samples on
+            return False
         lead = value.shape[0]
         if isinstance(lead, int) and lead > 0:
             if lead != 1:

@@ -307,18 +307,21 @@ def checkable(model: onnx.ModelProto):
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
-    """Parse ``name:1x3x224x224`` options into a dict."""
+    """Parse ``name:1x3x224x224`` options into a dict. One option may list several inputs separated by
+    commas, as trtexec's ``--shapes`` does (``ids:1x128,mask:1x128``); ``name:`` is a scalar (rank 0)."""
     shapes: dict[str, list[int]] = {}
-    for spec in specs or []:
-        name, sep, dims = spec.rpartition(":")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = [int(d) for d in dims.lower().split("x")]
-            if any(d <= 0 for d in shapes[name]):
-                raise ValueError
-        except ValueError:
-            raise InputError(f"--input-shape '{spec}': expected NAME:D1xD2x..., e.g. input:1x3x224x224") from None
+    for option in specs or []:
+        for spec in option.split(","):
+            name, sep, dims = spec.strip().rpartition(":")
+            try:
+                if not sep or not name:
+                    raise ValueError
+                shapes[name] = [int(d) for d in dims.lower().split("x")] if dims.strip() else []
+                if any(d <= 0 for d in shapes[name]):
+                    raise ValueError
+            except ValueError:
+                raise InputError(f"--input-shape '{spec}': expected NAME:D1xD2x... (NAME: for a scalar; several "
+                                 "separated by commas), e.g. input:1x3x224x224") from None
     return shapes
 
 

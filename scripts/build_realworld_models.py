@@ -11,6 +11,8 @@ the shapes real pipelines produce and that the pruner once failed on:
 * ``scan_opset8``: an opset-8 Scan with sequence_lens, which the converter cannot upgrade;
 * ``zoo_constant_weights``: AlexNet/ZFNet zoo style, weights built at run time from
   constants by ConstantOfShape, Expand and Tile;
+* ``reflect_pad`` / ``reflect_pad_wide``: dynamic dims that the default stand-in sizes break;
+* ``scalar_gain``: a scalar (rank 0) input;
 * ``gcn_matmul``: a GCN written as MatMuls, adjacency x features x weight, over a dynamic node count.
 
     python scripts/build_realworld_models.py [--out-dir tests/models/realworld]
@@ -140,6 +142,35 @@ def scan_opset8() -> onnx.ModelProto:
     return n.model(inputs, [f("total", [1, 4]), f("sums", [1, 3, 4])], 8, ir_version=3, inits_as_inputs=True)
 
 
+def reflect_pad(pad: int) -> onnx.ModelProto:
+    """Audio-style front end over a dynamic number of samples: a reflect Pad of ``pad`` samples each side
+    (reflect needs more samples than that), conv, relu, 1x1 conv."""
+    n = Net()
+    pads = n.param("pads", np.array([0, 0, pad, 0, 0, pad], np.int64))
+    h = n.node("Pad", ["audio", pads], ["padded"], mode="reflect")
+    h = n.node("Conv", [h, n.weight("w1", [8, 1, 3]), n.param("b1", np.zeros(8, np.float32))], ["c1"],
+               kernel_shape=[3])
+    h = n.node("Relu", [h], ["r1"])
+    n.node("Conv", [h, n.weight("w2", [4, 8, 1]), n.param("b2", np.zeros(4, np.float32))], ["features"],
+           kernel_shape=[1])
+    f = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
+    return n.model([f("audio", ["batch", 1, "samples"])], [f("features", ["batch", 4, "frames"])], 18,
+                   ir_version=8, inits_as_inputs=False)
+
+
+def scalar_gain() -> onnx.ModelProto:
+    """conv -> multiply by a scalar input (rank 0) -> relu -> 1x1 conv, over a dynamic time axis."""
+    n = Net()
+    h = n.node("Conv", ["x", n.weight("w1", [8, 2, 3]), n.param("b1", np.zeros(8, np.float32))], ["c1"],
+               kernel_shape=[3], pads=[1, 1])
+    h = n.node("Mul", [h, "gain"], ["scaled"])
+    h = n.node("Relu", [h], ["r1"])
+    n.node("Conv", [h, n.weight("w2", [4, 8, 1]), n.param("b2", np.zeros(4, np.float32))], ["y"], kernel_shape=[1])
+    f = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
+    return n.model([f("x", ["batch", 2, "time"]), f("gain", [])], [f("y", ["batch", 4, "time"])], 18,
+                   ir_version=8, inits_as_inputs=False)
+
+
 def gcn_matmul() -> onnx.ModelProto:
     """Two GCN layers H' = relu(A @ H @ W + b) as plain MatMuls, a mean readout and a classifier."""
     n = Net()
@@ -171,6 +202,10 @@ MODELS = {
     "zoo_constant_weights": (lambda: zoo_net(9, constant_weights=True),
                              "AlexNet/ZFNet zoo style, IR 3: conv1 weight by Tile, conv2 and fc weights by "
                              "Expand, conv3 bias by ConstantOfShape, from constants"),
+    "reflect_pad": (lambda: reflect_pad(16), "a reflect Pad of 16 over a dynamic sample count: the default "
+                                            "stand-in of 8 samples does not run"),
+    "reflect_pad_wide": (lambda: reflect_pad(5000), "a reflect Pad of 5000: no stand-in up to 2048 runs"),
+    "scalar_gain": (scalar_gain, "conv, times a scalar (rank 0) input, relu, 1x1 conv, dynamic time axis"),
     "gcn_matmul": (gcn_matmul, "GCN as MatMuls: relu(A @ X @ W + b) twice (8 -> 16 -> 12), mean readout, "
                                "MatMul classifier; x [nodes, 8], adj [nodes, nodes]"),
 }
@@ -183,7 +218,8 @@ def _feeds(model: onnx.ModelProto, nodes: int = 5) -> dict[str, np.ndarray]:
     for vi in model.graph.input:
         if vi.name in inits:
             continue
-        shape = [d.dim_value if d.HasField("dim_value") else nodes for d in vi.type.tensor_type.shape.dim]
+        shape = [d.dim_value if d.HasField("dim_value") else 12000 if d.dim_param == "samples" else nodes
+                 for d in vi.type.tensor_type.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         feeds[vi.name] = (np.full(shape, 3) if dtype.kind == "i" else rng.standard_normal(shape)).astype(dtype)
     return feeds

@@ -201,13 +201,15 @@ def test_unnamed_and_duplicate_node_names_become_unique():
     (["input:1X3X8X8"], {"input": [1, 3, 8, 8]}),
     (["a:1x2", "b:7"], {"a": [1, 2], "b": [7]}),
     (["scope/name:with:colons:2x4"], {"scope/name:with:colons": [2, 4]}),
+    (["input:"], {"input": []}),  # a scalar
+    (["a:1x2,b:7", "c:"], {"a": [1, 2], "b": [7], "c": []}),  # trtexec's --shapes lists
     (None, {}),
 ])
 def test_parse_input_shapes(spec, expected):
     assert onnx_in.parse_input_shapes(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["input", "input:", ":1x3", "1x3x8x8", "input:1xAx8", "input:1x3x", "input:1x-3x8",
+@pytest.mark.parametrize("spec", ["input", ":1x3", "a:1x2,b", "a:1x2,", "1x3x8x8", "input:1xAx8", "input:1x3x", "input:1x-3x8",
                                   "input:1x0x8", "input:1.5x3"])
 def test_bad_input_shape_strings(spec):
     with pytest.raises(InputError, match="expected NAME:D1xD2"):

@@ -71,7 +71,7 @@ def test_opset_7_and_8_zoo_models_are_upgraded_said_so_and_prune(tmp_path, opset
     src, out, report = _path(f"zoo_opset{opset}"), tmp_path / "out.onnx", tmp_path / "report.json"
     done = _cli(src, str(out), "--ratio", "0.5", "--report", str(report))
     assert done.returncode == 0, done.stderr
-    assert f"converted opset {opset} upgraded to opset 9 by onnx's version converter" in done.stdout
+    assert f"input     opset {opset} upgraded to opset 9 by onnx's version converter" in done.stdout
     assert json.loads(report.read_text())["conversions"] == [
         f"opset {opset} upgraded to opset 9 by onnx's version converter (the output is opset 9)"]
     pruned = onnx.load(str(out))
@@ -172,6 +172,7 @@ def test_batch_axis_is_only_a_leading_symbol_of_its_own_or_a_static_one():
     assert has_batch_axis([Value("x", 1, (1, 3, 8, 8))])
     assert not has_batch_axis([Value("x", 1, ("nodes", 8)), Value("adj", 1, ("nodes", "nodes"))])
     assert not has_batch_axis([Value("x", 1, (5, 8)), Value("adj", 1, (5, 5))])  # "invalid dimensions for x"
+    assert not has_batch_axis([Value("x", 1, ("batch", 2, "time")), Value("gain", 1, ())])  # a scalar
 
 
 # ---- torch's own attention ----------------------------------------------------------------------------------
@@ -241,3 +242,52 @@ def test_onnx_in_refuses_opsets_below_7_with_the_supported_range():
     model.opset_import[0].version = 6
     with pytest.raises(Exception, match=r"opset 6 is not supported \(supported: 7\.\."):
         onnx_in.check_supported(model)
+
+
+# ---- dynamic dims without ceremony -------------------------------------------------------------------------
+def _audio(samples, seed=0):
+    return {"audio": np.random.default_rng(seed).standard_normal((1, 1, samples)).astype(np.float32)}
+
+
+def test_dims_the_default_stand_in_breaks_are_tried_larger_and_said_so(tmp_path):
+    """A reflect pad of 16 needs more than the 8 stand-in samples: the model is analysed and validated at
+    the first size that runs (32), the summary says so, and the pruned model still takes any length."""
+    out = tmp_path / "out.onnx"
+    done = _cli(_path("reflect_pad"), str(out), "--ratio", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert ("input     dynamic dims samples analysed and validated at 32: the model does not run at the stand-in 8 "
+            "(Pad reflect: pre-pad (16) exceeds maximum allowed (7)") in done.stdout
+    pruned, original = onnx.load(str(out)), onnx.load(_path("reflect_pad"))
+    assert [d.dim_param for d in pruned.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "samples"]
+    for samples in (40, 300):
+        assert run(pruned, _audio(samples))[0].shape == run(original, _audio(samples))[0].shape
+    pruner = Pruner.load(_path("reflect_pad"), input_shapes={"audio": [1, 1, 32]})
+    (group,) = pruner.prunable_groups()
+    assert_group_oracle(pruner.depgraph, group, (0, 3, 5), _audio(32))
+
+
+def test_dims_no_stand_in_runs_are_asked_for_in_one_line(tmp_path):
+    out = tmp_path / "out.onnx"
+    done = _cli(_path("reflect_pad_wide"), str(out), "--ratio", "0.5")
+    assert done.returncode != 0 and not out.exists()
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert ("(its dynamic dims samples were tried at 8..2048); give their real sizes with --input-shape "
+            "audio:1x1x<samples>") in done.stderr
+    done = _cli(_path("reflect_pad_wide"), str(out), "--ratio", "0.5", "--input-shape", "audio:1x1x12000")
+    assert done.returncode == 0, done.stderr
+
+
+def test_input_shape_takes_trtexec_comma_lists_and_scalars(tmp_path):
+    assert onnx_in.parse_input_shapes(["x:1x2x20,gain:", "y:3"]) == {"x": [1, 2, 20], "gain": [], "y": [3]}
+    with pytest.raises(Exception, match="NAME: for a scalar"):
+        onnx_in.parse_input_shapes(["x:1x2x,gain"])
+    out = tmp_path / "out.onnx"
+    done = _cli(_path("scalar_gain"), str(out), "--ratio", "0.5", "--shapes", "x:1x2x20,gain:")
+    assert done.returncode == 0, done.stderr
+    assert "1 random feed (no batch axis)" in done.stdout  # a scalar input has no axis to stack samples on
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 2, 9)).astype(np.float32),
+             "gain": np.asarray(0.7, np.float32)}
+    assert run(onnx.load(str(out)), feeds)[0].shape == (2, 4, 9)
+    pruner = Pruner.load(_path("scalar_gain"), input_shapes={"x": [1, 2, 20], "gain": []})
+    (group,) = pruner.prunable_groups()
+    assert_group_oracle(pruner.depgraph, group, (1, 2, 6), feeds)
