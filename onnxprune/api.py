@@ -69,8 +69,10 @@ class Pruner:
     def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
              registry: Registry | None = None, analysis: Analysis | None = None) -> "Pruner":
         model_file = onnx_in.open_model(path)
-        onnx_in.check_supported(model_file.load(map_weights=True), str(path))
-        return cls.from_file(model_file, input_shapes, registry, analysis)
+        upgraded = onnx_in.check_supported(model_file.load(map_weights=True), str(path))
+        pruner = cls.from_file(model_file, input_shapes, registry, analysis)
+        pruner.notes = upgraded + pruner.notes
+        return pruner
 
     @classmethod
     def from_file(cls, model_file: onnx_in.ModelFile, input_shapes: dict[str, list[int]] | None = None,
