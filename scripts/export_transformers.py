@@ -530,6 +530,9 @@ def render_readme(results: list[dict]) -> str:
         "lengths before it is written. Symbolic dims: `batch`, `seq`, `nodes`, `edges`. Text models take",
         f"`input_ids` (vocabulary {VOCAB}) and `attention_mask`.",
         "",
+        "`realworld/`: zoo-style (IR 3, opsets 7/8, weights built from constants), GCN-as-MatMuls and dynamic-dim",
+        "models written without torch by `scripts/build_realworld_models.py` (see its README).",
+        "",
     ]
     repaired = [f"{spec.name}_dynamo" for spec in SPECS if spec.repair_dynamo_dims]
     if repaired:

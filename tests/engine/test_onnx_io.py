@@ -209,7 +209,8 @@ def test_parse_input_shapes(spec, expected):
     assert onnx_in.parse_input_shapes(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["input", ":1x3", "a:1x2,b", "a:1x2,", "1x3x8x8", "input:1xAx8", "input:1x3x", "input:1x-3x8",
+@pytest.mark.parametrize("spec", ["input", ":1x3", "a:1x2,b", "a:1x2,", "1x3x8x8", "input:1xAx8", "input:1x3x",
+                                  "input:1x-3x8",
                                   "input:1x0x8", "input:1.5x3"])
 def test_bad_input_shape_strings(spec):
     with pytest.raises(InputError, match="expected NAME:D1xD2"):
