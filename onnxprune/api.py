@@ -12,7 +12,7 @@ import onnx
 
 from . import onnx_in, onnx_out
 from .blocks import BlockKey, Discovery, find_blocks
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, has_batch_axis
 from .depth import DepthScore, ScoredBlock, choose, default_score, influence_scores, output_scores, record, scored, \
     weight_scores
 from .errors import ShapeError
@@ -26,6 +26,7 @@ from .options import FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
+from .passes.fold_weights import FoldConstantWeights
 from .passes.remove_blocks import check_removed, remove_blocks
 from .plan import GroupDecision, Plan, make_plan
 from .recipe import BLOCKS, CHANNELS, FUSE, Recipe
@@ -78,6 +79,7 @@ class Pruner:
         self.edits: EditMap = EditMap.identity(graph)
         self.passes: list[PassResult] = []  # every pass run on the model, in order
         self.recipe = Recipe()  # the edits as steps that re-apply to the input model (--save-plan)
+        self.notes: list[str] = []  # what loading changed in the model (folded weights), for the report
         self.recoveries: list[RecoveryResult] = []
         self.removed_blocks: list[dict] = []  # every block removed (depth pruning), as depth.record
         self._grids: dict[tuple, WidthGrid] = {}
@@ -86,8 +88,10 @@ class Pruner:
     def load(cls, path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None,
              registry: Registry | None = None, analysis: Analysis | None = None) -> "Pruner":
         model_file = onnx_in.open_model(path)
-        onnx_in.check_supported(model_file.load(map_weights=True), str(path))
-        return cls.from_file(model_file, input_shapes, registry, analysis)
+        upgraded = onnx_in.check_supported(model_file.load(map_weights=True), str(path))
+        pruner = cls.from_file(model_file, input_shapes, registry, analysis)
+        pruner.notes = upgraded + pruner.notes
+        return pruner
 
     @classmethod
     def from_file(cls, model_file: onnx_in.ModelFile, input_shapes: dict[str, list[int]] | None = None,
@@ -108,11 +112,14 @@ class Pruner:
             onnx_in.check_supported(model)
         registry = registry or builtin_registry()
         graph = onnx_in.to_graph(model, input_shapes, mapped)
-        if onnx_in.declared_static(model):
-            folded, results = run_passes(graph, [FoldShapeArithmetic(registry)])
-            if any(r.changed for r in results):
-                graph = onnx_in.refresh(folded, input_shapes)
-        return cls(graph, registry, model, input_shapes, analysis)
+        passes = [FoldConstantWeights(registry)] + registry.passes() + (
+            [FoldShapeArithmetic(registry)] if onnx_in.declared_static(model) else [])
+        folded, results = run_passes(graph, passes)
+        if any(r.changed for r in results):
+            graph = onnx_in.refresh(folded, input_shapes)
+        pruner = cls(graph, registry, model, input_shapes, analysis)
+        pruner.notes = [note for r in results for note in r.notes]
+        return pruner
 
     def _set(self, graph: Graph) -> None:
         self.graph = graph
@@ -390,7 +397,10 @@ class Pruner:
         return CalibrationSet.load(path, self.original_graph.inputs)
 
     def random_inputs(self, n_samples: int = 8, seed: int = 0) -> CalibrationSet:
-        """Random samples shaped like the analysed inputs (batch axis excluded)."""
+        """Random samples shaped like the analysed inputs (batch axis excluded); for a model without
+        a batch axis (see :func:`has_batch_axis`), one feed of the analysed shapes."""
+        if not has_batch_axis(self.original_graph.inputs):
+            return CalibrationSet(self.feeds(seed=seed), "random feed (no batch axis)", whole=True)
         shapes = {v.name: tuple(self.original_graph.values.get(v.name, v).shape or ())[1:]
                   for v in self.original_graph.inputs}
         return CalibrationSet.random(self.original_graph.inputs, n_samples, shapes, seed)

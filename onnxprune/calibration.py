@@ -33,13 +33,19 @@ OPTION = "--calib"
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """Samples for every model input: ``arrays[name]`` has the samples on axis 0."""
+    """Samples for every model input: ``arrays[name]`` has the samples on axis 0.
+
+    ``whole``: the arrays are one feed, not samples stacked on axis 0, for models whose first
+    axis is no batch (a GCN's x [nodes, F] and adj [nodes, nodes]: slicing nodes apart breaks A @ X)."""
 
     arrays: dict[str, np.ndarray]
     source: str = "calibration data"
+    whole: bool = False
 
     @property
     def n_samples(self) -> int:
+        if self.whole:
+            return 1 if self.arrays else 0
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
 
     # ------------------------------------------------------------ making
@@ -96,7 +102,7 @@ class CalibrationSet:
         """(fit, held-out): a random ``holdout`` fraction is held out (at least one sample
         each side when there are two or more samples)."""
         n = self.n_samples
-        if n < 2 or holdout <= 0:
+        if n < 2 or holdout <= 0 or self.whole:
             return self, self
         k = min(n - 1, max(1, int(round(n * holdout))))
         order = np.random.default_rng(seed).permutation(n)
@@ -105,15 +111,39 @@ class CalibrationSet:
                 CalibrationSet({a: v[held] for a, v in self.arrays.items()}, self.source + " (held out)"))
 
     def take(self, n: int) -> "CalibrationSet":
+        if self.whole:
+            return self
         return CalibrationSet({a: v[:n] for a, v in self.arrays.items()}, self.source)
 
     def batches(self, batch_size: int = 16) -> Iterator[dict[str, np.ndarray]]:
-        """Feeds of at most ``batch_size`` samples, in order."""
+        """Feeds of at most ``batch_size`` samples, in order (a ``whole`` set: its one feed)."""
+        if self.whole:
+            yield dict(self.arrays)
+            return
         for start in range(0, self.n_samples, max(1, batch_size)):
             yield {name: array[start:start + batch_size] for name, array in self.arrays.items()}
 
     def n_batches(self, batch_size: int = 16) -> int:
+        if self.whole:
+            return 1
         return -(-self.n_samples // max(1, batch_size))
+
+
+def has_batch_axis(inputs: Sequence[Value]) -> bool:
+    """Whether samples can be stacked on axis 0 of every input: each first dim is dynamic with a
+    symbol found at no other axis (a ``batch``), or a static 1. Not so for a graph network's
+    ``nodes`` (x [nodes, F], adj [nodes, nodes]), a fixed first dim > 1 or a scalar input."""
+    inner = {d for v in inputs for d in list(v.shape or [])[1:] if isinstance(d, str) and d}
+    for value in inputs:
+        if not value.shape:  # a scalar (or a rank unknown): no axis to stack samples on
+            return False
+        lead = value.shape[0]
+        if isinstance(lead, int) and lead > 0:
+            if lead != 1:
+                return False
+        elif isinstance(lead, str) and lead in inner:
+            return False
+    return True
 
 
 def _sample_shape(value: Value) -> tuple[int, ...]:

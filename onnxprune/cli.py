@@ -38,7 +38,7 @@ from .report import (Report, describe_blocks, describe_groups, format_analysis, 
 from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
 from .sensitivity import ERRORS, Sensitivity
-from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
+from .validate import PROVIDERS, STAND_IN_SEARCH, check, check_provider, read_inputs_file, runnable_stand_ins, session
 from .widthgrid import MODE_ENV, GridMode
 
 COMMANDS = ("prune", "analyze", "sensitivity", "fuse")
@@ -54,8 +54,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(parser: argparse.ArgumentParser, pruning: bool = True) -> None:
     parser.add_argument("input", help="ONNX model to read")
-    parser.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224",
-                        help="fix an input's shape for analysis (repeatable)")
+    parser.add_argument("--input-shape", "--shapes", action="append", metavar="NAME:1x3x224x224",
+                        help="fix an input's shape for analysis (repeatable; comma-separated lists as trtexec's "
+                             "--shapes; NAME: for a scalar)")
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -293,7 +294,7 @@ def _read(args, plan: PathPlan, report: Report, progress: Progress):
             plan.read("input's external data", file)
         plan.check()
         model = model_file.load(map_weights=True)
-        onnx_in.check_supported(model, args.input)
+        report.conversions += onnx_in.check_supported(model, args.input)
         onnx_in.check_input_shapes(model, shapes)
         onnx_in.check_no_empty_inputs(model, shapes)
     report.timings_s["load"] = stage.seconds
@@ -302,6 +303,7 @@ def _read(args, plan: PathPlan, report: Report, progress: Progress):
 
 def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progress: Progress) -> Pruner:
     pruner = _load(args, model_file, shapes, report, progress)
+    report.conversions += [note for note in pruner.notes if note not in report.conversions]
     dg = pruner.depgraph
     if not dg.groups and not dg.barriers:
         ops = sorted({n.op_type for n in pruner.graph.nodes})
@@ -322,6 +324,28 @@ def _load(args, model_file: onnx_in.ModelFile, shapes, report: Report, progress:
             raise
     report.timings_s["analyze"] = stage.seconds
     return pruner
+
+
+def _at_runnable_stand_ins(args, model_file, shapes, report: Report, progress: Progress, pruner: Pruner,
+                           failure: InputError):
+    """The original failed at the stand-in sizes of its dynamic dims: analyse again at the first larger
+    size that runs (said in the report), or ask for the real sizes in one line."""
+    found, dims = runnable_stand_ins(pruner._original_model(), model_file.proto, shapes, args.provider, args.seed)
+    if found is None:
+        if not dims:
+            raise failure
+        example = next(v for v in onnx_in.model_inputs(model_file.proto) if v.name not in (shapes or {})
+                       and any(not isinstance(d, int) for d in (v.shape or ())[1:]))
+        spelled = "x".join(str(d) if isinstance(d, int) else ("1" if i == 0 else f"<{d}>")
+                           for i, d in enumerate(example.shape))
+        raise InputError(f"{failure} (its dynamic dims {', '.join(dims)} were tried at 8..{STAND_IN_SEARCH[-1]}); "
+                         f"give their real sizes with --input-shape {example.name}:{spelled}") from None
+    size = next(d for v in onnx_in.model_inputs(model_file.proto) if v.name in found
+                for d, declared in zip(found[v.name], v.shape or ()) if not isinstance(declared, int) and d > 1)
+    reason = str(failure).split("Status Message: ")[-1].split("onnxruntime cannot run the input model: ")[-1]
+    report.conversions.append(f"dynamic dims {', '.join(dims)} analysed and validated at {size}: the model does "
+                              f"not run at the stand-in 8 ({reason}); give real sizes with --input-shape")
+    return _analyse(args, model_file, found, report, progress), found
 
 
 def _blame_the_input_if_it_does_not_load(model, provider: str) -> None:
@@ -412,8 +436,17 @@ def run_prune(args, progress: Progress) -> Report:
     if not args.no_validate:  # the original runs first: its own failures are never blamed on the pruning
         check_memory(pruner.original_graph, memory_limit)
         with progress.stage("run original") as stage:
+            given = feeds is not None
             feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
-            reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
+            threads = args.threads if args.runs else None
+            try:
+                reference = pruner.run_original(feeds, args.provider, threads)
+            except InputError as exc:
+                if given:
+                    raise
+                pruner, shapes = _at_runnable_stand_ins(args, model_file, shapes, report, progress, pruner, exc)
+                feeds = pruner.feeds(seed=args.seed)
+                reference = pruner.run_original(feeds, args.provider, threads)
         report.timings_s["run_original"] = stage.seconds
     discovery = pruner.blocks() if options.depth else None
     if options.depth and not discovery.blocks:

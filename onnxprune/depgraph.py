@@ -253,6 +253,9 @@ class DependencyGraph:
             if not tensor:
                 continue
             rank = view.rank(link.port)
+            if not link.axes:  # the channels would map onto the whole tensor: nothing to keep of it
+                self._block(end, f"{node.op_type} {node.name}: maps axes {list(end.axes)} to no axis of {tensor}")
+                return
             if rank is None:
                 self._block(end, f"{node.op_type} {node.name}: rank of {tensor} unknown")
                 return

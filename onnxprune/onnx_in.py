@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from .files import resolve_inside
 from .ir import Graph, ModelMeta, Node, Value
 
 MIN_OPSET = 9
+UPGRADABLE_FROM = 7  # older opsets are upgraded to MIN_OPSET by onnx's version converter
 # Domains onnxruntime runs out of the box; anything else needs a plugin we cannot see into.
 KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
@@ -179,17 +181,24 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
-    """Refuse opsets and domains we cannot reason about, before any analysis."""
+def check_supported(model: onnx.ModelProto, origin: str = "model") -> list[str]:
+    """Refuse opsets and domains we cannot reason about, before any analysis.
+
+    A model older than MIN_OPSET (7, 8) is upgraded in place by onnx's version
+    converter where it can be; the returned notes say so (for the report)."""
     opsets = {o.domain: o.version for o in model.opset_import}
     version = opsets.get("", opsets.get("ai.onnx"))
     newest = onnx.defs.onnx_opset_version()
     if version is None:
         raise UnsupportedModelError(f"{origin}: no default-domain opset import")
+    notes = []
+    if UPGRADABLE_FROM <= version < MIN_OPSET:
+        notes.append(_upgrade_opset(model, version, origin))
+        version = MIN_OPSET
     if not MIN_OPSET <= version <= newest:
         raise UnsupportedModelError(
-            f"{origin}: opset {version} is not supported (supported: {MIN_OPSET}..{newest}); "
-            "convert it with onnx.version_converter first")
+            f"{origin}: opset {version} is not supported (supported: {UPGRADABLE_FROM}..{newest}, opsets below "
+            f"{MIN_OPSET} upgraded); convert it with onnx.version_converter first")
     local = {f.domain for f in model.functions}
     for node in model.graph.node:
         if node.domain not in KNOWN_DOMAINS and node.domain not in local:
@@ -215,6 +224,33 @@ def check_supported(model: onnx.ModelProto, origin: str = "model") -> None:
         raise InputError(f"{origin}: invalid ONNX model ({_first_line(exc)})") from None
     except UnicodeDecodeError:  # a damaged file can hold names that are not UTF-8
         raise InputError(f"{origin}: invalid ONNX model (a name or string is not valid UTF-8; damaged file?)") from None
+    return notes
+
+
+def _upgrade_opset(model: onnx.ModelProto, version: int, origin: str) -> str:
+    """Convert ``model`` in place to MIN_OPSET with onnx's version converter, or refuse in one line."""
+    from onnx import version_converter
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    declared = {vi.name for vi in work.graph.input}
+    # the converter resolves node inputs among graph inputs only (IR >= 4 need not list initializers)
+    extra = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+             for t in work.graph.initializer if t.name not in declared]
+    work.graph.input.extend(extra)
+    try:
+        converted = version_converter.convert_version(work, MIN_OPSET)
+    except Exception as exc:  # the converter raises RuntimeError, ConvertError, ValidationError...
+        reason = re.sub(r"^\S+\.(h|cc|cpp):\d+: ", "", _first_line(exc))
+        raise UnsupportedModelError(f"{origin}: opset {version} is not supported and onnx's version converter "
+                                    f"cannot upgrade it to opset {MIN_OPSET} ({reason})") from None
+    if extra:
+        names = {vi.name for vi in extra}
+        kept = [vi for vi in converted.graph.input if vi.name not in names]
+        del converted.graph.input[:]
+        converted.graph.input.extend(kept)
+    model.CopyFrom(converted)
+    return (f"opset {version} upgraded to opset {MIN_OPSET} by onnx's version converter "
+            f"(the output is opset {MIN_OPSET})")
 
 
 def run_checker(model: onnx.ModelProto, full_check: bool = False) -> None:
@@ -271,18 +307,21 @@ def checkable(model: onnx.ModelProto):
 
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
-    """Parse ``name:1x3x224x224`` options into a dict."""
+    """Parse ``name:1x3x224x224`` options into a dict. One option may list several inputs separated by
+    commas, as trtexec's ``--shapes`` does (``ids:1x128,mask:1x128``); ``name:`` is a scalar (rank 0)."""
     shapes: dict[str, list[int]] = {}
-    for spec in specs or []:
-        name, sep, dims = spec.rpartition(":")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = [int(d) for d in dims.lower().split("x")]
-            if any(d <= 0 for d in shapes[name]):
-                raise ValueError
-        except ValueError:
-            raise InputError(f"--input-shape '{spec}': expected NAME:D1xD2x..., e.g. input:1x3x224x224") from None
+    for option in specs or []:
+        for spec in option.split(","):
+            name, sep, dims = spec.strip().rpartition(":")
+            try:
+                if not sep or not name:
+                    raise ValueError
+                shapes[name] = [int(d) for d in dims.lower().split("x")] if dims.strip() else []
+                if any(d <= 0 for d in shapes[name]):
+                    raise ValueError
+            except ValueError:
+                raise InputError(f"--input-shape '{spec}': expected NAME:D1xD2x... (NAME: for a scalar; several "
+                                 "separated by commas), e.g. input:1x3x224x224") from None
     return shapes
 
 

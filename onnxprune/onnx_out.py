@@ -47,6 +47,8 @@ def to_model(graph: Graph, weights: Weights = Weights.INLINE) -> onnx.ModelProto
             weight_inputs.append(helper.make_tensor_value_info(name, dtype, shape))
         else:
             initializers.append(_external_placeholder(name, dtype, shape))
+    if meta.ir_version < 4:  # IR 3 (model-zoo era): every initializer is also declared as a graph input
+        weight_inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in initializers]
     proto_graph = helper.make_graph(
         nodes=[node_proto(n) for n in graph.nodes],
         name=meta.graph_name,

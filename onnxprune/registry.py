@@ -1,7 +1,7 @@
 """Operator rules keyed by (domain, op_type), resolved by opset like onnx's reference ops."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import RuleError
 from .ir import Graph
@@ -15,6 +15,7 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[tuple[str, str], list[OpSpec]] = {}
         self._benches: dict[LayerKind, LayerBench] = {}
+        self._passes: list[Callable[["Registry"], Any]] = []
 
     def register_layer_bench(self, kind: LayerKind, bench: LayerBench) -> None:
         """How to build a small model of a layer kind at a width (see onnxprune.widthgrid)."""
@@ -24,6 +25,15 @@ class Registry:
 
     def layer_benches(self) -> dict[LayerKind, LayerBench]:
         return dict(self._benches)
+
+    def register_pass(self, make: Callable[["Registry"], Any]) -> None:
+        """A graph pass that operator knowledge needs before analysis (a pattern of several nodes that
+        no single rule can read, rewritten into one rules can): ``make(registry)`` gives a GraphPass."""
+        self._passes.append(make)
+
+    def passes(self) -> list:
+        """The registered graph passes, made for this registry, in registration order."""
+        return [make(self) for make in self._passes]
 
     def register(self, spec: OpSpec) -> OpSpec:
         """Add a rule for all its op types, or (on a clash) for none of them."""

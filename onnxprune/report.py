@@ -14,6 +14,7 @@ class Report:
     input: str
     output: str | None = None
     options: dict = field(default_factory=dict)
+    conversions: list[str] = field(default_factory=list)  # what loading changed (opset upgrade, folded weights)
     groups_total: int = 0
     groups_prunable: int = 0
     kinds: dict = field(default_factory=dict)  # prunable groups per kind (Group.kind: heads, head_dim, hidden...)
@@ -70,6 +71,7 @@ class Report:
 def describe_groups(dg: DependencyGraph, report: Report) -> None:
     """Fill the analysis part: which groups can shrink, and what blocks the others."""
     report.groups_total = len(dg.groups)
+    report.kinds, report.groups_blocked = {}, []  # filled afresh (an analysis can be redone at other shapes)
     prunable = dg.prunable_groups()
     report.groups_prunable = len(prunable)
     report.channels_prunable = sum(g.size for g in prunable)
@@ -133,7 +135,7 @@ def _kinds(kinds: dict) -> str:
 
 
 def format_analysis(report: Report, verbose: bool = False) -> str:
-    lines = [f"{report.input}",
+    lines = [f"{report.input}"] + [f"input     {note}" for note in report.conversions] + [
              f"groups    {report.groups_total} found, {report.groups_prunable} prunable "
              f"({report.channels_prunable} channels), {len(report.groups_blocked)} blocked" + _kinds(report.kinds),
              _before_after("params", report.params_before, report.params_after),

@@ -306,6 +306,9 @@ class OpSpec:
     fold: Callable[[NodeView], np.ndarray | None] | None = None
     # False for ops that must never be evaluated at analysis time (random generators)
     foldable: bool = True
+    # ops that only build a tensor from their operands (fill, broadcast, repeat): with constant operands
+    # feeding a layer's weights (zoo AlexNet style) they are folded into parameters, which then prune
+    materializes: bool = False
     # False where removing a channel is not the same as zeroing it (statistics over
     # channels: LayerNorm, LRN); such groups are still valid to prune, and reported
     exact: bool = True

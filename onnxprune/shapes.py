@@ -90,7 +90,8 @@ def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
     return work, names
 
 
-def stand_ins(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> dict[str, list[int]]:
+def stand_ins(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None,
+              sequence: int = SEQUENCE_STAND_IN) -> dict[str, list[int]]:
     """Concrete input shapes to analyse at: the user's, else 1 for a dynamic dim 0, SEQUENCE_STAND_IN elsewhere.
 
     A named symbol takes one value in every input (a GCN's ``nodes`` in x [nodes, F] and
@@ -118,7 +119,7 @@ def stand_ins(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None)
     for vi in pending:
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else
                            symbols.get(d.dim_param) or (1 if (leading_only[d.dim_param] if d.dim_param else i == 0)
-                                                        else SEQUENCE_STAND_IN)
+                                                        else sequence)
                            for i, d in enumerate(vi.type.tensor_type.shape.dim)]
     return shapes
 

@@ -14,6 +14,7 @@ from . import onnx_in, onnx_out
 from .errors import InputError, ShapeError, ValidationError
 from .ir import Graph, Value
 from .options import LatencyOptions
+from .shapes import stand_ins
 from .tensor_types import random_array
 
 if TYPE_CHECKING:
@@ -166,6 +167,37 @@ def run_reference(original: onnx.ModelProto, feeds, provider: str = "cpu", threa
         raise
     except Exception as exc:
         raise InputError(f"onnxruntime cannot run the input model: {_line(exc)}") from None
+
+
+# sizes tried, in order, for the dynamic dims (not the batch) of a model the default stand-in breaks
+STAND_IN_SEARCH = (32, 128, 512, 2048)
+
+
+def runnable_stand_ins(original, model: onnx.ModelProto, input_shapes: dict | None, provider: str = "cpu",
+                       seed: int = 0) -> tuple[dict[str, list[int]] | None, list[str]]:
+    """Input shapes at which onnxruntime runs ``original``, for a model the default stand-ins break (a
+    reflect pad wider than the 8 stand-in samples): its dynamic dims (the batch stays 1) at each size of
+    STAND_IN_SEARCH in turn. Returns (the first shapes that run or None, the dynamic dims' names)."""
+    base = stand_ins(model, input_shapes)
+    if stand_ins(model, input_shapes, STAND_IN_SEARCH[0]) == base:
+        return None, []  # no dim to vary
+    inputs = onnx_in.model_inputs(model)
+    dims = sorted({str(d) for v in inputs if v.name in base and v.name not in (input_shapes or {})
+                   for i, d in enumerate(v.shape or ()) if i > 0 and not isinstance(d, int)})
+    try:
+        sess = session(original, provider)
+    except Exception:  # noqa: BLE001 - it cannot even load: the caller's error stands
+        return None, dims
+    rng = np.random.default_rng(seed)
+    for size in STAND_IN_SEARCH:
+        shapes = stand_ins(model, input_shapes, size)
+        feeds = {v.name: random_array(rng, list(shapes.get(v.name, v.shape)), v.dtype) for v in inputs}
+        try:
+            sess.run(None, feeds)
+        except Exception:  # noqa: BLE001 - this size does not run either: try the next
+            continue
+        return shapes, dims
+    return None, dims
 
 
 def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider: str = "cpu",

@@ -107,6 +107,8 @@ def reshape_links(shape_a, shape_b, axes: tuple[int, ...], port_b: Port) -> Answ
     of target axes spanning the same flat range; when one side's run is coarser
     (Flatten: one channel = H*W features) the mapping is an :class:`Overlap`.
     """
+    if not axes or not all(0 <= a < len(shape_a) for a in axes):
+        return Barrier(f"axes {tuple(axes)} are not axes of a rank-{len(shape_a)} tensor")
     if list(axes) != list(range(axes[0], axes[-1] + 1)):
         return Barrier(f"axes {axes} are not consecutive")
     prefix = int(np.prod(shape_a[: axes[0]]))
@@ -190,6 +192,42 @@ def _entries(graph, path, depth: int):
             if inner is not None and (length is None or len(inner) == length):
                 return inner
     return None if length is None else [None] * length
+
+
+def runtime_sources(view: NodeView, slot: int, index: int) -> set[str] | None:
+    """The tensors whose Shape a run-time element of a shape operand is computed from (None: not traced).
+
+    torch's ``unflatten`` builds (seq, batch, 3, E) from the *input's* width E: a pruned axis whose size
+    comes from another tensor's shape would keep its old size at run time."""
+    graph, name = view.graph, view.node.inputs[slot] if slot < len(view.node.inputs) else ""
+    for _ in range(8):  # down to the Concat piece that holds the element
+        produced = graph.producers.get(name)
+        if produced is None or produced[0].op_type != "Concat" or produced[0].domain:
+            break
+        offset = 0
+        for piece in produced[0].inputs:
+            shape = graph.shape(piece)
+            if shape is None:
+                return None
+            if index < offset + int(np.prod(shape)):
+                name, index = piece, index - offset
+                break
+            offset += int(np.prod(shape))
+        else:
+            return None
+    seen, stack, sources = set(), [name], set()
+    while stack and len(seen) < 64:
+        tensor = stack.pop()
+        produced = graph.producers.get(tensor)
+        if tensor in seen or produced is None:
+            continue
+        seen.add(tensor)
+        node = produced[0]
+        if node.op_type == "Shape" and not node.domain:
+            sources.add(node.inputs[0])
+        else:
+            stack.extend(i for i in node.inputs if i)
+    return sources
 
 
 def entry_value(view: NodeView, entry) -> int | None:

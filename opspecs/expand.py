@@ -42,5 +42,21 @@ def _rewrite_expand(view: NodeView, changes) -> Updates:
     return Updates(upstream=upstream)
 
 
+def _tile(view: NodeView, port, axes):
+    """Tile repeats the input ``repeats[i]`` times along axis i: axes repeated once pass through
+    unchanged; a repeated axis holds copies of every channel (a barrier)."""
+    if port == IN(1):
+        return Barrier("repeats operand pruned")
+    repeats = view.const(1)
+    if repeats is None:
+        return Barrier("Tile repeats are computed at run time")
+    repeats = [int(r) for r in repeats.reshape(-1)]
+    tiled = [a for a in axes if not 0 <= a < len(repeats) or repeats[a] != 1]
+    if tiled:
+        return Barrier(f"tiled along axis {tiled[0]}: every channel is repeated")
+    return [Couple(OUT(0) if port == IN(0) else IN(0), tuple(axes))]
+
+
 def register(registry) -> None:
-    registry.register(OpSpec(("Expand",), _expand, rewrite=_rewrite_expand, family="expand"))
+    registry.register(OpSpec(("Expand",), _expand, rewrite=_rewrite_expand, materializes=True, family="expand"))
+    registry.register(OpSpec(("Tile",), _tile, since=6, materializes=True, family="expand"))

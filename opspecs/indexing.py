@@ -49,6 +49,8 @@ def _select(view: NodeView, axes, axis: int, q: int):
             inner *= shape[a]
     picked = int(index) % shape[axis]
     rest = tuple(a - 1 for a in axes if a != axis)
+    if not rest:  # q, k, v = qkv[0], qkv[1], qkv[2]: the other slices go to other Gathers, this one stays whole
+        return Barrier(f"a constant index picks one slice of axis {axis}: that slice cannot lose channels")
     return [Couple(OUT(0), rest, Affine(picked * inner).inverse())]
 
 

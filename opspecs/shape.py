@@ -6,7 +6,7 @@ import numpy as np
 from onnxprune.mapping import IDENTITY, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
-from ._common import entry_value, reshape_links, rewrite_entries, shape_entries, unknown_shape
+from ._common import entry_value, reshape_links, rewrite_entries, runtime_sources, shape_entries, unknown_shape
 from .head_dim import head_dim_answer
 
 
@@ -49,7 +49,81 @@ def _reshape(view: NodeView, port, axes):
         for axis in out_axes:
             if entry_value(view, entries[axis]) == 0 and not _copies_axis(port, axes, link, axis):
                 return Barrier(f"Reshape target copies (0) a pruned dim from another axis")
+            others = runtime_sources(view, 1, axis) if entries[axis] is None else None
+            behind = _behind_a_layer(view.graph, view.node.inputs[0], others) if others else None
+            if behind:
+                return Barrier(f"Reshape target takes axis {axis} from the shape of {behind} (before a layer) "
+                               "at run time")
     return answer
+
+
+def _unit_axes(view: NodeView, port, axes):
+    """Squeeze / Unsqueeze drop or add axes of size 1: every other axis keeps its order and size, so
+    each queried axis maps to exactly one axis on the other side (any rank, any axes). The unit axes
+    are the ``axes`` attribute or operand; without them (Squeeze: every size-1 axis), or computed at
+    run time, the sizes tell where each axis larger than 1 goes."""
+    if port.side == Side.IN and port.slot > 0:
+        return Barrier("axes operand pruned")
+    a, b = view.shape(IN(0)), view.shape(OUT(0))
+    if a is None or b is None:
+        return unknown_shape(view, OUT(0) if a is not None else IN(0))
+    squeeze = view.node.op_type == "Squeeze"
+    longer, shorter = (a, b) if squeeze else (b, a)
+    unit = _listed_axes(view, len(longer))
+    if unit is None and squeeze and not view.has_input(1) and "axes" not in view.node.attrs:
+        unit = [i for i, d in enumerate(a) if d == 1]
+    if unit is not None and len(longer) - len(unit) == len(shorter):
+        kept = [i for i in range(len(longer)) if i not in unit]  # kept[j]: axis of the longer side for shorter j
+    else:  # axes unknown: match the axes larger than 1 in order; unit axes cannot be placed
+        big_long = [i for i, d in enumerate(longer) if d != 1]
+        big_short = [j for j, d in enumerate(shorter) if d != 1]
+        if len(big_long) != len(big_short):
+            return Barrier("Squeeze/Unsqueeze axes are computed at run time and the shapes do not tell them")
+        kept = [None] * len(shorter)
+        for i, j in zip(big_long, big_short):
+            kept[j] = i
+    to_long = {j: i for j, i in enumerate(kept) if i is not None}
+    on_long = (port == IN(0)) == squeeze
+    mapped = [{i: j for j, i in to_long.items()}.get(x) if on_long else to_long.get(x) for x in axes]
+    if any(m is None for m in mapped):
+        return Barrier(f"axes {tuple(axes)} are unit axes this node drops or adds")
+    return [Couple(OUT(0) if port == IN(0) else IN(0), tuple(mapped))]
+
+
+def _listed_axes(view: NodeView, rank: int) -> list[int] | None:
+    """The ``axes`` of Squeeze/Unsqueeze (attribute before opset 13, operand since), normalised; None if unknown."""
+    if "axes" in view.node.attrs:
+        values = view.attr("axes")
+    elif view.has_input(1):
+        values = view.const(1)
+        if values is None:
+            return None
+    else:
+        return None
+    return sorted({int(x) % rank for x in np.asarray(values).reshape(-1)}) if rank else None
+
+
+def _behind_a_layer(graph, tensor: str, sources) -> str | None:
+    """A source the reshaped ``tensor`` comes from only through a layer (a node with a constant weight
+    of rank >= 2: torch's unflatten of in_proj's output reads the width of in_proj's *input*). Sources
+    reached without one (the same values broadcast or transposed, as in GQA's repeat) are fine."""
+    direct, through, frontier = {tensor}, set(), [(tensor, False)]
+    for _ in range(16):
+        step = []
+        for name, crossed in frontier:
+            produced = graph.producers.get(name)
+            if produced is None:
+                continue
+            node = produced[0]
+            layer = crossed or any(i in graph.constant_derived and graph.shape(i) is not None
+                                   and len(graph.shape(i)) >= 2 for i in node.inputs[1:] if i)
+            for i in node.inputs:
+                if i and i not in graph.params and i not in (through if layer else direct):
+                    (through if layer else direct).add(i)
+                    step.append((i, layer))
+        frontier = step
+    found = [s for s in sorted(sources) if s in through and s not in direct]
+    return found[0] if found else None
 
 
 def _copies_axis(port, axes, link, axis) -> bool:
@@ -86,22 +160,42 @@ def _blocks_stay_whole(view: NodeView, port, axes, lead: int) -> bool:
         perm = [int(p) for p in producer[0].attrs.get("perm", list(reversed(range(rank))))]
         where = [perm[a] for a in axes]
         return where == sorted(where)
-    return _whole_downstream(graph, tensor, list(axes), lead, depth=0)
+    shape = view.shape(port)
+    return _whole_downstream(graph, tensor, [a for a in axes[lead:] if shape[a] != 1], depth=0)
 
 
-def _whole_downstream(graph, tensor, axes, lead, depth) -> bool:
+def _whole_downstream(graph, tensor, axes, depth) -> bool:
+    """``axes``: the split axes larger than 1, the block axis first. Followed through Transposes
+    and the Unsqueeze/Squeeze that add or drop unit axes around them (torch's packed q, k, v:
+    unflatten, unsqueeze, transpose, squeeze, then select)."""
     for node, slot in graph.consumers.get(tensor, []):
+        moved = None
         if node.op_type == "Transpose" and slot == 0:
             rank = len(graph.shape(tensor) or ())
             perm = [int(p) for p in node.attrs.get("perm", list(reversed(range(rank))))]
             moved = [perm.index(a) for a in axes]
             if moved != sorted(moved):
                 return False  # a shuffle: the split axes swap places
-            if depth < 3 and not _whole_downstream(graph, node.outputs[0], moved, lead, depth + 1):
+        elif node.op_type in ("Unsqueeze", "Squeeze") and slot == 0:
+            moved = _unit_axes_moved(graph.shape(tensor), graph.shape(node.outputs[0]), axes)
+            if moved is None:
                 return False
-        elif node.op_type in _PICKERS and slot == 0 and _picks_axis(graph, node, axes[lead]):
+        elif node.op_type in _PICKERS and slot == 0 and _picks_axis(graph, node, axes[0]):
+            return False
+        if moved is not None and depth < 4 and not _whole_downstream(graph, node.outputs[0], moved, depth + 1):
             return False
     return True
+
+
+def _unit_axes_moved(before, after, axes):
+    """Where ``axes`` (all larger than 1) are after unit axes were added or dropped, or None."""
+    if before is None or after is None:
+        return None
+    big_before = [a for a, d in enumerate(before) if d != 1]
+    big_after = [a for a, d in enumerate(after) if d != 1]
+    if len(big_before) != len(big_after):
+        return None
+    return [big_after[big_before.index(a)] for a in axes]
 
 
 def _picks_axis(graph, node, axis) -> bool:
@@ -153,6 +247,7 @@ def _transpose(view: NodeView, port, axes):
 
 def register(registry) -> None:
     registry.register(OpSpec(("Reshape",), _reshape, rewrite=_rewrite_reshape, family="shape"))
-    registry.register(OpSpec(("Flatten", "Unsqueeze"), _reshape_like, family="shape"))
-    registry.register(OpSpec(("Squeeze",), _reshape_like, rewrite=_rewrite_squeeze, family="shape"))
+    registry.register(OpSpec(("Flatten",), _reshape_like, family="shape"))
+    registry.register(OpSpec(("Unsqueeze",), _unit_axes, family="shape"))
+    registry.register(OpSpec(("Squeeze",), _unit_axes, rewrite=_rewrite_squeeze, family="shape"))
     registry.register(OpSpec(("Transpose",), _transpose, family="shape"))

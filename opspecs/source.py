@@ -46,6 +46,6 @@ RANDOM = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLik
 def register(registry) -> None:
     registry.register(OpSpec(RANDOM, _random, foldable=False, family="source"))
     registry.register(OpSpec(("ConstantOfShape",), _constant_of_shape,
-                             rewrite=_rewrite_constant_of_shape, family="source"))
+                             rewrite=_rewrite_constant_of_shape, materializes=True, family="source"))
     registry.register(OpSpec(("Shape",), _inspect, fold=_fold_shape, family="source"))
     registry.register(OpSpec(("Size",), _inspect, fold=_fold_size, family="source"))

@@ -16,6 +16,7 @@ a rerun writes the same models.
 
     python -m venv .venv-export && . .venv-export/bin/activate
     pip install torch==2.13.0 transformers onnxscript onnx onnxruntime
+    pip install --no-deps torchvision==0.28.0   # tv_vit only
     python scripts/export_transformers.py [--only NAME ...] [--out-dir tests/models]
     python scripts/export_transformers.py --bench --exporters ts   # larger configs into models/extra/architectures
 
@@ -276,7 +277,60 @@ DECOMPOSED_LN = Spec("decomposed_layernorm", _seeded(DecomposedLayerNorm), lambd
                      ("x",), ("y",), {"x": {0: "batch", 1: "seq"}, "y": {0: "batch", 1: "seq"}},
                      description="Linear -> LayerNorm decomposed into ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add -> Linear")
 
-SPECS = (BERT, VIT, GPT2, LLAMA, SWIN, LSTM, GRU, GCN_SPEC, DECOMPOSED_LN)
+# ------------------------------------------ torch's own attention (issue 17)
+def _torchvision_vit():
+    """torchvision.models.VisionTransformer at a tiny size (vit_b_16's code: nn.MultiheadAttention,
+    whose heads are folded into the batch axis by a Reshape). torchvision's C++ ops need not load."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from export_models import import_torchvision_models
+    tvm = import_torchvision_models()
+    if tvm is None:
+        raise RuntimeError("torchvision is not usable (pip install --no-deps torchvision==0.28.0)")
+    model = tvm.VisionTransformer(image_size=16, patch_size=4, num_layers=2, num_heads=4, hidden_dim=32,
+                                  mlp_dim=128, num_classes=CLASSES)
+    with torch.no_grad():  # torchvision zero-inits the head (and near-zero MLP biases): outputs would all be 0
+        model.heads.head.weight.normal_(0, 0.2)
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and p.abs().max() < 1e-3:
+                p.normal_(0, 0.05)
+    return model
+
+
+class CharTransformer(nn.Module):
+    """A character-level language model as tutorials write it: token + learned position embeddings,
+    nn.TransformerEncoder (pre-norm, causal mask, GELU), a LayerNorm and a linear head."""
+
+    def __init__(self, vocab=VOCAB, width=32, heads=4, layers=2, max_len=MAX_POS):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, width)
+        self.pos = nn.Embedding(max_len, width)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, ids):  # ids [batch, seq]
+        n = ids.shape[1]
+        h = self.tok(ids) + self.pos(torch.arange(n, device=ids.device))
+        steps = torch.arange(n, device=ids.device)
+        mask = steps[None, :] > steps[:, None]  # True: may not attend (a later position)
+        return self.head(self.ln(self.blocks(h, mask=mask, is_causal=True)))
+
+
+TV_VIT = Spec("tv_vit", _seeded(_torchvision_vit), lambda b, n: (torch.randn(b, 3, 16, 16),), ("x",), ("logits",),
+              {"x": {0: "batch"}, "logits": {0: "batch"}},
+              description="ViT classifier (torchvision.models.VisionTransformer, vit_b_16's code): 16x16 image, "
+                          "patch 4, hidden 32, 4 heads (nn.MultiheadAttention: heads folded into the batch axis), "
+                          "MLP 128, 3 classes")
+# a fixed context (block size 16), as character models are exported: the TorchScript exporter records
+# nn.MultiheadAttention's sequence length as a constant when a mask is given
+CHAR = Spec("char_transformer", _seeded(CharTransformer), lambda b, n: (torch.randint(0, VOCAB, (b, 16)),), ("ids",),
+            ("logits",), {"ids": {0: "batch"}, "logits": {0: "batch"}},
+            description=f"character-level LM: vocabulary {VOCAB}, context 16, nn.TransformerEncoder (2 pre-norm "
+                        "layers, width 32, 4 heads, MLP 128, causal mask), LayerNorm, linear head")
+
+SPECS = (BERT, VIT, GPT2, LLAMA, SWIN, LSTM, GRU, GCN_SPEC, DECOMPOSED_LN, TV_VIT, CHAR)
 
 
 # ------------------------------------------------------- bench-size models
@@ -467,6 +521,7 @@ def render_readme(results: list[dict]) -> str:
         "",
         "    python -m venv .venv-export && . .venv-export/bin/activate",
         "    pip install torch==2.13.0 transformers onnxscript onnx onnxruntime",
+        "    pip install --no-deps torchvision==0.28.0   # tv_vit (its C++ ops need not load)",
         "    python scripts/export_transformers.py",
         "",
         f"`_ts`: TorchScript exporter (`dynamo=False`, opset {TS_OPSET}, `dynamic_axes`); `_dynamo`:",
@@ -474,6 +529,9 @@ def render_readme(results: list[dict]) -> str:
         "metadata stripped). Every export is compared with torch in onnxruntime at two batch sizes and",
         "lengths before it is written. Symbolic dims: `batch`, `seq`, `nodes`, `edges`. Text models take",
         f"`input_ids` (vocabulary {VOCAB}) and `attention_mask`.",
+        "",
+        "`realworld/`: zoo-style (IR 3, opsets 7/8, weights built from constants), GCN-as-MatMuls and dynamic-dim",
+        "models written without torch by `scripts/build_realworld_models.py` (see its README).",
         "",
     ]
     repaired = [f"{spec.name}_dynamo" for spec in SPECS if spec.repair_dynamo_dims]

@@ -77,7 +77,7 @@ def _try_fold(node, graph: Graph, params, registry: Registry):
     if any(v is not None and v.dtype.kind == "f" for v in inputs):
         return None  # weights stay weights
     try:
-        results = _evaluate(node, inputs, opset)
+        results = evaluate_node(node, inputs, opset)
     except Exception:
         return None
     if any(r.dtype.kind == "f" or r.size > MAX_FOLDED_ELEMENTS for r in results):
@@ -85,7 +85,7 @@ def _try_fold(node, graph: Graph, params, registry: Registry):
     return dict(zip(node.outputs, results))
 
 
-def _evaluate(node, inputs, opset: int) -> list[np.ndarray]:
+def evaluate_node(node, inputs, opset: int) -> list[np.ndarray]:
     proto = node_proto(node)
     names = [name for name in node.inputs if name]
     graph = helper.make_graph(

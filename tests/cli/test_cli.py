@@ -70,8 +70,8 @@ def bad_input(tmp_path, kind):
         path.write_bytes(data[: len(data) // 2])
     elif kind == "custom-domain":
         save(custom_domain(), path)
-    elif kind == "opset-8":
-        save(conv_chain(opset=8), path)
+    elif kind == "opset-6":
+        save(with_opset(conv_chain(), 6), path)
     elif kind == "opset-too-new":
         save(with_opset(conv_chain(), NEWEST + 1), path)
     elif kind == "invalid-graph":
@@ -87,7 +87,7 @@ def bad_input(tmp_path, kind):
 BAD_INPUTS = {
     "missing": "no such file", "directory": "not a file", "empty": "empty file", "text": "not an ONNX model",
     "truncated": "truncated", "custom-domain": "custom domain 'com.example.custom'",
-    "opset-8": "opset 8 is not supported", "opset-too-new": f"opset {NEWEST + 1} is not supported",
+    "opset-6": "opset 6 is not supported", "opset-too-new": f"opset {NEWEST + 1} is not supported",
     "invalid-graph": "invalid ONNX model", "missing-external-data": "external data could not be read",
 }
 

@@ -109,16 +109,27 @@ def test_supported_opsets_load_and_prune(opset):
         assert run(pruned, random_feeds(model))[0].shape == (1, 10)
 
 
-@pytest.mark.parametrize("opset", [7, 8, NEWEST + 1])
+@pytest.mark.parametrize("opset", [6, NEWEST + 1])
 def test_unsupported_opsets_are_refused(opset):
     with pytest.raises(UnsupportedModelError, match=f"opset {opset} is not supported"):
         onnx_in.from_model(with_opset(conv_chain(opset=9), opset))
 
 
-def test_opset_8_file_is_refused_by_load(tmp_path):
-    path = save(conv_chain(opset=8), tmp_path / "old.onnx")  # a genuine opset-8 model
-    with pytest.raises(UnsupportedModelError, match="version_converter"):
-        Pruner.load(path)
+@pytest.mark.parametrize("opset", [7, 8])
+def test_opsets_7_and_8_are_upgraded_by_the_version_converter_and_prune(tmp_path, opset):
+    model = conv_chain(opset=opset)  # a genuine opset-7/8 model
+    path = save(model, tmp_path / "old.onnx")
+    pruner = Pruner.load(path)
+    assert pruner.graph.opset == onnx_in.MIN_OPSET
+    pruner.prune(ratio=0.5)
+    pruned = pruner.to_model()
+    onnx.checker.check_model(pruned, full_check=True)
+    assert pruned.opset_import[0].version == onnx_in.MIN_OPSET
+    feeds = random_feeds(model)
+    assert run(pruned, feeds)[0].shape == run(model, feeds)[0].shape
+    proto = onnx.load(str(path))
+    assert onnx_in.check_supported(proto) == [f"opset {opset} upgraded to opset {onnx_in.MIN_OPSET} by onnx's "
+                                              f"version converter (the output is opset {onnx_in.MIN_OPSET})"]
 
 
 def test_custom_domains_are_refused_but_microsoft_ops_are_not():
@@ -190,13 +201,16 @@ def test_unnamed_and_duplicate_node_names_become_unique():
     (["input:1X3X8X8"], {"input": [1, 3, 8, 8]}),
     (["a:1x2", "b:7"], {"a": [1, 2], "b": [7]}),
     (["scope/name:with:colons:2x4"], {"scope/name:with:colons": [2, 4]}),
+    (["input:"], {"input": []}),  # a scalar
+    (["a:1x2,b:7", "c:"], {"a": [1, 2], "b": [7], "c": []}),  # trtexec's --shapes lists
     (None, {}),
 ])
 def test_parse_input_shapes(spec, expected):
     assert onnx_in.parse_input_shapes(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["input", "input:", ":1x3", "1x3x8x8", "input:1xAx8", "input:1x3x", "input:1x-3x8",
+@pytest.mark.parametrize("spec", ["input", ":1x3", "a:1x2,b", "a:1x2,", "1x3x8x8", "input:1xAx8", "input:1x3x",
+                                  "input:1x-3x8",
                                   "input:1x0x8", "input:1.5x3"])
 def test_bad_input_shape_strings(spec):
     with pytest.raises(InputError, match="expected NAME:D1xD2"):
