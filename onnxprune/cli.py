@@ -34,7 +34,7 @@ from .recovery import recovery_report
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
 from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
-from .sensitivity import ERRORS, Sensitivity
+from .sensitivity import ERRORS, Sensitivity, check_plot
 from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
 
 COMMANDS = ("prune", "analyze", "sensitivity")
@@ -61,7 +61,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__  # late: the package imports the engine first
     parser = _Parser(prog="onnxprune", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"onnxprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     prune = sub.add_parser("prune", help="prune channels and write a smaller model (default command)")
     _common(prune)
@@ -203,6 +205,8 @@ def _signals_raise():
 
 def _with_command(argv: list[str]) -> list[str]:
     """Put the command first, as argparse needs: ``-q IN OUT`` means ``prune -q IN OUT``."""
+    if "--version" in argv:
+        return ["--version"]
     if any(a in ("-h", "--help") for a in argv) and not any(a in COMMANDS for a in argv):
         return argv
     first = next((a for a in argv if not a.startswith("-")), None)
@@ -469,6 +473,8 @@ def run_sensitivity(args, progress: Progress) -> Sensitivity:
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     check_provider(args.provider)
+    if args.plot:
+        check_plot(args.plot)
     paths_plan = paths(args).check()
     report = Report(input=args.input)
     model_file, shapes = _read(args, paths_plan, report, progress)

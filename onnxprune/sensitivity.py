@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 from .budget import n_to_remove
 from .calibration import CalibrationSet
 from .depgraph import DependencyGraph, Group
-from .errors import InputError
+from .errors import InputError, OptionError
 from .activations import stream
 from .fidelity import Fidelity, AgreementAccumulator
 from .metrics import count_macs
@@ -147,6 +147,14 @@ class Sensitivity:
             ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
         fig.savefig(path, dpi=110, format="png")
+
+
+def check_plot(path: str) -> None:
+    """Fail before any work when ``--plot`` cannot be written: matplotlib is an optional extra."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise OptionError("--plot needs matplotlib, which is not installed: pip install 'onnxprune[plot]'") from None
 
 
 # ---------------------------------------------------------------- measuring
