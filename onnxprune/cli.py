@@ -28,7 +28,7 @@ from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Inter
                      OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
-from .options import RECOVERY_METHODS
+from .options import RECOVERY_METHODS, parse_shapes
 from .progress import Progress
 from .recovery import recovery_report
 from .report import Report, describe_groups, format_analysis, format_summary, record_plan
@@ -42,16 +42,37 @@ DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal erro
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line with a hint, not a usage block."""
+    """argparse whose errors are one line with a hint, not a usage block; help shows defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" where a default says something: not for flags, None or empty lists."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text or not action.option_strings or action.nargs == 0
+                or default in (None, argparse.SUPPRESS) or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+DESCRIPTION = ("Structural channel pruning for ONNX models. Commands: prune (the default: onnxprune IN OUT "
+               "--ratio 0.5), analyze IN, sensitivity IN. 'onnxprune COMMAND --help' lists a command's options.")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="ONNX model to read")
-    parser.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224",
-                        help="fix an input's shape for analysis (repeatable)")
+    parser.add_argument("--input-shape", "--shapes", action="append", metavar="NAME:DIMS",
+                        help="fix input shapes for analysis: NAME:1x3x224x224, several separated by commas "
+                             "(trtexec's --shapes form), NAME: for a scalar; repeatable")
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
@@ -62,7 +83,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__  # late: the package imports the engine first
-    parser = _Parser(prog="onnxprune", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="onnxprune", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"onnxprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     prune = sub.add_parser("prune", help="prune channels and write a smaller model (default command)")
@@ -207,8 +228,6 @@ def _with_command(argv: list[str]) -> list[str]:
     """Put the command first, as argparse needs: ``-q IN OUT`` means ``prune -q IN OUT``."""
     if "--version" in argv:
         return ["--version"]
-    if any(a in ("-h", "--help") for a in argv) and not any(a in COMMANDS for a in argv):
-        return argv
     first = next((a for a in argv if not a.startswith("-")), None)
     if first in COMMANDS:
         argv.remove(first)
@@ -235,7 +254,7 @@ def paths(args) -> PathPlan:
 
 def _read(args, plan: PathPlan, report: Report, progress: Progress):
     """Parse the model, add its external-data files to the path plan, check, load, check support."""
-    shapes = onnx_in.parse_input_shapes(args.input_shape)
+    shapes = parse_shapes(args.input_shape)
     with progress.stage("load") as stage:
         model_file = onnx_in.open_model(args.input)
         for file in model_file.external_files:

@@ -114,6 +114,31 @@ def parse_ratio_for(text: str) -> tuple[str, float]:
         raise OptionError(f"--ratio-for '{text}': expected REGEX=RATIO, e.g. 'layer4.*=0.3'") from None
 
 
+def parse_shapes(values: list[str] | None) -> dict[str, list[int]]:
+    """``--input-shape``/``--shapes`` values as {input name: dims}.
+
+    Each value holds one or more ``NAME:D1xD2x...`` separated by commas (trtexec's ``--shapes``
+    form); ``NAME:`` is a scalar. The last ':' splits, so names may hold ':' (TensorFlow's ``x:0``).
+    """
+    shapes: dict[str, list[int]] = {}
+    for value in values or []:
+        for spec in str(value).split(","):
+            name, sep, dims = spec.strip().rpartition(":")
+            try:
+                if not sep or not name:
+                    raise ValueError
+                parsed = [int(d) for d in dims.lower().split("x")] if dims else []
+                if any(d <= 0 for d in parsed):
+                    raise ValueError
+            except ValueError:
+                raise OptionError(f"--input-shape '{spec}': expected NAME:D1xD2x..., e.g. input:1x3x224x224 "
+                                  "(several separated by commas; NAME: for a scalar)") from None
+            if shapes.get(name, parsed) != parsed:
+                raise OptionError(f"--input-shape: '{name}' is given two shapes")
+            shapes[name] = parsed
+    return shapes
+
+
 def _check_regex(option: str, pattern: str) -> None:
     try:
         re.compile(pattern)
