@@ -24,17 +24,17 @@ from tqdm import tqdm
 from . import files, onnx_in, onnx_out
 from .api import Pruner, PruneOptions, RecoveryOptions
 from .calibration import CalibrationSet
-from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Interrupted, NothingToPrune,
-                     OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
+from .errors import (EXIT_FIDELITY, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, FidelityError, InputError, Interrupted,
+                     NothingToPrune, OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
-from .options import RECOVERY_METHODS, parse_shapes
+from .options import MIN_COSINE, RECOVERY_METHODS, parse_shapes
 from .progress import Progress
 from .recovery import recovery_report
-from .report import Report, describe_groups, format_analysis, format_summary, record_plan
+from .report import Report, describe_groups, fidelity_warning, format_analysis, format_summary, record_plan
 from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
-from .sensitivity import ERRORS, Sensitivity, check_plot
+from .sensitivity import ERRORS, Sensitivity, check_plot, plot_format
 from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
 
 COMMANDS = ("prune", "analyze", "sensitivity")
@@ -77,6 +77,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every blocked group")
+    parser.add_argument("--mkdir", action="store_true",
+                        help="create the folders of outputs that do not exist (without it they are refused)")
     parser.add_argument("--prune-head-dim", action="store_true",
                         help="attention prunes head_dim (the same dims of every head) instead of whole heads")
 
@@ -130,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
                             "default: the memory available now)")
     prune.add_argument("--save-plan", metavar="FILE.json", help="also write the pruning plan as JSON")
+    prune.add_argument("--min-cosine", type=float, default=MIN_COSINE, metavar="C",
+                       help="warn (in the summary and the report) when the pruned model's output cosine against "
+                            "the original falls below C")
+    prune.add_argument("--strict", action="store_true",
+                       help=f"a cosine below --min-cosine is an error (exit {EXIT_FIDELITY}, nothing written)")
     analyze = sub.add_parser("analyze", help="show groups, what blocks them, params and MACs")
     _common(analyze)
     _sensitivity_parser(sub)
@@ -151,7 +158,9 @@ def _sensitivity_parser(sub) -> None:
                       help="error for --suggest: 1-cosine, relative L2, or 1-top-1 agreement")
     sens.add_argument("--suggest", type=float, metavar="MAXERR",
                       help="print --ratio-for options keeping each unit's error within MAXERR")
-    sens.add_argument("--plot", metavar="FILE.png", help="plot error against ratio per unit (PNG)")
+    sens.add_argument("--plot", metavar="FILE.png",
+                      help="plot error against ratio per unit, in the format the extension names (.png, .svg, "
+                           ".pdf, .jpg...; needs matplotlib)")
     sens.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
     sens.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
 
@@ -238,7 +247,7 @@ def _with_command(argv: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- paths
 def paths(args) -> PathPlan:
     """Every path the command reads and writes (add new ones here; see onnxprune.files)."""
-    plan = PathPlan().read("input", args.input)
+    plan = PathPlan(make_folders=args.mkdir).read("input", args.input)
     plan.read("--inputs", getattr(args, "inputs", None))
     plan.read("--calib", getattr(args, "calib", None), folder=None)  # a file or a folder
     output = getattr(args, "output", None)
@@ -345,6 +354,10 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     if args.runs < 0:
         raise OptionError(f"--runs must be >= 0, got {args.runs}")
+    if not -1.0 <= args.min_cosine <= 1.0:
+        raise OptionError(f"--min-cosine must be in [-1, 1], got {args.min_cosine}")
+    if args.strict and args.no_validate:
+        raise OptionError("--strict checks the pruned model's fidelity, which --no-validate skips: drop one")
     limit = available_memory() if args.memory_limit == "auto" else parse_size(args.memory_limit)
     if not args.no_validate:
         check_provider(args.provider)
@@ -360,6 +373,8 @@ def run_prune(args, progress: Progress) -> Report:
     inputs = onnx_in.model_inputs(model_file.proto)
     feeds = read_inputs_file(args.inputs, inputs) if args.inputs else None
     data = CalibrationSet.load(args.calib, inputs) if args.calib else None
+    if data is not None and data.unused_warning():
+        report.warnings.append(data.unused_warning())
     pruner = _analyse(args, model_file, shapes, report, progress)
     reference = None
     if not args.no_validate:  # the original runs first: its own failures are never blamed on the pruning
@@ -412,6 +427,11 @@ def run_prune(args, progress: Progress) -> Report:
         with progress.stage("fidelity") as stage:
             report.fidelity = _fidelity(pruner, data, args).to_dict()
         report.timings_s["fidelity"] = stage.seconds
+        warning = fidelity_warning(report.fidelity, args.min_cosine)
+        if warning and args.strict:
+            raise FidelityError(f"{warning}; nothing written (--strict)")
+        if warning:
+            report.warnings.append(warning)
     report.output = args.output
     with atomic_outputs() as out:
         onnx_out.stage_model(out, model, args.output)
@@ -470,7 +490,9 @@ def _ratios_from(spec: str | None) -> list[tuple[str, float]]:
     except UnicodeDecodeError:
         raise InputError(f"--ratio-from {path}: not a sensitivity report written by onnxprune sensitivity "
                          "(not text)") from None
-    return Sensitivity.from_json(text, f"--ratio-from {path}").suggest(max_error)
+    sensitivity = Sensitivity.from_json(text, f"--ratio-from {path}")
+    sensitivity.check_suggests(max_error, "cosine", f"--ratio-from {spec}")
+    return sensitivity.suggest(max_error)
 
 
 def _parse_ratios(text: str) -> list[float]:
@@ -492,12 +514,14 @@ def run_sensitivity(args, progress: Progress) -> Sensitivity:
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     check_provider(args.provider)
+    paths_plan = paths(args).check()
     if args.plot:
         check_plot(args.plot)
-    paths_plan = paths(args).check()
     report = Report(input=args.input)
     model_file, shapes = _read(args, paths_plan, report, progress)
-    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model_file.proto)).take(args.samples) if args.calib else None
+    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model_file.proto)) if args.calib else None
+    warnings = [data.unused_warning()] if data is not None and data.unused_warning() else []
+    data = data.take(args.samples) if data is not None else None
     pruner = _analyse(args, model_file, shapes, report, progress)
     if not pruner.prunable_groups():
         raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
@@ -508,15 +532,19 @@ def run_sensitivity(args, progress: Progress) -> Sensitivity:
         result = pruner.sensitivity(data, ratios=ratios, options=options, blocks=args.blocks, provider=args.provider,
                                     progress=lambda jobs: tqdm(jobs, desc="[onnxprune] sensitivity", unit="prune",
                                                                leave=False, file=sys.stderr, disable=not live))
+    if args.suggest is not None:
+        result.check_suggests(args.suggest, args.error, f"--suggest {args.suggest:g}")
     with atomic_outputs() as out:
         if args.plot:
-            out.stage(args.plot, lambda staged: result.plot(str(staged), args.error))
+            out.stage(args.plot, lambda staged: result.plot(str(staged), args.error, fmt=plot_format(args.plot)))
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(result.to_json()))
     if not args.json:
         print(result.table())
         if args.suggest is not None:
             print("suggested: " + " ".join(shlex.quote(w) for w in result.ratio_for_options(args.suggest, args.error)))
+        for warning in warnings:
+            print(f"WARNING   {warning}")
     return result
 
 

@@ -101,6 +101,10 @@ class PruneOptions:
 
 
 TARGET_METRICS = ("macs", "params", "latency")
+# Below this output cosine (worst output, against the original) a pruned model has lost most of what its
+# outputs said: the summary and report warn, --strict refuses. Typical prunes without recovery land at
+# 0.6-0.95; 0.0 is a model that computes something else.
+MIN_COSINE = 0.5
 
 
 def parse_ratio_for(text: str) -> tuple[str, float]:

@@ -34,6 +34,7 @@ class Report:
     timings_s: dict = field(default_factory=dict)
     recovery: dict | None = None  # RecoveryResult.to_dict(): methods, time, held-out fidelity before/after
     fidelity: dict | None = None  # Fidelity.to_dict() of the written model against the original
+    warnings: list[str] = field(default_factory=list)  # what the user must not miss (summary's last lines)
 
     @staticmethod
     def ratio(after, before):
@@ -174,4 +175,13 @@ def format_summary(report: Report) -> str:
         lines.append("valid:    " + ", ".join(parts))
     if report.output:
         lines.append(f"wrote     {report.output}")
+    lines += [f"WARNING   {warning}" for warning in report.warnings]
     return "\n".join(lines)
+
+
+def fidelity_warning(fidelity: dict | None, min_cosine: float) -> str | None:
+    """A loud line when the written model's outputs agree less with the original's than asked."""
+    if fidelity is None or fidelity["cosine_worst_output"] >= min_cosine:
+        return None
+    return (f"fidelity cosine {fidelity['cosine_worst_output']:.4f} is below --min-cosine {min_cosine:g}: "
+            "the pruned model's outputs differ much from the original's (prune less, or --calib with --recover)")

@@ -240,7 +240,8 @@ def test_a_killed_run_leaves_nothing(tmp_path, point, signum, code, name):
     save(conv_chain(), tmp_path / "in.onnx")
     before = listing(tmp_path)
     marker = tmp_path.parent / f"{tmp_path.name}.marker"
-    proc = run_cli(["in.onnx", "deep/out.onnx", "--runs", "0", "--report", "r.json", "--save-plan", "p.json"],
+    proc = run_cli(["in.onnx", "deep/out.onnx", "--runs", "0", "--report", "r.json", "--save-plan", "p.json",
+                    "--mkdir"],
                    tmp_path, env={TEST_PAUSE_ENV: f"{point}:{marker}"})
     try:
         deadline = time.monotonic() + 180  # generous: CI machines can be loaded

@@ -167,10 +167,10 @@ def test_analyze_report_destination_is_checked_too(small, capfd, monkeypatch):
     assert_one_line_error(code, err, "--report small.onnx is the input file")
 
 
-def test_missing_destination_folders_are_created(small, capfd, monkeypatch):
+def test_missing_destination_folders_are_created_with_mkdir(small, capfd, monkeypatch):
     monkeypatch.chdir(small.parent)
     code, _, _ = call(capfd, ["-q", "small.onnx", "a/out.onnx", "--runs", "0", "--report", "b/r.json",
-                              "--save-plan", "c/d/p.json"])
+                              "--save-plan", "c/d/p.json", "--mkdir"])
     assert code == 0
     assert all(Path(p).is_file() for p in ("a/out.onnx", "b/r.json", "c/d/p.json"))
 
