@@ -28,7 +28,7 @@ from .errors import (EXIT_FIDELITY, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, Fi
                      NothingToPrune, OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
 from .importance import CRITERIA
-from .options import MIN_COSINE, RECOVERY_METHODS, parse_shapes
+from .options import MIN_COSINE, RECOVERY_METHODS, default_criterion, parse_shapes
 from .progress import Progress
 from .recovery import recovery_report
 from .report import Report, describe_groups, fidelity_warning, format_analysis, format_summary, record_plan
@@ -92,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(prune)
     prune.add_argument("output", help="where to write the pruned model (never the input)")
     prune.add_argument("--ratio", type=float, default=0.5, help="fraction of each group's channels to remove")
-    prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l2",
+    prune.add_argument("--criterion", choices=sorted(CRITERIA),
                        help="channel importance (" + ", ".join(n for n, c in CRITERIA.items() if c.data_driven)
-                       + ": need --calib)")
+                       + ": need --calib; default: l2, with --calib output, with --calib and --recover "
+                         "reconstruction)")
     prune.add_argument("--calib", metavar="FILE.npz|DIR",
                        help="calibration samples (one array per model input, samples on axis 0)")
     prune.add_argument("--recover", action="store_true",
@@ -150,7 +151,8 @@ def _sensitivity_parser(sub) -> None:
     sens.add_argument("--samples", type=int, default=32, metavar="N",
                       help="use at most N samples of --calib (random inputs: 8)")
     sens.add_argument("--ratios", default="0.25,0.5,0.75", metavar="R1,R2,...", help="ratios to try per unit")
-    sens.add_argument("--criterion", choices=sorted(CRITERIA), default="l2", help="which channels go first")
+    sens.add_argument("--criterion", choices=sorted(CRITERIA),
+                      help="which channels go first (default: l2, with --calib output)")
     sens.add_argument("--round-to", type=int, default=1, metavar="N", help="keep channel counts multiples of N")
     sens.add_argument("--blocks", type=int, default=0, metavar="N",
                       help="measure blocks of groups whose root names share their first N '/' parts (0: groups)")
@@ -341,7 +343,8 @@ def _recovery_options(args) -> RecoveryOptions | None:
 
 
 def _check_run_options(args) -> tuple[PruneOptions, int | None]:
-    options = PruneOptions(ratio=args.ratio, criterion=args.criterion, round_to=args.round_to,
+    criterion = args.criterion or default_criterion(bool(args.calib), args.recover)
+    options = PruneOptions(ratio=args.ratio, criterion=criterion, round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
                            ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),
@@ -507,7 +510,8 @@ def _parse_ratios(text: str) -> list[float]:
 
 def run_sensitivity(args, progress: Progress) -> Sensitivity:
     ratios = _parse_ratios(args.ratios)
-    options = PruneOptions(criterion=args.criterion, round_to=args.round_to, seed=args.seed,
+    options = PruneOptions(criterion=args.criterion or default_criterion(bool(args.calib)), round_to=args.round_to,
+                           seed=args.seed,
                            prune_head_dim=args.prune_head_dim).check()
     if args.samples < 1:
         raise OptionError(f"--samples must be >= 1, got {args.samples}")

@@ -101,6 +101,16 @@ class PruneOptions:
 
 
 TARGET_METRICS = ("macs", "params", "latency")
+
+
+def default_criterion(calib: bool, recover: bool = False) -> str:
+    """The criterion when none is named: the best one measured for what the user gives (README,
+    Recovery): reconstruction when recovery re-fits on --calib data (it assumes that re-fit),
+    output on --calib data alone, the weight norm l2 without data."""
+    if calib:
+        return "reconstruction" if recover else "output"
+    return "l2"
+
 # Below this output cosine (worst output, against the original) a pruned model has lost most of what its
 # outputs said: the summary and report warn, --strict refuses. Typical prunes without recovery land at
 # 0.6-0.95; 0.0 is a model that computes something else.
