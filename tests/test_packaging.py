@@ -7,10 +7,8 @@ so the fresh onnxprune wins): no download, a few seconds.
 """
 import os
 import shutil
-import site
 import subprocess
 import sys
-import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -34,6 +32,22 @@ def _run(cmd, cwd):
     return proc
 
 
+def _can_build_here() -> bool:
+    """Offline: this interpreter's setuptools builds the wheel (>= 70.1 has bdist_wheel; older needs wheel)."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    major_minor = tuple(int(p) for p in setuptools.__version__.split(".")[:2] if p.isdigit())
+    if major_minor >= (70, 1):
+        return True
+    try:
+        import wheel  # noqa: F401
+    except ImportError:
+        return False
+    return major_minor >= (64, 0)
+
+
 def _build_wheel(tmp_path: Path) -> Path:
     """Build from a copy of the inputs, so no build/ folder of the checkout (stale or shared) is used."""
     src = tmp_path / "src"
@@ -41,11 +55,7 @@ def _build_wheel(tmp_path: Path) -> Path:
     for name in BUILD_INPUTS:
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
         copy(ROOT / name, src / name, **({"symlinks": True} if copy is shutil.copytree else {}))
-    try:
-        import setuptools  # noqa: F401  (offline: build with it rather than download one)
-        isolation = ["--no-build-isolation"]
-    except ImportError:
-        isolation = []
+    isolation = ["--no-build-isolation"] if _can_build_here() else []  # else pip downloads setuptools
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", tmp_path / "dist", src], tmp_path)
     (wheel,) = (tmp_path / "dist").glob("onnxprune-*.whl")
     return wheel
@@ -55,11 +65,13 @@ def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     python = env_dir / ("Scripts" if os.name == "nt" else "bin") / "python"
+    # installed first: once the dependencies are borrowed, an onnxprune among them (CI's install) would
+    # look "already satisfied" to pip
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", wheel], tmp_path)
     purelib = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path)
                    .stdout.strip())
-    deps = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if Path(p).is_dir()]
+    deps = [p for p in sys.path if Path(p).is_dir() and Path(p).name in ("site-packages", "dist-packages")]
     (purelib / "_onnxprune_test_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", wheel], tmp_path)
     return python
 
 
@@ -93,4 +105,5 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path):
 def test_the_suite_runs_against_the_installed_package():
     """.ci/run installs the wheel and runs the README's test command: it must not test the checkout."""
     assert PACKAGE_PARENT != ROOT, f"the tests imported onnxprune from the checkout {ROOT}"
+    import onnxprune.opspecs
     assert Path(onnxprune.opspecs.__file__).resolve().is_relative_to(PACKAGE_PARENT)
