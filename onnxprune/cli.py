@@ -31,7 +31,8 @@ from .importance import CRITERIA
 from .options import MIN_COSINE, RECOVERY_METHODS, default_criterion, parse_shapes
 from .progress import Progress
 from .recovery import recovery_report
-from .report import Report, describe_groups, fidelity_warning, format_analysis, format_summary, record_plan
+from .report import (Report, describe_groups, fidelity_warning, format_analysis, format_groups, format_summary,
+                     record_plan, top_barriers)
 from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
 from .sensitivity import ERRORS, Sensitivity, check_plot, plot_format
@@ -76,7 +77,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    parser.add_argument("-v", "--verbose", action="store_true", help="list every blocked group")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every group and barrier")
     parser.add_argument("--mkdir", action="store_true",
                         help="create the folders of outputs that do not exist (without it they are refused)")
     parser.add_argument("--prune-head-dim", action="store_true",
@@ -298,6 +299,14 @@ def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progre
     return pruner
 
 
+def _nothing_prunable(args, pruner: Pruner, report: Report) -> NothingToPrune:
+    """Every group is blocked or fixed: the line names the top reasons (analyze lists them all)."""
+    reasons = top_barriers(report)
+    why = f": {reasons}" if reasons else ""
+    return NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned{why} "
+                          f"('onnxprune analyze {args.input}' ranks every reason)")
+
+
 def _blame_the_input_if_it_does_not_load(model, provider: str) -> None:
     """A rule failed: if onnxruntime cannot even load the model, that (bad input) is the real cause."""
     try:
@@ -330,6 +339,9 @@ def run_analyze(args, progress: Progress) -> Report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:
         print(format_analysis(report, verbose=args.verbose))
+        tables = format_groups(report, verbose=args.verbose)
+        if tables:
+            print(tables)
     return report
 
 
@@ -387,8 +399,7 @@ def run_prune(args, progress: Progress) -> Report:
             reference = pruner.run_original(feeds, args.provider)
         report.timings_s["run_original"] = stage.seconds
     if not pruner.prunable_groups():
-        raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
-                             f"('onnxprune analyze {args.input}' says why)")
+        raise _nothing_prunable(args, pruner, report)
     original = pruner.depgraph
     recover_round = None
     if recovery is not None:  # after every round of --steps, so the next one scores recovered weights
@@ -528,8 +539,7 @@ def run_sensitivity(args, progress: Progress) -> Sensitivity:
     data = data.take(args.samples) if data is not None else None
     pruner = _analyse(args, model_file, shapes, report, progress)
     if not pruner.prunable_groups():
-        raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
-                             f"('onnxprune analyze {args.input}' says why)")
+        raise _nothing_prunable(args, pruner, report)
     data = data if data is not None else pruner.random_inputs(min(args.samples, 8), args.seed)
     live = progress.enabled and sys.stderr.isatty()  # like Progress: nothing live off a terminal
     with progress.stage("sensitivity"):
