@@ -1,4 +1,5 @@
-"""Command line: ``onnxprune [prune] IN OUT --ratio R`` and ``onnxprune analyze IN``.
+"""Command line: onnxprune [prune] IN OUT --ratio R, onnxprune analyze IN, onnxprune sensitivity IN,
+onnxprune apply PLAN.json IN OUT.
 
 A thin layer over :mod:`onnxprune.api`. The contract (also in the README):
 every failure is one line on stderr (``onnxprune: error: ...``) and an exit
@@ -27,6 +28,7 @@ from .calibration import CalibrationSet
 from .errors import (EXIT_FIDELITY, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, FidelityError, InputError, Interrupted,
                      NothingToPrune, OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
+from .plan import Plan
 from .importance import CRITERIA
 from .options import MIN_COSINE, RECOVERY_METHODS, default_criterion, parse_shapes
 from .progress import Progress
@@ -38,7 +40,7 @@ from .rules import Analysis
 from .sensitivity import ERRORS, Sensitivity, check_plot, plot_format
 from .validate import PROVIDERS, check, check_provider, read_inputs_file, session
 
-COMMANDS = ("prune", "analyze", "sensitivity")
+COMMANDS = ("prune", "analyze", "sensitivity", "apply")
 DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal error
 
 
@@ -66,7 +68,8 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
 
 DESCRIPTION = ("Structural channel pruning for ONNX models. Commands: prune (the default: onnxprune IN OUT "
-               "--ratio 0.5), analyze IN, sensitivity IN. 'onnxprune COMMAND --help' lists a command's options.")
+               "--ratio 0.5), analyze IN, sensitivity IN, apply PLAN.json IN OUT. 'onnxprune COMMAND --help' "
+               "lists a command's options.")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -126,23 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--no-prune-heads", dest="prune_heads", action="store_false", help="keep attention heads")
     prune.add_argument("--no-prune-channels", dest="prune_channels", action="store_false",
                        help="keep other channel groups (MLP width, conv channels)")
-    prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
-    prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
-    prune.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
-    prune.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
-    prune.add_argument("--memory-limit", default="auto", metavar="SIZE",
-                       help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
-                            "default: the memory available now)")
+    _validation(prune)
     prune.add_argument("--save-plan", metavar="FILE.json", help="also write the pruning plan as JSON")
-    prune.add_argument("--min-cosine", type=float, default=MIN_COSINE, metavar="C",
-                       help="warn (in the summary and the report) when the pruned model's output cosine against "
-                            "the original falls below C")
-    prune.add_argument("--strict", action="store_true",
-                       help=f"a cosine below --min-cosine is an error (exit {EXIT_FIDELITY}, nothing written)")
-    analyze = sub.add_parser("analyze", help="show groups, what blocks them, params and MACs")
+    analyze = sub.add_parser("analyze", help="show the prunable groups, what blocks the others, params and MACs")
     _common(analyze)
     _sensitivity_parser(sub)
+    apply = sub.add_parser("apply", help="apply a plan saved with --save-plan to the model it was made on")
+    apply.add_argument("plan", metavar="PLAN.json", help="a plan written by 'onnxprune ... --save-plan'")
+    _common(apply)
+    apply.add_argument("output", help="where to write the pruned model (never the input)")
+    apply.add_argument("--seed", type=int, default=0, help="seed for random validation inputs")
+    _validation(apply)
     return parser
+
+
+def _validation(parser: argparse.ArgumentParser) -> None:
+    """How prune and apply check the model they write."""
+    parser.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    parser.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per model for latency")
+    parser.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                        help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
+                             "default: the memory available now)")
+    parser.add_argument("--min-cosine", type=float, default=MIN_COSINE, metavar="C",
+                        help="warn (in the summary and the report) when the pruned model's output cosine against "
+                             "the original falls below C")
+    parser.add_argument("--strict", action="store_true",
+                        help=f"a cosine below --min-cosine is an error (exit {EXIT_FIDELITY}, nothing written)")
 
 
 def _sensitivity_parser(sub) -> None:
@@ -176,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(_with_command(argv))
             progress = Progress(enabled=not args.quiet)
-            run = {"analyze": run_analyze, "prune": run_prune, "sensitivity": run_sensitivity}[args.command]
+            run = {"analyze": run_analyze, "prune": run_prune, "sensitivity": run_sensitivity,
+                   "apply": run_apply}[args.command]
             report = run(args, progress)
             if args.json:
                 print(report.to_json())
@@ -251,6 +266,7 @@ def _with_command(argv: list[str]) -> list[str]:
 def paths(args) -> PathPlan:
     """Every path the command reads and writes (add new ones here; see onnxprune.files)."""
     plan = PathPlan(make_folders=args.mkdir).read("input", args.input)
+    plan.read("plan", getattr(args, "plan", None))
     plan.read("--inputs", getattr(args, "inputs", None))
     plan.read("--calib", getattr(args, "calib", None), folder=None)  # a file or a folder
     output = getattr(args, "output", None)
@@ -367,6 +383,11 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            prune_channels=args.prune_channels).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
+    return options, _check_validation_options(args)
+
+
+def _check_validation_options(args) -> int | None:
+    """The options of _validation, checked before any work; returns the memory limit."""
     if args.runs < 0:
         raise OptionError(f"--runs must be >= 0, got {args.runs}")
     if not -1.0 <= args.min_cosine <= 1.0:
@@ -376,7 +397,7 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
     limit = available_memory() if args.memory_limit == "auto" else parse_size(args.memory_limit)
     if not args.no_validate:
         check_provider(args.provider)
-    return options, limit
+    return limit
 
 
 def run_prune(args, progress: Progress) -> Report:
@@ -391,13 +412,7 @@ def run_prune(args, progress: Progress) -> Report:
     if data is not None and data.unused_warning():
         report.warnings.append(data.unused_warning())
     pruner = _analyse(args, model_file, shapes, report, progress)
-    reference = None
-    if not args.no_validate:  # the original runs first: its own failures are never blamed on the pruning
-        check_memory(pruner.original_graph, memory_limit)
-        with progress.stage("run original") as stage:
-            feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
-            reference = pruner.run_original(feeds, args.provider)
-        report.timings_s["run_original"] = stage.seconds
+    feeds, reference = _run_original(args, pruner, feeds, memory_limit, report, progress)
     if not pruner.prunable_groups():
         raise _nothing_prunable(args, pruner, report)
     original = pruner.depgraph
@@ -417,6 +432,25 @@ def run_prune(args, progress: Progress) -> Report:
     if plan is None and args.save_plan:
         raise OptionError("--save-plan: the rounds of --steps could not be composed into one plan on the original "
                           "graph (a group changed between rounds); run without --save-plan")
+    return _check_and_write(args, pruner, report, feeds, reference, data, plan, progress)
+
+
+def _run_original(args, pruner: Pruner, feeds, memory_limit, report: Report, progress: Progress):
+    """(feeds, the original's outputs on them), or (feeds, None) with --no-validate. The original runs
+    before any pruning, so its own failures are never blamed on the pruning."""
+    if args.no_validate:
+        return feeds, None
+    check_memory(pruner.original_graph, memory_limit)
+    with progress.stage("run original") as stage:
+        feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
+        reference = pruner.run_original(feeds, args.provider)
+    report.timings_s["run_original"] = stage.seconds
+    return feeds, reference
+
+
+def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, data, plan, progress: Progress):
+    """The pruned model through the checker, onnxruntime and the fidelity check; then every output at once."""
+    save_plan = getattr(args, "save_plan", None)
     with progress.stage("check") as stage:
         model = pruner.to_model()
         try:
@@ -449,13 +483,57 @@ def run_prune(args, progress: Progress) -> Report:
     report.output = args.output
     with atomic_outputs() as out:
         onnx_out.stage_model(out, model, args.output)
-        if args.save_plan and plan is not None:
-            out.stage(args.save_plan, lambda staged: staged.write_text(plan.to_json()))
+        if save_plan and plan is not None:
+            out.stage(save_plan, lambda staged: staged.write_text(plan.to_json()))
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:
         print(format_summary(report))
     return report
+
+
+def run_apply(args, progress: Progress) -> Report:
+    """Re-apply a plan saved with --save-plan: the same structure, without scoring again."""
+    memory_limit = _check_validation_options(args)
+    paths_plan = paths(args).check()
+    plan = _read_plan(args.plan)
+    report = Report(input=args.input, output=None, options={"plan": args.plan})
+    model_file, shapes = _read(args, paths_plan, report, progress)
+    feeds = read_inputs_file(args.inputs, onnx_in.model_inputs(model_file.proto)) if args.inputs else None
+    pruner = _analyse(args, model_file, shapes, report, progress)
+    _check_plan_fits(plan, pruner, args)
+    feeds, reference = _run_original(args, pruner, feeds, memory_limit, report, progress)
+    original = pruner.depgraph
+    with progress.stage("rewrite") as stage:
+        pruner.apply(plan)
+    report.timings_s["plan"] = stage.seconds
+    record_plan(plan, report, original)
+    return _check_and_write(args, pruner, report, feeds, reference, None, None, progress)
+
+
+def _read_plan(path: str) -> Plan:
+    try:
+        return Plan.from_json(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise InputError(f"plan {path}: not a plan written by --save-plan ({type(exc).__name__}: "
+                         f"{(str(exc).splitlines() or [''])[0]})") from None
+
+
+def _check_plan_fits(plan: Plan, pruner: Pruner, args) -> None:
+    """A plan names groups by id, size and root: it fits only the model (and analysis) it was made on."""
+    groups = pruner.depgraph.groups
+    for d in plan.decisions:
+        group = groups[d.group] if 0 <= d.group < len(groups) else None
+        problem = ("the model has no such group" if group is None else
+                   f"the model's group {d.group} is {group.size} channels at {group.root}" if
+                   (group.size, str(group.root)) != (d.size, d.root) else
+                   f"the model's group {d.group} cannot be pruned" if not group.prunable else
+                   "its channels are out of range or all of them" if
+                   any(not 0 <= c < d.size for c in d.removed) or len(set(d.removed)) >= d.size else None)
+        if problem:
+            raise InputError(f"plan {args.plan} does not fit {args.input}: it prunes group {d.group} "
+                             f"({d.size} channels at {d.root}), {problem} (was the plan saved from this model, "
+                             "with the same --input-shape and --prune-head-dim?)")
 
 
 HOLDOUT = RecoveryOptions.holdout  # one split of --calib for scoring, recovery and fidelity alike

@@ -122,7 +122,8 @@ def test_bad_shape_and_ratio_values_are_option_errors(tmp_path, capfd, monkeypat
 
 # ----------------------------------------------------------------------------- help
 @pytest.mark.parametrize("args,usage", [
-    (["--help"], "usage: onnxprune [-h] [--version] {prune,analyze,sensitivity}"),
+    (["--help"], "usage: onnxprune [-h] [--version] {prune,analyze,sensitivity,apply}"),
+    (["apply", "p.json", "in.onnx", "out.onnx", "--help"], "usage: onnxprune apply "),
     (["in.onnx", "out.onnx", "--help"], "usage: onnxprune prune "),
     (["in.onnx", "out.onnx", "--ratio", "0.3", "-h"], "usage: onnxprune prune "),
     (["prune", "--help"], "usage: onnxprune prune "),
