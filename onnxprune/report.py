@@ -99,9 +99,10 @@ def _group_row(group: Group, macs: dict[str, int], total: int, producing: dict[s
     """One line of analyze's table: what the group is, and the pattern that names it for --ignore and
     --ratio-for: the name of the node that produces its channels with the most MACs (a layer rather
     than an Identity or Reshape on the way); ``also`` lists other prunable groups the pattern reaches."""
-    producers = sorted({e.node for e in group.ends if e.kind == EndKind.OP and e.port.side == Side.OUT})
+    producers = sorted({e.node for e in group.ends if e.kind == EndKind.OP and e.port.side == Side.OUT},
+                       key=str)  # str: a damaged file's name can come through as bytes
     name = max(producers, key=lambda n: macs.get(n, 0)) if producers else None
-    pattern = f"^{re.escape(name)}$" if name else None
+    pattern = f"^{re.escape(str(name))}$" if name else None
     also = sorted(producing.get(name, set()) - {group.id}) if name else []  # the pattern matches the name only
     touched = _touched_macs(group, macs)
     return {"group": group.id, "root": str(group.root), "kind": group.kind, "width": group.size, "macs": touched,
