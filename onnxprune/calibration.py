@@ -41,6 +41,7 @@ class CalibrationSet:
     arrays: dict[str, np.ndarray]
     source: str = "calibration data"
     whole: bool = False
+    unused: tuple[str, ...] = ()  # arrays in the data that are no model input (loading reports them)
 
     @property
     def n_samples(self) -> int:
@@ -80,7 +81,14 @@ class CalibrationSet:
             raise InputError(f"{label}: inputs have different sample counts {counts}")
         if checked and not next(iter(counts.values())):
             raise InputError(f"{label}: no samples")
-        return cls(checked, label)
+        return cls(checked, label, unused=tuple(sorted(set(arrays) - set(wanted))))
+
+    def unused_warning(self) -> str | None:
+        """What to tell the user about arrays that are no model input (a typo in a name, the wrong file)."""
+        if not self.unused:
+            return None
+        return (f"{self.source}: array(s) {', '.join(self.unused)} are no model input and were not used "
+                f"(model inputs: {', '.join(self.arrays)})")
 
     @classmethod
     def random(cls, inputs: Sequence[Value], n_samples: int, shapes: dict[str, tuple] | None = None,

@@ -1,4 +1,5 @@
-"""Command line: ``onnxprune [prune] IN OUT --ratio R``, ``onnxprune analyze IN``, ``onnxprune fuse IN OUT``.
+"""Command line: onnxprune [prune] IN OUT --ratio R, onnxprune analyze IN, onnxprune sensitivity IN,
+onnxprune fuse IN OUT, onnxprune apply PLAN.json IN OUT.
 
 A thin layer over :mod:`onnxprune.api`. The contract (also in the README):
 every failure is one line on stderr (``onnxprune: error: ...``) and an exit
@@ -24,51 +25,79 @@ from tqdm import tqdm
 from . import files, onnx_in, onnx_out
 from .api import Pruner, PruneOptions, RecoveryOptions
 from .calibration import CalibrationSet
-from .errors import (EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, InputError, Interrupted, NothingToPrune,
-                     OnnxPruneError, OptionError, RuleError, UsageError, ValidationError)
+from .errors import (EXIT_FIDELITY, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, FidelityError, InputError, Interrupted,
+                     NothingToPrune, OnnxPruneError, OptionError, PlanError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
+from .plan import Plan
 from .importance import CRITERIA
-from .options import FUSIONS, RECOVERY_METHODS, FuseOptions, LatencyOptions
+from .options import (FUSIONS, MIN_COSINE, RECOVERY_METHODS, FuseOptions, LatencyOptions, default_criterion,
+                      parse_shapes)
 from .progress import Progress
 from .recovery import recovery_report
 from .depth import DEPTH_SCORES, DepthScore
 from .passes.fusion import fusion_report
-from .report import (Report, describe_blocks, describe_groups, format_analysis, format_fused, format_summary,
-                     record_plan)
+from .recipe import CHANNELS, Recipe
+from .report import (Report, describe_blocks, describe_groups, fidelity_warning, format_analysis, format_fused,
+                     format_groups, format_summary, record_plan, top_barriers)
 from .resources import available_memory, check_memory, parse_size
 from .rules import Analysis
-from .sensitivity import ERRORS, Sensitivity
+from .sensitivity import ERRORS, Sensitivity, check_plot, plot_format
 from .validate import PROVIDERS, STAND_IN_SEARCH, check, check_provider, read_inputs_file, runnable_stand_ins, session
 from .widthgrid import MODE_ENV, GridMode
 
-COMMANDS = ("prune", "analyze", "sensitivity", "fuse")
+COMMANDS = ("prune", "analyze", "sensitivity", "fuse", "apply")
 DEBUG_ENV = "ONNXPRUNE_DEBUG"  # set it to get the traceback of an internal error
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line with a hint, not a usage block."""
+    """argparse whose errors are one line with a hint, not a usage block; help shows defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" where a default says something: not for flags, None or empty lists."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text or not action.option_strings or action.nargs == 0
+                or default in (None, argparse.SUPPRESS) or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+DESCRIPTION = ("Structural channel pruning for ONNX models. Commands: prune (the default: onnxprune IN OUT "
+               "--ratio 0.5), analyze IN, sensitivity IN, fuse IN OUT, apply PLAN.json IN OUT. 'onnxprune COMMAND --help' "
+               "lists a command's options.")
+
+
 def _common(parser: argparse.ArgumentParser, pruning: bool = True) -> None:
     parser.add_argument("input", help="ONNX model to read")
-    parser.add_argument("--input-shape", "--shapes", action="append", metavar="NAME:1x3x224x224",
-                        help="fix an input's shape for analysis (repeatable; comma-separated lists as trtexec's "
-                             "--shapes; NAME: for a scalar)")
+    parser.add_argument("--input-shape", "--shapes", action="append", metavar="NAME:DIMS",
+                        help="fix input shapes for analysis: NAME:1x3x224x224, several separated by commas "
+                             "(trtexec's --shapes form), NAME: for a scalar; repeatable")
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no summary)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="list every blocked group" if pruning else "list every refused fusion")
+                        help="list every group and barrier" if pruning else "list every refused fusion")
+    parser.add_argument("--mkdir", action="store_true",
+                        help="create the folders of outputs that do not exist (without it they are refused)")
     if pruning:
         parser.add_argument("--prune-head-dim", action="store_true",
                             help="attention prunes head_dim (the same dims of every head) instead of whole heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="onnxprune", description=__doc__.split("\n")[0])
+    from . import __version__  # late: the package imports the engine first
+    parser = _Parser(prog="onnxprune", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"onnxprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     prune = sub.add_parser("prune", help="prune channels and write a smaller model (default command)")
     _common(prune)
@@ -79,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first remove the N least important residual blocks ('analyze' lists them)")
     prune.add_argument("--depth-score", choices=DEPTH_SCORES, metavar="{" + ",".join(DEPTH_SCORES) + "}",
                        help="block importance for --depth (default: output with --calib, else weights)")
-    prune.add_argument("--criterion", choices=sorted(CRITERIA), default="l2",
+    prune.add_argument("--criterion", choices=sorted(CRITERIA),
                        help="channel importance (" + ", ".join(n for n, c in CRITERIA.items() if c.data_driven)
-                       + ": need --calib)")
+                       + ": need --calib; default: l2, with --calib output, with --calib and --recover "
+                         "reconstruction)")
     prune.add_argument("--calib", metavar="FILE.npz|DIR",
                        help="calibration samples (one array per model input, samples on axis 0)")
     prune.add_argument("--recover", action="store_true",
@@ -118,22 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--no-prune-heads", dest="prune_heads", action="store_false", help="keep attention heads")
     prune.add_argument("--no-prune-channels", dest="prune_channels", action="store_false",
                        help="keep other channel groups (MLP width, conv channels)")
-    prune.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
-    prune.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
-    prune.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
-    _latency_args(prune)
-    prune.add_argument("--memory-limit", default="auto", metavar="SIZE",
-                       help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
-                            "default: the memory available now)")
-    prune.add_argument("--save-plan", metavar="FILE.json", help="also write the pruning plan as JSON")
+    _validation(prune)
+    prune.add_argument("--save-plan", metavar="FILE.json",
+                       help="also write the plan (every edit, in order: removed blocks, channels, fusion) as JSON")
     prune.add_argument("--fuse", action="store_true",
                        help="after pruning and recovery, fuse exactly (as 'onnxprune fuse': BatchNorm and "
                             "per-channel constants into layers, parallel and consecutive layers into one)")
-    analyze = sub.add_parser("analyze", help="show groups, what blocks them, params and MACs")
+    analyze = sub.add_parser("analyze", help="show the prunable groups and blocks, what blocks the others, "
+                                             "params and MACs")
     _common(analyze)
     _sensitivity_parser(sub)
     _fuse_parser(sub)
+    apply = sub.add_parser("apply", help="apply a plan saved with --save-plan to the model it was made on")
+    apply.add_argument("plan", metavar="PLAN.json", help="a plan written by 'onnxprune ... --save-plan'")
+    _common(apply)
+    apply.add_argument("output", help="where to write the pruned model (never the input)")
+    apply.add_argument("--seed", type=int, default=0, help="seed for random validation inputs")
+    _validation(apply)
     return parser
+
+
+def _validation(parser: argparse.ArgumentParser) -> None:
+    """How prune and apply check the model they write."""
+    parser.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
+    parser.add_argument("--inputs", metavar="FILE.npz", help="validation inputs (one array per model input)")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
+    _latency_args(parser)
+    parser.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                        help="refuse to validate when tensors would need more (e.g. 8G; 'none'; "
+                             "default: the memory available now)")
+    parser.add_argument("--min-cosine", type=float, default=MIN_COSINE, metavar="C",
+                        help="warn (in the summary and the report) when the pruned model's output cosine against "
+                             "the original falls below C")
+    parser.add_argument("--strict", action="store_true",
+                        help=f"a cosine below --min-cosine is an error (exit {EXIT_FIDELITY}, nothing written)")
 
 
 def _latency_args(parser) -> None:
@@ -174,7 +222,8 @@ def _sensitivity_parser(sub) -> None:
     sens.add_argument("--samples", type=int, default=32, metavar="N",
                       help="use at most N samples of --calib (random inputs: 8)")
     sens.add_argument("--ratios", default="0.25,0.5,0.75", metavar="R1,R2,...", help="ratios to try per unit")
-    sens.add_argument("--criterion", choices=sorted(CRITERIA), default="l2", help="which channels go first")
+    sens.add_argument("--criterion", choices=sorted(CRITERIA),
+                      help="which channels go first (default: l2, with --calib output)")
     sens.add_argument("--round-to", type=int, default=None, metavar="N",
                       help="keep channel counts multiples of N (default: the default width grid; 1: exact)")
     sens.add_argument("--blocks", type=int, default=0, metavar="N",
@@ -183,7 +232,9 @@ def _sensitivity_parser(sub) -> None:
                       help="error for --suggest: 1-cosine, relative L2, or 1-top-1 agreement")
     sens.add_argument("--suggest", type=float, metavar="MAXERR",
                       help="print --ratio-for options keeping each unit's error within MAXERR")
-    sens.add_argument("--plot", metavar="FILE.png", help="plot error against ratio per unit (PNG)")
+    sens.add_argument("--plot", metavar="FILE.png",
+                      help="plot error against ratio per unit, in the format the extension names (.png, .svg, "
+                           ".pdf, .jpg...; needs matplotlib)")
     sens.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="onnxruntime provider")
     sens.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
 
@@ -197,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(_with_command(argv))
             progress = Progress(enabled=not args.quiet)
             run = {"analyze": run_analyze, "prune": run_prune, "sensitivity": run_sensitivity,
-                   "fuse": run_fuse}[args.command]
+                   "fuse": run_fuse, "apply": run_apply}[args.command]
             report = run(args, progress)
             if args.json:
                 print(report.to_json())
@@ -259,8 +310,8 @@ def _signals_raise():
 
 def _with_command(argv: list[str]) -> list[str]:
     """Put the command first, as argparse needs: ``-q IN OUT`` means ``prune -q IN OUT``."""
-    if any(a in ("-h", "--help") for a in argv) and not any(a in COMMANDS for a in argv):
-        return argv
+    if "--version" in argv:
+        return ["--version"]
     first = next((a for a in argv if not a.startswith("-")), None)
     if first in COMMANDS:
         argv.remove(first)
@@ -271,7 +322,8 @@ def _with_command(argv: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- paths
 def paths(args) -> PathPlan:
     """Every path the command reads and writes (add new ones here; see onnxprune.files)."""
-    plan = PathPlan().read("input", args.input)
+    plan = PathPlan(make_folders=args.mkdir).read("input", args.input)
+    plan.read("plan", getattr(args, "plan", None))
     plan.read("--inputs", getattr(args, "inputs", None))
     plan.read("--calib", getattr(args, "calib", None), folder=None)  # a file or a folder
     output = getattr(args, "output", None)
@@ -287,7 +339,7 @@ def paths(args) -> PathPlan:
 
 def _read(args, plan: PathPlan, report: Report, progress: Progress):
     """Parse the model, add its external-data files to the path plan, check, load, check support."""
-    shapes = onnx_in.parse_input_shapes(args.input_shape)
+    shapes = parse_shapes(args.input_shape)
     with progress.stage("load") as stage:
         model_file = onnx_in.open_model(args.input)
         for file in model_file.external_files:
@@ -348,6 +400,14 @@ def _at_runnable_stand_ins(args, model_file, shapes, report: Report, progress: P
     return _analyse(args, model_file, found, report, progress), found
 
 
+def _nothing_prunable(args, pruner: Pruner, report: Report) -> NothingToPrune:
+    """Every group is blocked or fixed: the line names the top reasons (analyze lists them all)."""
+    reasons = top_barriers(report)
+    why = f": {reasons}" if reasons else ""
+    return NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned{why} "
+                          f"('onnxprune analyze {args.input}' ranks every reason)")
+
+
 def _blame_the_input_if_it_does_not_load(model, provider: str) -> None:
     """A rule failed: if onnxruntime cannot even load the model, that (bad input) is the real cause."""
     try:
@@ -381,6 +441,9 @@ def run_analyze(args, progress: Progress) -> Report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:
         print(format_analysis(report, verbose=args.verbose))
+        tables = format_groups(report, verbose=args.verbose)
+        if tables:
+            print(tables)
     return report
 
 
@@ -402,7 +465,9 @@ def _latency_options(args) -> LatencyOptions:
 
 def _check_run_options(args) -> tuple[PruneOptions, int | None]:
     ratio = args.ratio if args.ratio is not None else (0.0 if args.depth else PruneOptions.ratio)
-    options = PruneOptions(ratio=ratio, depth=args.depth, depth_score=args.depth_score, criterion=args.criterion, round_to=args.round_to,
+    criterion = args.criterion or default_criterion(bool(args.calib), args.recover)
+    options = PruneOptions(ratio=ratio, depth=args.depth, depth_score=args.depth_score, criterion=criterion,
+                           round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
                            ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),
@@ -416,10 +481,21 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     if options.depth_score and DepthScore(options.depth_score).data_driven and not args.calib:
         raise OptionError(f"--depth-score {options.depth_score} scores blocks on data: give --calib FILE.npz")
+    return options, _check_validation_options(args)
+
+
+def _check_validation_options(args) -> int | None:
+    """The options of _validation, checked before any work; returns the memory limit."""
+    if args.runs < 0:
+        raise OptionError(f"--runs must be >= 0, got {args.runs}")
+    if not -1.0 <= args.min_cosine <= 1.0:
+        raise OptionError(f"--min-cosine must be in [-1, 1], got {args.min_cosine}")
+    if args.strict and args.no_validate:
+        raise OptionError("--strict checks the pruned model's fidelity, which --no-validate skips: drop one")
     limit = available_memory() if args.memory_limit == "auto" else parse_size(args.memory_limit)
     if not args.no_validate:
         check_provider(args.provider)
-    return options, limit
+    return limit
 
 
 def run_prune(args, progress: Progress) -> Report:
@@ -431,6 +507,8 @@ def run_prune(args, progress: Progress) -> Report:
     inputs = onnx_in.model_inputs(model_file.proto)
     feeds = read_inputs_file(args.inputs, inputs) if args.inputs else None
     data = CalibrationSet.load(args.calib, inputs) if args.calib else None
+    if data is not None and data.unused_warning():
+        report.warnings.append(data.unused_warning())
     pruner = _analyse(args, model_file, shapes, report, progress)
     reference = None
     if not args.no_validate:  # the original runs first: its own failures are never blamed on the pruning
@@ -452,8 +530,7 @@ def run_prune(args, progress: Progress) -> Report:
     if options.depth and not discovery.blocks:
         raise NothingToPrune(f"{args.input}: --depth: {discovery.why_none()}")
     if not options.depth and not pruner.prunable_groups():
-        raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
-                             f"('onnxprune analyze {args.input}' says why)")
+        raise _nothing_prunable(args, pruner, report)
     recover_round = None
     if recovery is not None:  # after every round of --steps, so the next one scores recovered weights
         bars = progress.enabled and sys.stderr.isatty()
@@ -479,6 +556,25 @@ def run_prune(args, progress: Progress) -> Report:
     report.budget = [s.to_dict() for s in pruner.searches]
     if args.fuse:  # last: recovery's BatchNorm re-estimation needs the BatchNorms
         _fuse(pruner, FuseOptions(), report, progress)
+    return _check_and_write(args, pruner, report, feeds, reference, data, plan, progress)
+
+
+def _run_original(args, pruner: Pruner, feeds, memory_limit, report: Report, progress: Progress):
+    """(feeds, the original's outputs on them), or (feeds, None) with --no-validate. The original runs
+    before any pruning, so its own failures are never blamed on the pruning."""
+    if args.no_validate:
+        return feeds, None
+    check_memory(pruner.original_graph, memory_limit)
+    with progress.stage("run original") as stage:
+        feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
+        reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
+    report.timings_s["run_original"] = stage.seconds
+    return feeds, reference
+
+
+def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, data, plan, progress: Progress):
+    """The pruned model through the checker, onnxruntime and the fidelity check; then every output at once."""
+    save_plan = getattr(args, "save_plan", None)
     with progress.stage("check") as stage:
         model = pruner.to_model()
         try:
@@ -496,7 +592,7 @@ def run_prune(args, progress: Progress) -> Report:
     if reference is not None:
         with progress.stage("validate") as stage:
             result = pruner.validate(provider=args.provider, runs=args.runs, feeds=feeds, reference=reference,
-                                     latency=options.latency)
+                                     latency=_latency_options(args))
         report.timings_s["validate"] = stage.seconds
         report.valid.update(onnxruntime=result.onnxruntime, output_shapes_unchanged=result.shapes_match)
         report.provider = args.provider
@@ -505,11 +601,16 @@ def run_prune(args, progress: Progress) -> Report:
         with progress.stage("fidelity") as stage:
             report.fidelity = _fidelity(pruner, data, args).to_dict()
         report.timings_s["fidelity"] = stage.seconds
+        warning = fidelity_warning(report.fidelity, args.min_cosine)
+        if warning and args.strict:
+            raise FidelityError(f"{warning}; nothing written (--strict)")
+        if warning:
+            report.warnings.append(warning)
     report.output = args.output
     with atomic_outputs() as out:
         onnx_out.stage_model(out, model, args.output)
-        if args.save_plan:  # every step, each on the graph of its time: re-applies to the input
-            out.stage(args.save_plan, lambda staged: staged.write_text(pruner.recipe.to_json()))
+        if save_plan:  # every edit, each on the graph of its time: re-applies to the input
+            out.stage(save_plan, lambda staged: staged.write_text(pruner.recipe.to_json()))
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:
@@ -575,6 +676,59 @@ def run_fuse(args, progress: Progress) -> Report:
 
 
 FUSED_TOLERANCE = 1e-4  # relative L2 error of a fused model's outputs: fusion is exact up to float rounding
+
+
+def run_apply(args, progress: Progress) -> Report:
+    """Re-apply a plan saved with --save-plan: the same edits (removed blocks, channels, fusion), in
+    order, without scoring again."""
+    memory_limit = _check_validation_options(args)
+    paths_plan = paths(args).check()
+    recipe = _read_plan(args.plan)
+    report = Report(input=args.input, output=None, options={"plan": args.plan})
+    model_file, shapes = _read(args, paths_plan, report, progress)
+    feeds = read_inputs_file(args.inputs, onnx_in.model_inputs(model_file.proto)) if args.inputs else None
+    pruner = _analyse(args, model_file, shapes, report, progress)
+    first = recipe.steps[0] if recipe.steps else None
+    if first is not None and first.kind == CHANNELS:  # the first step names groups of this very model
+        _check_plan_fits(first.payload, pruner, args)
+    feeds, reference = _run_original(args, pruner, feeds, memory_limit, report, progress)
+    original = pruner.depgraph
+    with progress.stage("rewrite") as stage:
+        try:
+            pruner.replay(recipe)
+        except PlanError as exc:
+            raise InputError(f"plan {args.plan} does not fit {args.input}: {exc}") from None
+    report.timings_s["plan"] = stage.seconds
+    only = recipe.steps[0].payload if len(recipe.steps) == 1 and first.kind == CHANNELS else None
+    record_plan(only, report, original, pruner.plans)
+    return _check_and_write(args, pruner, report, feeds, reference, None, only, progress)
+
+
+def _read_plan(path: str) -> Recipe:
+    try:
+        return Recipe.from_json(Path(path).read_text(encoding="utf-8"))
+    except (PlanError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise InputError(f"plan {path}: not a plan written by --save-plan ({type(exc).__name__}: "
+                         f"{(str(exc).splitlines() or [''])[0]})") from None
+
+
+def _check_plan_fits(plan: Plan, pruner: Pruner, args) -> None:
+    """A plan names groups by id, size and root: it fits only the model (and analysis) it was made on."""
+    groups = pruner.depgraph.groups
+    for d in plan.decisions:
+        group = groups[d.group] if 0 <= d.group < len(groups) else None
+        problem = ("the model has no such group" if group is None else
+                   f"the model's group {d.group} is {group.size} channels at {group.root}" if
+                   (group.size, str(group.root)) != (d.size, d.root) else
+                   f"the model's group {d.group} cannot be pruned" if not group.prunable else
+                   "its channels are out of range or all of them" if
+                   any(not 0 <= c < d.size for c in d.removed) or len(set(d.removed)) >= d.size else None)
+        if problem:
+            raise InputError(f"plan {args.plan} does not fit {args.input}: it prunes group {d.group} "
+                             f"({d.size} channels at {d.root}), {problem} (was the plan saved from this model, "
+                             "with the same --input-shape and --prune-head-dim?)")
+
+
 HOLDOUT = RecoveryOptions.holdout  # one split of --calib for scoring, recovery and fidelity alike
 
 
@@ -621,7 +775,9 @@ def _ratios_from(spec: str | None) -> list[tuple[str, float]]:
     except UnicodeDecodeError:
         raise InputError(f"--ratio-from {path}: not a sensitivity report written by onnxprune sensitivity "
                          "(not text)") from None
-    return Sensitivity.from_json(text, f"--ratio-from {path}").suggest(max_error)
+    sensitivity = Sensitivity.from_json(text, f"--ratio-from {path}")
+    sensitivity.check_suggests(max_error, "cosine", f"--ratio-from {spec}")
+    return sensitivity.suggest(max_error)
 
 
 def _parse_ratios(text: str) -> list[float]:
@@ -636,7 +792,8 @@ def _parse_ratios(text: str) -> list[float]:
 
 def run_sensitivity(args, progress: Progress) -> Sensitivity:
     ratios = _parse_ratios(args.ratios)
-    options = PruneOptions(criterion=args.criterion, round_to=args.round_to, seed=args.seed,
+    options = PruneOptions(criterion=args.criterion or default_criterion(bool(args.calib)), round_to=args.round_to,
+                           seed=args.seed,
                            prune_head_dim=args.prune_head_dim).check()
     if args.samples < 1:
         raise OptionError(f"--samples must be >= 1, got {args.samples}")
@@ -644,28 +801,35 @@ def run_sensitivity(args, progress: Progress) -> Sensitivity:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     check_provider(args.provider)
     paths_plan = paths(args).check()
+    if args.plot:
+        check_plot(args.plot)
     report = Report(input=args.input)
     model_file, shapes = _read(args, paths_plan, report, progress)
-    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model_file.proto)).take(args.samples) if args.calib else None
+    data = CalibrationSet.load(args.calib, onnx_in.model_inputs(model_file.proto)) if args.calib else None
+    warnings = [data.unused_warning()] if data is not None and data.unused_warning() else []
+    data = data.take(args.samples) if data is not None else None
     pruner = _analyse(args, model_file, shapes, report, progress)
     if not pruner.prunable_groups():
-        raise NothingToPrune(f"{args.input}: none of its {len(pruner.groups)} channel groups can be pruned "
-                             f"('onnxprune analyze {args.input}' says why)")
+        raise _nothing_prunable(args, pruner, report)
     data = data if data is not None else pruner.random_inputs(min(args.samples, 8), args.seed)
     live = progress.enabled and sys.stderr.isatty()  # like Progress: nothing live off a terminal
     with progress.stage("sensitivity"):
         result = pruner.sensitivity(data, ratios=ratios, options=options, blocks=args.blocks, provider=args.provider,
                                     progress=lambda jobs: tqdm(jobs, desc="[onnxprune] sensitivity", unit="prune",
                                                                leave=False, file=sys.stderr, disable=not live))
+    if args.suggest is not None:
+        result.check_suggests(args.suggest, args.error, f"--suggest {args.suggest:g}")
     with atomic_outputs() as out:
         if args.plot:
-            out.stage(args.plot, lambda staged: result.plot(str(staged), args.error))
+            out.stage(args.plot, lambda staged: result.plot(str(staged), args.error, fmt=plot_format(args.plot)))
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(result.to_json()))
     if not args.json:
         print(result.table())
         if args.suggest is not None:
             print("suggested: " + " ".join(shlex.quote(w) for w in result.ratio_for_options(args.suggest, args.error)))
+        for warning in warnings:
+            print(f"WARNING   {warning}")
     return result
 
 

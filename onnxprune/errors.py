@@ -8,6 +8,7 @@ Exit codes (also in the README):
 2     usage: unknown option, bad option value (UsageError, OptionError)
 3     nothing to prune: a valid model with no channels to remove (NothingToPrune)
 4     internal error: a rule failed, or the pruned model failed the checks (a bug)
+5     --strict: the pruned model's fidelity is below --min-cosine (FidelityError); nothing written
 130   interrupted by SIGINT (Ctrl-C); nothing written
 143   interrupted by SIGTERM; nothing written
 ====  ==========================================================================
@@ -18,6 +19,7 @@ EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_NOTHING_TO_PRUNE = 3
 EXIT_INTERNAL = 4
+EXIT_FIDELITY = 5
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -54,6 +56,12 @@ class NothingToPrune(OnnxPruneError):
     """A valid model without channels to remove: no operator nodes, only constants, identities."""
 
     exit_code = EXIT_NOTHING_TO_PRUNE
+
+
+class FidelityError(OnnxPruneError):
+    """--strict: the pruned model is valid but its outputs agree less than --min-cosine asks."""
+
+    exit_code = EXIT_FIDELITY
 
 
 class InternalError(OnnxPruneError):

@@ -7,7 +7,9 @@ Two jobs, both here so no command can skip them:
    refuses any problem before work starts: a write that is one of the reads
    (also through symlinks, ``..``, hard links or another case of the same
    file), two writes to one file, a write inside a folder that is read, a
-   destination that is a folder or not writable, a read that does not exist.
+   destination that is a folder or not writable, a read that does not exist, a
+   destination in a folder that does not exist (unless the plan may make folders:
+   ``--mkdir``; a typo in a folder name must not silently create a tree).
 
    Adding a path to a command is one line in its ``paths`` function in
    ``cli.py`` (the lines below are examples)::
@@ -72,8 +74,9 @@ class PathUse:
 class PathPlan:
     """The paths one command reads and writes; :meth:`check` before any work."""
 
-    def __init__(self) -> None:
+    def __init__(self, make_folders: bool = False) -> None:
         self.uses: list[PathUse] = []
+        self.make_folders = make_folders  # destinations' missing folders are created (--mkdir) or refused
 
     def read(self, label: str, path: str | os.PathLike | None, folder: bool | None = False) -> "PathPlan":
         if path is not None and str(path) != "":
@@ -102,6 +105,9 @@ class PathPlan:
             _check_writable(write)
             for other in self.reads + self.writes[:k]:
                 _check_distinct(write, other)
+        for write in self.writes if not self.make_folders else ():  # after the clashes, which say more
+            if not write.path.absolute().parent.exists():
+                raise InputError(f"{write}: the folder {write.path.parent} does not exist (--mkdir creates it)")
         return self
 
 

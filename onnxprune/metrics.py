@@ -14,9 +14,14 @@ def count_params(graph: Graph) -> int:
 
 
 def count_macs(graph: Graph, registry: Registry) -> int:
-    total = 0
+    return sum(node_macs(graph, registry).values())
+
+
+def node_macs(graph: Graph, registry: Registry) -> dict[str, int]:
+    """MACs per node, for the nodes whose rule counts any."""
+    macs = {}
     for node in graph.nodes:
         spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
         if spec is not None and spec.macs is not None:
-            total += int(call_rule("macs", node, spec.macs, NodeView(node, graph)))
-    return total
+            macs[node.name] = int(call_rule("macs", node, spec.macs, NodeView(node, graph)))
+    return macs

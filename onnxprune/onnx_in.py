@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from google.protobuf.message import DecodeError
 
 from . import shapes
-from .errors import InputError, ShapeError, UnsupportedModelError
+from .errors import InputError, OptionError, UnsupportedModelError
 from .files import resolve_inside
 from .ir import Graph, ModelMeta, Node, Value
 
@@ -306,35 +306,16 @@ def checkable(model: onnx.ModelProto):
             model.opset_import.remove(added)
 
 
-def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
-    """Parse ``name:1x3x224x224`` options into a dict. One option may list several inputs separated by
-    commas, as trtexec's ``--shapes`` does (``ids:1x128,mask:1x128``); ``name:`` is a scalar (rank 0)."""
-    shapes: dict[str, list[int]] = {}
-    for option in specs or []:
-        for spec in option.split(","):
-            name, sep, dims = spec.strip().rpartition(":")
-            try:
-                if not sep or not name:
-                    raise ValueError
-                shapes[name] = [int(d) for d in dims.lower().split("x")] if dims.strip() else []
-                if any(d <= 0 for d in shapes[name]):
-                    raise ValueError
-            except ValueError:
-                raise InputError(f"--input-shape '{spec}': expected NAME:D1xD2x... (NAME: for a scalar; several "
-                                 "separated by commas), e.g. input:1x3x224x224") from None
-    return shapes
-
-
 def check_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None) -> None:
     """--input-shape must name a model input and match its rank (checked right after loading)."""
     graph_inputs = {i.name: i for i in model.graph.input}
     for name, dims in (input_shapes or {}).items():
         if name not in graph_inputs:
-            raise ShapeError(f"--input-shape: the model has no input '{name}' "
-                             f"(inputs: {', '.join(graph_inputs) or 'none'})")
-        shape = graph_inputs[name].type.tensor_type.shape
-        if len(shape.dim) not in (0, len(dims)):
-            raise ShapeError(f"--input-shape {name}: rank {len(dims)} given, model says {len(shape.dim)}")
+            raise OptionError(f"--input-shape: the model has no input '{name}' "
+                              f"(inputs: {', '.join(graph_inputs) or 'none'})")
+        tensor_type = graph_inputs[name].type.tensor_type
+        if tensor_type.HasField("shape") and len(tensor_type.shape.dim) != len(dims):  # no shape: any rank
+            raise OptionError(f"--input-shape {name}: rank {len(dims)} given, model says {len(tensor_type.shape.dim)}")
 
 
 def to_graph(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,

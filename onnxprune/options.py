@@ -152,6 +152,20 @@ class LatencyOptions:
         return self
 
 
+def default_criterion(calib: bool, recover: bool = False) -> str:
+    """The criterion when none is named: the best one measured for what the user gives (README,
+    Recovery): reconstruction when recovery re-fits on --calib data (it assumes that re-fit),
+    output on --calib data alone, the weight norm l2 without data."""
+    if calib:
+        return "reconstruction" if recover else "output"
+    return "l2"
+
+# Below this output cosine (worst output, against the original) a pruned model has lost most of what its
+# outputs said: the summary and report warn, --strict refuses. Typical prunes without recovery land at
+# 0.6-0.95; 0.0 is a model that computes something else.
+MIN_COSINE = 0.5
+
+
 def parse_ratio_for(text: str) -> tuple[str, float]:
     """``REGEX=R`` as (regex, ratio); the last '=' separates them, so the regex may hold '='."""
     pattern, sep, ratio = str(text).rpartition("=")
@@ -161,6 +175,31 @@ def parse_ratio_for(text: str) -> tuple[str, float]:
         return pattern, float(ratio)
     except ValueError:
         raise OptionError(f"--ratio-for '{text}': expected REGEX=RATIO, e.g. 'layer4.*=0.3'") from None
+
+
+def parse_shapes(values: list[str] | None) -> dict[str, list[int]]:
+    """``--input-shape``/``--shapes`` values as {input name: dims}.
+
+    Each value holds one or more ``NAME:D1xD2x...`` separated by commas (trtexec's ``--shapes``
+    form); ``NAME:`` is a scalar. The last ':' splits, so names may hold ':' (TensorFlow's ``x:0``).
+    """
+    shapes: dict[str, list[int]] = {}
+    for value in values or []:
+        for spec in str(value).split(","):
+            name, sep, dims = spec.strip().rpartition(":")
+            try:
+                if not sep or not name:
+                    raise ValueError
+                parsed = [int(d) for d in dims.lower().split("x")] if dims else []
+                if any(d <= 0 for d in parsed):
+                    raise ValueError
+            except ValueError:
+                raise OptionError(f"--input-shape '{spec}': expected NAME:D1xD2x..., e.g. input:1x3x224x224 "
+                                  "(several separated by commas; NAME: for a scalar)") from None
+            if shapes.get(name, parsed) != parsed:
+                raise OptionError(f"--input-shape: '{name}' is given two shapes")
+            shapes[name] = parsed
+    return shapes
 
 
 def _check_regex(option: str, pattern: str) -> None:

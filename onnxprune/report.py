@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
-from .depgraph import DependencyGraph, EndKind
+from .depgraph import DependencyGraph, EndKind, Group
 from .latency import LatencyComparison
+from .metrics import node_macs
 from .plan import Plan
+from .rules import Side
 
 
 @dataclass
@@ -19,6 +22,8 @@ class Report:
     groups_prunable: int = 0
     kinds: dict = field(default_factory=dict)  # prunable groups per kind (Group.kind: heads, head_dim, hidden...)
     groups_blocked: list[dict] = field(default_factory=list)
+    groups: list[dict] = field(default_factory=list)  # the prunable groups: kind, width, MACs share, pattern
+    barriers: list[dict] = field(default_factory=list)  # blocking reasons, ranked by the MACs and channels they lock
     unanalysed: list[str] = field(default_factory=list)  # why some channels form no group at all
     channels_prunable: int = 0
     channels_removed: int = 0
@@ -77,10 +82,29 @@ def describe_groups(dg: DependencyGraph, report: Report) -> None:
     report.channels_prunable = sum(g.size for g in prunable)
     for g in prunable:
         report.kinds[g.kind] = report.kinds.get(g.kind, 0) + 1
+    macs = node_macs(dg.graph, dg.registry)
+    total = sum(macs.values())
+    producing: dict[str, set[int]] = {}  # node -> prunable groups with its output channels (what a pattern reaches)
+    for g in prunable:
+        for e in g.ends:
+            if e.kind == EndKind.OP and e.port.side == Side.OUT:
+                producing.setdefault(e.node, set()).add(g.id)
+    report.groups = sorted((_group_row(g, macs, total, producing) for g in prunable),
+                           key=lambda r: (-r["macs"], r["group"]))
+    barriers: dict[str, dict] = {}
     for g in dg.blocked_groups():
         if any(e.kind == EndKind.PARAM for e in g.ends) and g.size > 1:
             report.groups_blocked.append({"group": g.id, "root": str(g.root), "channels": g.size,
                                           "blocked_by": g.blocked})
+            locked = _touched_macs(g, macs)
+            for reason in g.blocked:
+                row = barriers.setdefault(reason, {"reason": reason, "groups": [], "channels": 0, "macs": 0})
+                row["groups"].append(g.id)
+                row["channels"] += g.size
+                row["macs"] += locked
+    for row in barriers.values():
+        row["macs_share"] = row["macs"] / total if total else 0.0
+    report.barriers = sorted(barriers.values(), key=lambda r: (-r["macs"], -r["channels"], r["reason"]))
     # ends of unknown size join no group, so their reasons (usually a missing --input-shape) show here
     report.unanalysed = sorted({reason for end, reason in dg.barriers.items()
                                 if end.kind == EndKind.OP and dg.nx.nodes[end].get("size") is None})
@@ -95,6 +119,56 @@ def describe_blocks(pruner, report: Report) -> None:
              for item in pruner.score_blocks(discovery=discovery)]
     report.blocks = {"found": found, "refused": [{"join": r.join, "reason": r.reason} for r in discovery.refused],
                      "note": discovery.why_none()}
+
+
+def _touched_macs(group: Group, macs: dict[str, int]) -> int:
+    """MACs of the nodes the group's channels pass through (input or output side): the MACs that
+    shrink with its width (a node between two groups counts in both)."""
+    return sum(macs.get(n, 0) for n in {e.node for e in group.ends if e.kind == EndKind.OP})
+
+
+def _group_row(group: Group, macs: dict[str, int], total: int, producing: dict[str, set[int]]) -> dict:
+    """One line of analyze's table: what the group is, and the pattern that names it for --ignore and
+    --ratio-for: the name of the node that produces its channels with the most MACs (a layer rather
+    than an Identity or Reshape on the way); ``also`` lists other prunable groups the pattern reaches."""
+    producers = sorted({e.node for e in group.ends if e.kind == EndKind.OP and e.port.side == Side.OUT},
+                       key=str)  # str: a damaged file's name can come through as bytes
+    name = max(producers, key=lambda n: macs.get(n, 0)) if producers else None
+    pattern = f"^{re.escape(str(name))}$" if name else None
+    also = sorted(producing.get(name, set()) - {group.id}) if name else []  # the pattern matches the name only
+    touched = _touched_macs(group, macs)
+    return {"group": group.id, "root": str(group.root), "kind": group.kind, "width": group.size, "macs": touched,
+            "macs_share": touched / total if total else 0.0, "pattern": pattern, "also": also}
+
+
+def format_groups(report: Report, verbose: bool = False, top: int = 20) -> str:
+    """analyze's tables: the prunable groups (largest MACs share first) and the barriers, ranked."""
+    lines = []
+    if report.groups:
+        shown = report.groups if verbose else report.groups[:top]
+        lines.append(f"prunable groups (largest MACs share first; --ignore / --ratio-for take the pattern)")
+        lines.append(f"  {'group':>5}  {'kind':<8}  {'width':>5}  {'MACs':>6}  pattern")
+        for row in shown:
+            also = f"  (also groups {', '.join(map(str, row['also']))})" if row["also"] else ""
+            lines.append(f"  {row['group']:>5}  {row['kind']:<8}  {row['width']:>5}  {100 * row['macs_share']:>5.1f}%  "
+                         f"{row['pattern'] or '(no node root: ' + row['root'] + ')'}{also}")
+        if len(shown) < len(report.groups):
+            lines.append(f"  ... {len(report.groups) - len(shown)} more (--verbose or --json)")
+    if report.barriers:
+        shown = report.barriers if verbose else report.barriers[:10]
+        lines.append("barriers (what blocks the other groups, ranked by the MACs and channels they lock)")
+        for row in shown:
+            lines.append(f"  {100 * row['macs_share']:>5.1f}% MACs  {row['channels']:>6} ch  "
+                         f"{len(row['groups']):>3} group{'s' if len(row['groups']) > 1 else ' '}  {row['reason']}")
+        if len(shown) < len(report.barriers):
+            lines.append(f"  ... {len(report.barriers) - len(shown)} more (--verbose or --json)")
+    return "\n".join(lines)
+
+
+def top_barriers(report: Report, n: int = 3) -> str:
+    """The main reasons nothing can be pruned, for the one error line."""
+    return "; ".join(f"{row['reason']} ({row['channels']} ch in {len(row['groups'])} "
+                     f"group{'s' if len(row['groups']) > 1 else ''})" for row in report.barriers[:n])
 
 
 def record_plan(plan: Plan | None, report: Report, dg: DependencyGraph, rounds: list[Plan] = ()) -> None:
@@ -295,3 +369,11 @@ def _checked_lines(report: Report) -> list[str]:
 def _latency_line(comparison: LatencyComparison) -> str:
     return (f"{'latency':<10}{comparison.ms_before:.2f} ms -> {comparison.ms_after:.2f} ms  ({comparison.text()})  "
             f"[{comparison.provider}]")
+
+
+def fidelity_warning(fidelity: dict | None, min_cosine: float) -> str | None:
+    """A loud line when the written model's outputs agree less with the original's than asked."""
+    if fidelity is None or fidelity["cosine_worst_output"] >= min_cosine:
+        return None
+    return (f"fidelity cosine {fidelity['cosine_worst_output']:.4f} is below --min-cosine {min_cosine:g}: "
+            "the pruned model's outputs differ much from the original's (prune less, or --calib with --recover)")

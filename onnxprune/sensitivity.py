@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Iterable
 
 from .budget import GroupBudget, allocate
 from .calibration import CalibrationSet
 from .depgraph import DependencyGraph, Group
-from .errors import InputError
+from .errors import InputError, NothingToPrune, OptionError
 from .activations import stream
 from .fidelity import Fidelity, AgreementAccumulator
 from .metrics import count_macs
@@ -85,6 +86,17 @@ class Sensitivity:
             out.append((unit.pattern, max(fine, default=0.0)))
         return out
 
+    def check_suggests(self, max_error: float, by: str, option: str) -> None:
+        """Raise NothingToPrune when no unit may lose anything within ``max_error``: the suggestion would
+        prune nothing (say so, with the smallest error measured, rather than suggest all zeros)."""
+        if any(ratio > 0 for _, ratio in self.suggest(max_error, by)):
+            return
+        measured = [(p.error(by), p.ratio, u.name) for u in self.units for p in u.points if p.removed]
+        least = f"; the smallest measured is {min(measured)[0]:.3g} ({min(measured)[2]} at ratio " \
+                f"{min(measured)[1]:g})" if measured else ""
+        raise NothingToPrune(f"{option}: no unit stays within a {by} error of {max_error:g} at any measured ratio"
+                             f"{least}: allow a larger error, or measure smaller --ratios")
+
     def ratio_for_options(self, max_error: float, by: str = "cosine") -> list[str]:
         """The suggestion as command-line words: ``--ratio-for PATTERN=R`` for every unit."""
         words = []
@@ -123,8 +135,9 @@ class Sensitivity:
             lines.append(f"{unit.name:<{width}}  {unit.channels:>5}  " + "  ".join(cells))
         return "\n".join(lines)
 
-    def plot(self, path: str, by: str = "cosine", top: int = 12) -> None:
-        """Error against ratio, one line per unit (the ``top`` most sensitive labelled), as a PNG."""
+    def plot(self, path: str, by: str = "cosine", top: int = 12, fmt: str | None = None) -> None:
+        """Error against ratio, one line per unit (the ``top`` most sensitive labelled), in the format
+        ``fmt`` (default: the path's extension; see :func:`check_plot`)."""
         from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
         ranked = sorted(self.units, key=lambda u: -max((p.error(by) for p in u.points), default=0.0))
@@ -146,7 +159,26 @@ class Sensitivity:
         if any(line.get_label() and not line.get_label().startswith("_") for line in ax.get_lines()):
             ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        fig.savefig(path, dpi=110, format="png")
+        fig.savefig(path, dpi=110, format=fmt or plot_format(path))
+
+
+def plot_format(path: str) -> str:
+    """The image format a plot path names by its extension (png, svg, pdf, jpg...)."""
+    return Path(path).suffix[1:].lower()
+
+
+def check_plot(path: str) -> None:
+    """Fail before any work when ``--plot`` cannot be written: matplotlib is an optional extra, and the
+    extension names the format (never PNG bytes under a .jpg name)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise OptionError("--plot needs matplotlib, which is not installed: pip install 'onnxprune[plot]'") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    if plot_format(path) not in formats:
+        named = f"'{Path(path).suffix}' is no image format matplotlib writes" if Path(path).suffix else \
+            "no extension to name the image format"
+        raise OptionError(f"--plot {path}: {named} (use one of {', '.join('.' + f for f in sorted(formats))})")
 
 
 # ---------------------------------------------------------------- measuring

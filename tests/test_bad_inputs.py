@@ -31,6 +31,7 @@ from onnxprune.plan import GroupDecision, Plan
 from onnxprune.registry import Registry, builtin_registry
 from onnxprune.rewrite import apply_plan
 from onnxprune.rules import STRICT_ENV
+from support import PACKAGE_PARENT
 from support.builder import GraphBuilder
 from support.small_models import conv_chain, save
 
@@ -220,7 +221,7 @@ def test_external_data_in_a_subgraph_is_loaded(tmp_path):
 
 # --------------------------------------------------------------------------------------- signals
 def run_cli(args, cwd, env=None, **kwargs):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {}))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]), **(env or {}))
     return subprocess.Popen([sys.executable, "-m", "onnxprune", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
@@ -239,7 +240,8 @@ def test_a_killed_run_leaves_nothing(tmp_path, point, signum, code, name):
     save(conv_chain(), tmp_path / "in.onnx")
     before = listing(tmp_path)
     marker = tmp_path.parent / f"{tmp_path.name}.marker"
-    proc = run_cli(["in.onnx", "deep/out.onnx", "--runs", "0", "--report", "r.json", "--save-plan", "p.json"],
+    proc = run_cli(["in.onnx", "deep/out.onnx", "--runs", "0", "--report", "r.json", "--save-plan", "p.json",
+                    "--mkdir"],
                    tmp_path, env={TEST_PAUSE_ENV: f"{point}:{marker}"})
     try:
         deadline = time.monotonic() + 180  # generous: CI machines can be loaded

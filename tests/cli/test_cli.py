@@ -13,6 +13,7 @@ from onnxprune import api, validate as validate_module
 from onnxprune.cli import main
 from onnxprune.errors import ValidationError
 from onnxprune.plan import Plan
+from support import PACKAGE_PARENT
 from support.builder import GraphBuilder
 from support.oracle import random_feeds, run
 from support.small_models import conv_chain, custom_domain, save, with_opset
@@ -23,8 +24,8 @@ NEWEST = onnx.defs.onnx_opset_version()
 
 
 def run_cli(args, cwd):
-    """``python -m onnxprune ARGS`` as a user runs it (the package from this checkout)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    """``python -m onnxprune ARGS`` as a user runs it (the package these tests import)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "onnxprune", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -166,10 +167,10 @@ def test_analyze_report_destination_is_checked_too(small, capfd, monkeypatch):
     assert_one_line_error(code, err, "--report small.onnx is the input file")
 
 
-def test_missing_destination_folders_are_created(small, capfd, monkeypatch):
+def test_missing_destination_folders_are_created_with_mkdir(small, capfd, monkeypatch):
     monkeypatch.chdir(small.parent)
     code, _, _ = call(capfd, ["-q", "small.onnx", "a/out.onnx", "--runs", "0", "--report", "b/r.json",
-                              "--save-plan", "c/d/p.json"])
+                              "--save-plan", "c/d/p.json", "--mkdir"])
     assert code == 0
     assert all(Path(p).is_file() for p in ("a/out.onnx", "b/r.json", "c/d/p.json"))
 

@@ -94,7 +94,7 @@ def test_sensitivity_writes_table_json_and_png_and_feeds_prune(tmp_path, monkeyp
     rng = np.random.default_rng(0)
     np.savez("calib.npz", input=rng.standard_normal((12, 3, 8, 8)).astype(np.float32))
     code, out, err = call(capfd, ["sensitivity", "m.onnx", "--calib", "calib.npz", "--ratios", "0.25,0.5",
-                                  "--plot", "plots/sens.png", "--report", "sens.json", "--suggest", "0.5"])
+                                  "--plot", "plots/sens.png", "--mkdir", "--report", "sens.json", "--suggest", "0.5"])
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["unit", "ch", "r=0.25", "r=0.5"]

@@ -27,7 +27,7 @@ def test_unknown_recovery_method_fails_before_loading(tmp_path, capfd):
 def test_recover_reports_fidelity_before_and_after_and_the_time(tmp_path, capfd):
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
     code = main([str(DIGITS / "digits_cnn.onnx"), str(out), "--ratio", "0.3", "--calib", str(DIGITS / "calib.npz"),
-                 "--recover", "--recover-methods", "bn", "--report", str(report), "-q", "--runs", "1"])
+                 "--criterion", "l2", "--recover", "--recover-methods", "bn", "--report", str(report), "-q", "--runs", "1"])
     stdout, _ = capfd.readouterr()
     assert code == 0 and out.exists()
     assert "recovery  bn on 205 samples" in stdout and "(recovered)" in stdout and "(pruned, 51 held-out" in stdout
@@ -39,8 +39,9 @@ def test_recover_reports_fidelity_before_and_after_and_the_time(tmp_path, capfd)
 
 def test_recovery_runs_after_every_round_of_steps(tmp_path, capfd):
     out, report = tmp_path / "out.onnx", tmp_path / "report.json"
-    code = main([str(DIGITS / "digits_cnn.onnx"), str(out), "--ratio", "0.3", "--round-to", "1", "--steps", "2", "--calib",
-                 str(DIGITS / "calib.npz"), "--recover", "--recover-methods", "bn", "--report", str(report), "-q",
+    code = main([str(DIGITS / "digits_cnn.onnx"), str(out), "--ratio", "0.3", "--round-to", "1", "--steps", "2",
+                 "--calib", str(DIGITS / "calib.npz"), "--criterion", "l2", "--recover", "--recover-methods", "bn",
+                 "--report", str(report), "-q",
                  "--no-validate"])
     stdout, _ = capfd.readouterr()
     assert code == 0 and "after each of 2 rounds" in stdout

@@ -279,9 +279,10 @@ def test_dims_no_stand_in_runs_are_asked_for_in_one_line(tmp_path):
 
 
 def test_input_shape_takes_trtexec_comma_lists_and_scalars(tmp_path):
-    assert onnx_in.parse_input_shapes(["x:1x2x20,gain:", "y:3"]) == {"x": [1, 2, 20], "gain": [], "y": [3]}
+    from onnxprune.options import parse_shapes
+    assert parse_shapes(["x:1x2x20,gain:", "y:3"]) == {"x": [1, 2, 20], "gain": [], "y": [3]}
     with pytest.raises(Exception, match="NAME: for a scalar"):
-        onnx_in.parse_input_shapes(["x:1x2x,gain"])
+        parse_shapes(["x:1x2x,gain"])
     out = tmp_path / "out.onnx"
     done = _cli(_path("scalar_gain"), str(out), "--ratio", "0.5", "--shapes", "x:1x2x20,gain:")
     assert done.returncode == 0, done.stderr
