@@ -572,16 +572,22 @@ def _run_original(args, pruner: Pruner, feeds, memory_limit, report: Report, pro
     return feeds, reference
 
 
+def _checked_model(pruner: Pruner):
+    """The edited model, through onnx.checker (a failure the input shares is blamed on the input)."""
+    model = pruner.to_model()
+    try:
+        check(model)
+    except ValidationError:
+        _blame_the_input_if_it_fails_the_checker(pruner)
+        raise
+    return model
+
+
 def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, data, plan, progress: Progress):
     """The pruned model through the checker, onnxruntime and the fidelity check; then every output at once."""
     save_plan = getattr(args, "save_plan", None)
     with progress.stage("check") as stage:
-        model = pruner.to_model()
-        try:
-            check(model)
-        except ValidationError:
-            _blame_the_input_if_it_fails_the_checker(pruner)
-            raise
+        model = _checked_model(pruner)
     report.timings_s["rewrite"] = stage.seconds
     if pruner.recoveries:
         report.timings_s["recover"] = sum(r.seconds + r.fidelity_seconds for r in pruner.recoveries)
@@ -643,12 +649,7 @@ def run_fuse(args, progress: Progress) -> Report:
             feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
             reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
     _fuse(pruner, options, report, progress)
-    model = pruner.to_model()
-    try:
-        check(model)
-    except ValidationError:
-        _blame_the_input_if_it_fails_the_checker(pruner)
-        raise
+    model = _checked_model(pruner)
     report.valid["checker"] = True
     report.params_after, report.macs_after = pruner.params(), pruner.macs()
     if reference is not None:
