@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from onnxprune import onnx_in
 from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView
-from opspecs import default_registry
+from onnxprune.opspecs import default_registry
 from support.exported import MODELS_DIR
 
 REALWORLD_DIR = os.path.join(MODELS_DIR, "realworld")
