@@ -476,7 +476,8 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            prune_hidden=args.prune_hidden, prune_heads=args.prune_heads,
                            prune_head_dim=args.prune_head_dim,
                            prune_channels=args.prune_channels, width_grid=args.width_grid,
-                           never_slower=False if args.allow_slower or args.no_validate else None).check()
+                           never_slower=False if args.allow_slower or args.no_validate or not args.runs
+                           else None).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     if options.depth_score and DepthScore(options.depth_score).data_driven and not args.calib:
@@ -548,6 +549,10 @@ def run_prune(args, progress: Progress) -> Report:
         report.timings_s["depth"] = stage.seconds
         report.blocks = {"found": len(discovery.blocks), "removed": pruner.removed_blocks}
         options = options.with_(depth=0)
+    if options.round_to is None:  # the first run on a machine times the layer kinds (cached after)
+        with progress.stage("width grid") as stage:
+            pruner.width_grid(args.provider, options.width_grid)
+        report.timings_s["width_grid"] = stage.seconds
     original = pruner.depgraph
     with progress.stage("plan and rewrite" + (" and recover" if recovery else "")) as stage:
         plan = pruner.prune(options, data=scoring, provider=args.provider, after_step=recover_round)

@@ -34,14 +34,9 @@ from onnxprune.rules import STRICT_ENV
 from support import PACKAGE_PARENT
 from support.builder import GraphBuilder
 from support.small_models import conv_chain, save
+from support.cli import call
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def call(capfd, args):
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def assert_fails(code, out, err, expected_code, *fragments, prefix="onnxprune: error: "):

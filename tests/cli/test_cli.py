@@ -10,13 +10,13 @@ import onnx
 import pytest
 
 from onnxprune import api, validate as validate_module
-from onnxprune.cli import main
 from onnxprune.errors import ValidationError
 from onnxprune.plan import Plan
 from support import PACKAGE_PARENT
 from support.builder import GraphBuilder
 from support.oracle import random_feeds, run
 from support.small_models import conv_chain, custom_domain, save, with_opset
+from support.cli import call
 
 ROOT = Path(__file__).resolve().parents[2]
 RESNET = ROOT / "models" / "resnet_small.onnx"
@@ -28,13 +28,6 @@ def run_cli(args, cwd):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "onnxprune", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
-
-
-def call(capfd, args):
-    """cli.main in-process; (exit code, stdout, stderr) captured at the file-descriptor level."""
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *fragments):

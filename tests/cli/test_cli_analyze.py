@@ -9,19 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from onnxprune.cli import main
 from onnxprune.errors import EXIT_NOTHING_TO_PRUNE
 from support.builder import GraphBuilder
 from support.small_models import save
+from support.cli import call
 
 ROOT = Path(__file__).resolve().parents[2]
 RESNET = ROOT / "models" / "resnet_small.onnx"
-
-
-def call(capfd, args):
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def analyze_json(capfd, model):

@@ -8,15 +8,10 @@ import pytest
 from onnxprune.cli import main
 from onnxprune.errors import EXIT_BAD_INPUT
 from support.small_models import conv_chain, save
+from support.cli import call
 
 ROOT = Path(__file__).resolve().parents[2]
 RESNET = ROOT / "models" / "resnet_small.onnx"
-
-
-def call(capfd, args):
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("options", [["--ratio", "0.4", "--global"], ["--ratio", "0.5", "--steps", "2"]])

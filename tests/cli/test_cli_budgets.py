@@ -5,15 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from onnxprune.cli import main
 from support.architectures import ARCHITECTURES
 from support.small_models import save
-
-
-def call(capfd, args):
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
+from support.cli import call
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import onnx
 import pytest
 
 import onnxprune
-from onnxprune.cli import main
 from onnxprune.errors import EXIT_USAGE
 from support import PACKAGE_PARENT
 from support.builder import GraphBuilder
 from support.small_models import conv_chain, save
+from support.cli import call
 
 def run_cli(args, cwd, pythonpath=()):
     """``python -m onnxprune ARGS`` with the onnxprune these tests import."""
@@ -22,13 +22,6 @@ def run_cli(args, cwd, pythonpath=()):
     return subprocess.run([sys.executable, "-m", "onnxprune", *map(str, args)], cwd=cwd,
                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(path)),
                           capture_output=True, text=True, timeout=120)
-
-
-def call(capfd, args):
-    """cli.main in-process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def assert_one_line(err, *fragments):

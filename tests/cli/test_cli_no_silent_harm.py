@@ -10,18 +10,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
-from onnxprune.cli import main
 from onnxprune.errors import EXIT_BAD_INPUT, EXIT_FIDELITY, EXIT_NOTHING_TO_PRUNE, EXIT_USAGE
 from support.small_models import conv_chain, save
-
-
-def call(capfd, args):
-    code = main([str(a) for a in args])
-    out, err = capfd.readouterr()
-    return code, out, err
+from support.cli import call
 
 
 def assert_one_line(code, expected_code, out, err, *fragments):

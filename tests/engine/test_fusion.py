@@ -9,13 +9,12 @@ import pytest
 
 from onnxprune import onnx_in, onnx_out
 from onnxprune.api import Pruner
-from onnxprune.calibration import CalibrationSet
 from onnxprune.options import FuseOptions
 from onnxprune.passes.fusion import Fuse
 from onnxprune.registry import builtin_registry
 from onnxprune.validate import check
 from support.builder import GraphBuilder
-from support.oracle import random_feeds, run
+from support.oracle import random_feeds, refit_without_duplicate, run
 from support.small_models import repvgg_block
 
 
@@ -380,14 +379,7 @@ def test_recovery_after_fusion_fits_the_fused_layer_to_the_batchnorm_output():
     pruner = Pruner.from_model(model)
     assert pruner.fuse().changed == 1
     assert pruner.edits.tensors[conv_b] is None  # the conv's own output is gone: recovery cannot fit to it
-    group = pruner.group_of(conv_a)
-    duplicate = next(k for k, chans in enumerate(group.channels)
-                     if any(e.tensor == conv_a and 3 in idx for e, idx in chans.items()))
-    pruner.prune_group(group, [duplicate])
-    rng = np.random.default_rng(0)
-    data = CalibrationSet.from_arrays({"x": rng.standard_normal((40, 3, 8, 8)).astype(np.float32)},
-                                      pruner.original_graph.inputs)
-    result = pruner.recover(data, methods=("lstsq",), ridge=0.0)
+    result = refit_without_duplicate(pruner, conv_a, 3)
     assert result.kept
     assert_exact(model, pruner.to_model(), rtol=1e-3, atol=1e-3)
 

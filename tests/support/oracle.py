@@ -88,3 +88,19 @@ def assert_valid_at_both_lengths(exported, pruned: onnx.ModelProto) -> None:
         before, after = run(exported.load(), feeds), run(pruned, feeds)
         assert [b.shape for b in before] == [a.shape for a in after]
         assert all(np.isfinite(a).all() for a in after)
+
+
+def refit_without_duplicate(pruner, tensor: str, channel: int, samples: int = 40, seed: int = 0):
+    """Remove the group channel that sits at ``channel`` of ``tensor`` (a duplicate of a kept one) and
+    re-fit by least squares alone, without ridge: recovery must then restore the original exactly."""
+    from onnxprune.calibration import CalibrationSet
+    group = pruner.group_of(tensor)
+    k = next(k for k, chans in enumerate(group.channels)
+             if any(e.tensor == tensor and channel in idx for e, idx in chans.items()))
+    pruner.prune_group(group, [k])
+    shape = tuple(pruner.original_graph.values[pruner.original_graph.inputs[0].name].shape[1:])
+    rng = np.random.default_rng(seed)
+    data = CalibrationSet.from_arrays({pruner.original_graph.inputs[0].name:
+                                       rng.standard_normal((samples, *shape)).astype(np.float32)},
+                                      pruner.original_graph.inputs)
+    return pruner.recover(data, methods=("lstsq",), ridge=0.0)
