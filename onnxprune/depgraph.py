@@ -23,7 +23,7 @@ from .errors import InputError
 from .ir import Graph
 from .mapping import IDENTITY, Mapping, Modulo, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
-from .rules import Analysis, Barrier, Mark, NodeView, Port, Side, Trait, call_rule, strict_default
+from .rules import QUANT_PARAM, Analysis, Barrier, Mark, NodeView, Port, Side, Stored, Trait, call_rule, strict_default
 from .shapes import is_symbolic
 
 
@@ -414,6 +414,30 @@ class DependencyGraph:
                     if channel is None or any(channel in c.get(end, ()) for c in group.channels):
                         return group
         raise KeyError(f"no group holds channel {channel} of {node}.{port}")
+
+    def stored(self, tensor: str) -> Stored | None:
+        """How a reader decodes the constant ``tensor``, where one reads it as quantized codes (OpSpec.stored)."""
+        for node, slot in self.graph.consumers.get(tensor, []):
+            spec = self.spec(node.name)
+            if slot < 0 or spec is None or spec.stored is None:
+                continue
+            found = call_rule("stored", node, spec.stored, self.view(node.name), slot, strict=self.strict)
+            if found is not None:
+                return found
+        return None
+
+    def real_value(self, tensor: str) -> np.ndarray:
+        """A constant as its readers compute with it: quantized codes decoded (scored in float32)."""
+        stored = self.stored(tensor)
+        return stored.real if stored is not None else self.graph.params[tensor]
+
+    def is_quant_param(self, tensor: str) -> bool:
+        """Whether the constant only says how another is quantized (a scale, a zero point)."""
+        for node, slot in self.graph.consumers.get(tensor, []):
+            spec = self.spec(node.name)
+            if spec is not None and spec.param_roles.get(slot) == QUANT_PARAM:
+                return True
+        return False
 
     def inexact_nodes(self, group: Group) -> list[str]:
         """Nodes in the group whose rule says removal is not the same as zeroing."""

@@ -50,9 +50,15 @@ class Criterion:
 
 
 # ------------------------------------------------------------------ helpers
-def _param_rows(graph, end: End) -> np.ndarray:
-    """The parameter as a 2D array: one row per index of the end's (flattened) axes."""
-    return index_rows(graph.params[end.tensor], end.axes)
+def _param_rows(dg: DependencyGraph, end: End) -> np.ndarray:
+    """The parameter as a 2D array: one row per index of the end's (flattened) axes; quantized
+    codes as the values their reader computes with (a channel's scale counts, its zero point not)."""
+    return index_rows(dg.real_value(end.tensor), end.axes)
+
+
+def _scored_params(dg: DependencyGraph, group: Group) -> list[End]:
+    """The group's parameters that hold weights (scales and zero points describe other parameters)."""
+    return [e for e in group.ends if e.kind == EndKind.PARAM and not dg.is_quant_param(e.tensor)]
 
 
 def _per_channel(group: Group, end: End, per_index: np.ndarray) -> np.ndarray:
@@ -71,8 +77,8 @@ def _sum_of_members(members: list[np.ndarray]) -> np.ndarray:
 
 
 def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.ndarray:
-    members = [e for e in group.ends if e.kind == EndKind.PARAM] if ends is None else ends
-    per_member = [_per_channel(group, end, (np.abs(_param_rows(dg.graph, end)) ** power).sum(axis=1))
+    members = _scored_params(dg, group) if ends is None else ends
+    per_member = [_per_channel(group, end, (np.abs(_param_rows(dg, end)) ** power).sum(axis=1))
                   for end in members]
     return _sum_of_members(per_member) if per_member else np.zeros(group.size)
 
@@ -109,10 +115,9 @@ def contractions(dg: DependencyGraph, group: Group) -> list[Contraction]:
         if end.kind == EndKind.OP:
             ends_of.setdefault(end.node, []).append(end)
     weights_of: dict[str, list[End]] = {}
-    for end in group.ends:
-        if end.kind == EndKind.PARAM:
-            for node, _slot in graph.consumers.get(end.tensor, []):
-                weights_of.setdefault(node.name, []).append(end)
+    for end in _scored_params(dg, group):
+        for node, _slot in graph.consumers.get(end.tensor, []):
+            weights_of.setdefault(node.name, []).append(end)
     found = []
     for node, ends in ends_of.items():
         if any(e.port.side == Side.OUT for e in ends) or node not in weights_of:
@@ -150,7 +155,7 @@ def weight_energy(dg: DependencyGraph, group: Group, contraction: Contraction) -
     n = dg.size(contraction.data)
     energy = np.zeros(n)
     for weight in contraction.weights:
-        rows = (_param_rows(dg.graph, weight) ** 2).sum(axis=1)
+        rows = (_param_rows(dg, weight) ** 2).sum(axis=1)
         for ch in group.channels:
             at_data, at_weight = ch.get(contraction.data), ch.get(weight)
             if at_data is None or at_weight is None:
@@ -262,7 +267,7 @@ def linear_reader(ctx: ScoringContext, group: Group, contraction: Contraction) -
     blocks = [ch.get(data, np.empty(0, np.int64)) for ch in group.channels]
     columns, paired = [], True
     for weight in contraction.weights:
-        rows = _param_rows(dg.graph, weight)
+        rows = _param_rows(dg, weight)
         w = np.zeros((n, rows.shape[1]))
         for ch in group.channels:
             at_data, at_weight = ch.get(data), ch.get(weight)

@@ -14,10 +14,14 @@ from .ir import Graph
 
 
 def mask_group(dg: DependencyGraph, group: Group, channels) -> Graph:
-    """A copy of the graph with ``channels`` of ``group`` neutralised in every coupled parameter."""
+    """A copy of the graph with ``channels`` of ``group`` neutralised in every coupled parameter.
+
+    Quantized codes are set to the code that reads as 0 (their zero point), and the scales and
+    zero points describing them are left as they are: zeroing a code instead would read as
+    ``-zero_point * scale``."""
     params = dict(dg.graph.params)
     for end in group.ends:
-        if end.kind != EndKind.PARAM:
+        if end.kind != EndKind.PARAM or dg.is_quant_param(end.tensor):
             continue
         idx = group.indices(end, channels)
         if len(idx) == 0:
@@ -26,7 +30,12 @@ def mask_group(dg: DependencyGraph, group: Group, channels) -> Graph:
         rest = [a for a in range(value.ndim) if a not in end.axes]
         moved = np.transpose(value, list(end.axes) + rest)
         flat = moved.reshape(-1, *[value.shape[a] for a in rest])
-        flat[idx] = _neutral(dg, end.tensor)
+        stored = dg.stored(end.tensor)
+        if stored is not None:
+            zero = np.transpose(stored.zero, list(end.axes) + rest).reshape(flat.shape)
+            flat[idx] = zero[idx]
+        else:
+            flat[idx] = _neutral(dg, end.tensor)
         params[end.tensor] = np.transpose(flat.reshape(moved.shape), np.argsort(list(end.axes) + rest))
     return dataclasses.replace(dg.graph, params=params)
 

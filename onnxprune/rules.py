@@ -251,6 +251,26 @@ class Affine:
     shift: np.ndarray
 
 
+@dataclass(frozen=True)
+class Stored:
+    """How a node reads a quantized constant input (int8 codes, packed int4 nibbles).
+
+    ``real``: the values the node computes with, in float32; it has the stored tensor's sizes
+    along every axis a rule couples (a packed axis may differ: nibbles unpacked). Criteria
+    score channels on it, so a channel's importance does not depend on its scale.
+    ``zero``: the stored tensor (its shape and dtype) with every element at the code that reads
+    as 0 (the zero point): masking a channel writes these codes, which is exactly zeroing it
+    whatever the scales and zero points are."""
+
+    real: np.ndarray
+    zero: np.ndarray
+
+
+# Role (``OpSpec.param_roles``) of an input that only says how another input is quantized
+# (a scale, a zero point): it is pruned with its channels but neither scored nor masked.
+QUANT_PARAM = "quant_param"
+
+
 class LayerKind(str, Enum):
     """What kind of compute layer a node is, as far as which channel counts run fast goes
     (see onnxprune.widthgrid: fast widths are measured per provider and kind)."""
@@ -330,6 +350,9 @@ class OpSpec:
     # for compute layers whose channel counts decide which kernels run (Conv, Gemm, MatMul with a
     # constant weight): what kind of layer the node is; None where the node is no such layer
     layer: Callable[[NodeView], Layer | None] | None = None
+    # for ops that read a constant input as quantized codes (DequantizeLinear, QLinearConv, packed
+    # int4 weights): how, per input slot (see Stored); None where that input is not one
+    stored: Callable[[NodeView, int], Stored | None] | None = None
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"

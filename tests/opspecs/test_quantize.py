@@ -58,12 +58,70 @@ def test_quantized_activations_pass_channels_through():
     assert any(len(g.channels) == 8 for g in dg.prunable_groups())
 
 
-def test_blocked_quantization_is_a_barrier_with_its_reason():
+def _blocked_mlp(k: int, block: int):
+    """x [2, 16] -> MatMul by a weight [16, k] quantized in blocks of ``block`` rows of K -> Relu -> MatMul [k, 4]
+    (the next layer's K blocked too) -> output."""
     b = GraphBuilder(opset=21, seed=4)
+    rng = np.random.default_rng(0)
     x = b.input("x", [2, 16])
-    q = b.const(np.random.default_rng(0).integers(-8, 8, size=[16, 32]).astype(np.int8), prefix="wq")
-    scale = b.const(np.full([2, 32], 0.01, np.float32), prefix="scale")
-    w = b.op("DequantizeLinear", [q, scale], axis=0, block_size=8)
-    b.output(b.op("MatMul", [b.op("Relu", [b.op("MatMul", [x, w])]), b.param([32, 4])]))
+
+    def blocked(rows, cols):
+        q = b.const(rng.integers(-8, 8, size=[rows, cols]).astype(np.int8), prefix="wq")
+        n = -(-rows // block)
+        scale = b.const(rng.uniform(0.01, 0.05, size=[n, cols]).astype(np.float32), prefix="scale")
+        zero = b.const(rng.integers(-2, 2, size=[n, cols]).astype(np.int8), prefix="zp")
+        return b.op("DequantizeLinear", [q, scale, zero], axis=0, block_size=block)
+
+    h = b.op("Relu", [b.op("MatMul", [x, blocked(16, k)])])
+    b.output(b.op("MatMul", [h, blocked(k, 4)]))
+    return b.build()
+
+
+def test_blocked_quantization_prunes_whole_blocks_and_its_columns():
+    """Columns of a K-blocked weight prune with their scales; the next layer's K (its blocked axis) only in whole
+    blocks: the group's channels are blocks of 8 of the hidden layer's 32 channels."""
+    dg = assert_all_groups_oracle(_blocked_mlp(32, 8), min_groups=1)
+    hidden = [g for g in dg.prunable_groups() if any(e.tensor.startswith("wq") and e.axes == (1,) for e in g.ends)]
+    assert [g.size for g in hidden] == [4]
+    assert all(len(idx) == 8 for ch in hidden[0].channels for e, idx in ch.items() if e.axes == (1,) and
+               e.tensor.startswith("wq"))
+
+
+def test_blocked_quantization_with_a_partial_last_block_is_a_barrier_with_its_reason():
+    dg = depgraph(_blocked_mlp(28, 8))  # 28 = 3 blocks of 8 and one of 4
+    assert not dg.prunable_groups()
+    assert any("last block of axis 0 is partial" in g.describe() for g in dg.groups)
+
+
+def test_dequantized_values_rank_channels_not_codes():
+    """Per-channel scales decide importance: small codes with a large scale outweigh large codes with a tiny one."""
+    from onnxprune.importance import l1
+    from onnxprune.scoring import ScoringContext
+    b = GraphBuilder(opset=17, seed=5)
+    x = b.input("x", [1, 4])
+    q = b.const(np.array([[100, 1, 50, 2]] * 4, np.int8), prefix="wq")
+    scale = b.const(np.array([1e-4, 1.0, 1e-3, 1.0], np.float32), prefix="scale")
+    zero = b.const(np.zeros(4, np.int8), prefix="zp")
+    h = b.op("Relu", [b.op("MatMul", [x, b.op("DequantizeLinear", [q, scale, zero], axis=1)])])
+    b.output(b.op("MatMul", [h, b.const(np.ones([4, 3], np.float32), prefix="w2")]))  # reads every channel alike
     dg = depgraph(b.build())
-    assert any("blocked quantization" in g.describe() and not g.prunable for g in dg.groups)
+    group = dg.prunable_groups()[0]
+    score = l1(ScoringContext(dg, np.random.default_rng(0)), group)
+    assert list(np.argsort(score)[:2]) == [0, 2]  # codes 100 and 50 at scales 1e-4 and 1e-3 go first
+
+
+def test_asymmetric_per_tensor_weights_mask_to_their_zero_point():
+    """uint8 codes around a per-tensor zero point of 128: the oracle masks a channel by writing 128 (zero after
+    dequantization), so removing it is exact although the zero point and scale stay."""
+    b = GraphBuilder(opset=17, seed=6)
+    rng = np.random.default_rng(6)
+    x = b.input("x", [1, 3, 8, 8])
+
+    def weight(shape):
+        q = b.const(rng.integers(0, 256, size=shape).astype(np.uint8), prefix="wq")
+        return b.op("DequantizeLinear", [q, b.const(np.float32(0.004), prefix="s"), b.const(np.uint8(128), prefix="z")])
+
+    y = b.op("Relu", [b.op("Conv", [x, weight([8, 3, 3, 3]), b.param([8])], pads=[1, 1, 1, 1])])
+    b.output(b.op("Conv", [y, weight([4, 8, 1, 1])]))
+    dg = assert_all_groups_oracle(b.build(), min_groups=1)
+    assert [g.size for g in dg.prunable_groups()] == [8]
