@@ -7,10 +7,10 @@ from functools import lru_cache
 from onnxprune.registry import Registry
 
 from . import (activation, concat_split, contrib, conv, einsum, elementwise, expand, heads_in_batch, indexing,
-               layer_bench, linear, norm, pooling, qlinear, quantize, reduce, resize, rnn, shape, source)
+               layer_bench, linear, nbits, norm, pooling, qlinear, quantize, reduce, resize, rnn, shape, source)
 
 FAMILIES = (conv, linear, norm, activation, elementwise, pooling, concat_split, shape, resize, reduce, source, rnn,
-            indexing, expand, contrib, quantize, qlinear, einsum, layer_bench, heads_in_batch)
+            indexing, expand, contrib, quantize, qlinear, nbits, einsum, layer_bench, heads_in_batch)
 
 
 def register_all(registry: Registry) -> Registry:
