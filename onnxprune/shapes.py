@@ -287,29 +287,56 @@ def _analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] 
     else:
         symbolic, known = _infer(_with_inputs(model, declared))
     concrete_inputs = stand_ins(model, input_shapes)
-    if not concrete_inputs:
+    if not concrete_inputs:  # static inputs: only outputs of ops no inference knows can be missing
+        static = _static_inputs(model)
+        if static:
+            _observe_holes(model, static, dict(symbolic), symbolic)
         return symbolic, known
     concrete, _ = _infer(_with_inputs(model, concrete_inputs))
-    holes = [n for n, (_, dims) in concrete.items() if dims is None or not all(isinstance(d, int) and d > 0 for d in dims)]
-    if holes:  # shapes computed from run-time values (Pad amounts, ...): run the model and look
-        observed = _observed_shapes(model, concrete_inputs)
-        if observed:
-            again = _observed_shapes(model, {k: [d + 1 if _dynamic(model, k, i) else d for i, d in enumerate(v)]
-                                             for k, v in concrete_inputs.items()})
-            for name in holes:
-                if name in observed and name in again and len(observed[name]) == len(again[name]):
-                    elem = concrete[name][0]
-                    sym = symbolic.get(name, (0, None))[1]
-                    concrete[name] = (elem, tuple(a for a in observed[name]))
-                    symbolic[name] = (symbolic.get(name, (elem, None))[0] or elem,
-                                      tuple(a if a == b else (sym[i] if sym and isinstance(sym[i], str) else f"{name}_d{i}")
-                                            for i, (a, b) in enumerate(zip(observed[name], again[name]))))
+    _observe_holes(model, concrete_inputs, concrete, symbolic)
     merged = {}
     for name in set(symbolic) | set(concrete):
         elem, sym = symbolic.get(name, (0, None))
         elem_c, conc = concrete.get(name, (0, None))
         merged[name] = (elem or elem_c, _merge(sym, conc))
     return merged, known
+
+
+def _static_inputs(model: onnx.ModelProto) -> dict[str, list[int]] | None:
+    initializers = {t.name for t in model.graph.initializer}
+    shapes = {}
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        if not vi.type.tensor_type.HasField("shape") or not all(d.HasField("dim_value")
+                                                                 for d in vi.type.tensor_type.shape.dim):
+            return None
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    return shapes
+
+
+def _observe_holes(model: onnx.ModelProto, concrete_inputs: dict[str, list[int]], concrete: dict, symbolic: dict):
+    """Shapes inference left open (computed from run-time values, or of ops it does not know): run the model at
+    the stand-in dims and at the dynamic ones plus 1, and take what it gives (in place); dims that moved are
+    symbolic."""
+    outputs = [n for node in model.graph.node for n in node.output if n]  # ones no inference typed are holes too
+    holes = [n for n in dict.fromkeys(list(concrete) + outputs)
+             if concrete.get(n, (0, None))[1] is None
+             or not all(isinstance(d, int) and d > 0 for d in concrete[n][1])]
+    if holes:  # shapes computed from run-time values (Pad amounts, ...): run the model and look
+        observed_types: dict[str, int] = {}
+        observed = _observed_shapes(model, concrete_inputs, observed_types)
+        if observed:
+            again = _observed_shapes(model, {k: [d + 1 if _dynamic(model, k, i) else d for i, d in enumerate(v)]
+                                             for k, v in concrete_inputs.items()})
+            for name in holes:
+                if name in observed and name in again and len(observed[name]) == len(again[name]):
+                    elem = concrete.get(name, (0, None))[0] or observed_types.get(name, 0)
+                    sym = symbolic.get(name, (0, None))[1]
+                    concrete[name] = (elem, tuple(a for a in observed[name]))
+                    symbolic[name] = (symbolic.get(name, (elem, None))[0] or elem,
+                                      tuple(a if a == b else (sym[i] if sym and isinstance(sym[i], str) else f"{name}_d{i}")
+                                            for i, (a, b) in enumerate(zip(observed[name], again[name]))))
 
 
 def _dynamic(model: onnx.ModelProto, name: str, axis: int) -> bool:
@@ -320,8 +347,10 @@ def _dynamic(model: onnx.ModelProto, name: str, axis: int) -> bool:
     return False
 
 
-def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]]) -> dict[str, tuple[int, ...]]:
-    """Last resort: run the model once in onnxruntime (zeros in, every intermediate out)."""
+def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]],
+                     types_out: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+    """Last resort: run the model once in onnxruntime (zeros in, every intermediate out); outputs of ops
+    onnx does not know (contrib ops) are asked for untyped, and their element types go to ``types_out``."""
     try:
         import onnxruntime as ort
         work = _with_inputs(model, input_shapes)
@@ -330,8 +359,9 @@ def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]])
         types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
         for node in work.graph.node:
             for name in node.output:
-                if name and name not in declared and types.get(name):
-                    work.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+                if name and name not in declared:
+                    work.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None)
+                                             if types.get(name) else onnx.helper.make_empty_tensor_value_info(name))
         feeds = {}
         initializers = {t.name for t in model.graph.initializer}
         for vi in work.graph.input:
@@ -344,7 +374,12 @@ def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]])
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         session = ort.InferenceSession(work.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        return {name: tuple(int(d) for d in np.shape(value)) for name, value in zip(names, session.run(names, feeds))}
+        values = dict(zip(names, session.run(names, feeds)))
+        if types_out is not None:
+            for name, value in values.items():
+                if isinstance(value, np.ndarray):
+                    types_out[name] = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+        return {name: tuple(int(d) for d in np.shape(value)) for name, value in values.items()}
     except Exception:  # a model onnxruntime cannot run here: keep what inference found
         return {}
 

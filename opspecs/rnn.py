@@ -18,6 +18,12 @@ ConstantOfShape) are dropped from the pruned node: an omitted state is zero.
 
 Input-size pruning follows the producer: X's feature axis couples W's columns.
 Sequence and batch axes never prune.
+
+com.microsoft DynamicQuantizeLSTM is an LSTM with int8 W and R stored transposed
+(``[dirs, input, 4H]``, ``[dirs, H, 4H]``) and their scales and zero points one per
+direction (untouched) or one per gate row (``[dirs, 4H]``: sliced with the units). It
+quantizes X and the hidden state at run time over a range that always holds 0, so
+zeroed units and input features leave its scales as they are: removing them is exact.
 """
 from __future__ import annotations
 
@@ -25,10 +31,42 @@ import numpy as np
 
 from onnxprune.mapping import IDENTITY, Mapping, Modulo, compose
 from onnxprune.onnx_in import attribute_array
-from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Port, Updates
+from onnxprune.rules import IN, OUT, QUANT_PARAM, Barrier, Couple, NodeView, OpSpec, Port, Updates
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+from .quantize import codes
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1, "DynamicQuantizeLSTM": 4}
 X, W, R, B, SEQ_LENS, INIT_H, INIT_C, P = (IN(i) for i in range(8))
+# DynamicQuantizeLSTM: W scale, W zero point, R scale, R zero point
+QUANT = {W: (IN(8), IN(9)), R: (IN(10), IN(11))}
+
+
+def _transposed(view: NodeView) -> bool:
+    """W and R stored [dirs, input or H, gates * H] (DynamicQuantizeLSTM) instead of [dirs, gates * H, ...]."""
+    return view.node.op_type == "DynamicQuantizeLSTM"
+
+
+def _gate_axis(view: NodeView) -> int:
+    """The axis of W and R holding the gate rows."""
+    return 2 if _transposed(view) else 1
+
+
+def _other_axis(view: NodeView) -> int:
+    """W's input features and R's hidden units (the axis that is not the gate rows)."""
+    return 1 if _transposed(view) else 2
+
+
+def _gate_params(view: NodeView) -> list[Port]:
+    """Per-gate-row quantization parameters ([dirs, gates * H]); per-direction ones ([dirs]) stay."""
+    if not _transposed(view):
+        return []
+    ports = []
+    for pair in QUANT.values():
+        for port in pair:
+            shape = view.shape(port) if view.has_input(port.slot) else None
+            if shape is not None and len(shape) == 2:
+                ports.append(port)
+    return ports
 Y, Y_H, Y_C = OUT(0), OUT(1), OUT(2)
 # ops a zero-filled state passes through unchanged in value (torch slices one per layer)
 _ZERO_PRESERVING = ("Slice", "Squeeze", "Unsqueeze", "Reshape", "Expand", "Identity", "Transpose", "Cast", "Tile")
@@ -68,12 +106,14 @@ def _canonical(view: NodeView, port: Port) -> tuple[int, ...]:
 def _to_unit(view: NodeView, port: Port, axes: tuple[int, ...]) -> Mapping | None:
     """Mapping from an end of ``port`` along ``axes`` to the hidden units, or None if it is not one."""
     hidden = _hidden(view)
-    if port in (W, R, B, P):
-        if axes == (1,):
-            return Modulo(hidden)  # gate blocks (and B's two halves) of H rows each
-        if port == R and axes == (2,):
+    if port in (W, R):
+        if axes == (_gate_axis(view),):
+            return Modulo(hidden)  # gate blocks of H rows each
+        if port == R and axes == (_other_axis(view),):
             return IDENTITY
         return None
+    if port in [B, P] + _gate_params(view):
+        return Modulo(hidden) if axes == (1,) else None  # gate blocks (and B's two halves) of H rows each
     dirs_axis, hidden_axis = _state_axes(view, port)
     if axes == (hidden_axis,):
         return IDENTITY
@@ -84,8 +124,9 @@ def _to_unit(view: NodeView, port: Port, axes: tuple[int, ...]) -> Mapping | Non
 
 def _links_from_unit(view: NodeView, unit: Mapping, skip: tuple[Port, tuple[int, ...]]) -> list[Couple]:
     hidden = _hidden(view)
-    targets = [(W, (1,)), (R, (1,)), (R, (2,))]
-    targets += [(p, (1,)) for p in (B, P) if view.has_input(p.slot)]
+    gate, other = _gate_axis(view), _other_axis(view)
+    targets = [(W, (gate,)), (R, (gate,)), (R, (other,))]
+    targets += [(p, (1,)) for p in (B, P) if view.has_input(p.slot)] + [(p, (1,)) for p in _gate_params(view)]
     targets += [(p, _canonical(view, p)) for p in _state_ports(view)]
     links = []
     for port, axes in targets:
@@ -103,9 +144,12 @@ def couple(view: NodeView, port: Port, axes: tuple[int, ...]):
     x_rank = view.rank(X)
     feature_axis = (x_rank - 1) if x_rank else 2
     if port == X:
-        return [Couple(W, (2,))] if axes == (feature_axis,) else Barrier(f"X axes {axes} are time or batch")
-    if port == W and axes == (2,):
+        return [Couple(W, (_other_axis(view),))] if axes == (feature_axis,) else \
+            Barrier(f"X axes {axes} are time or batch")
+    if port == W and axes == (_other_axis(view),):
         return [Couple(X, (feature_axis,))]
+    if port in (p for pair in QUANT.values() for p in pair) and _transposed(view) and port not in _gate_params(view):
+        return Barrier("a quantization scale or zero point of a whole direction")
     if port in (INIT_H, INIT_C) and is_zeros(view, view.tensor(port)):
         return []  # dropped from the pruned node (see rewrite)
     unit = _to_unit(view, port, tuple(axes))
@@ -118,11 +162,11 @@ def roots(view: NodeView):
     """Hidden units, and the input features (W's columns) so an embedding or input layer shrinks too."""
     if view.const(1) is None or view.const(2) is None:
         return []
-    return [(p, _canonical(view, p)) for p in (Y, Y_H, Y_C) if view.tensor(p)][:1] + [(W, (2,))]
+    return [(p, _canonical(view, p)) for p in (Y, Y_H, Y_C) if view.tensor(p)][:1] + [(W, (_other_axis(view),))]
 
 
 def rewrite(view: NodeView, changes) -> Updates:
-    hidden = changes[R].new_size(2) if R in changes else None
+    hidden = changes[R].new_size(_other_axis(view)) if R in changes else None
     if hidden is None:
         hidden = next((changes[p].new_size(_state_axes(view, p)[1]) for p in (Y, Y_H, Y_C) if p in changes), None)
     if hidden is None or hidden == _hidden(view):
@@ -159,5 +203,23 @@ def _macs(view: NodeView) -> int:
     return int(x[0] * x[1] * (int(np.prod(w)) + int(np.prod(r))))
 
 
+def _stored(view: NodeView, slot: int):
+    """DynamicQuantizeLSTM's W and R: int8 codes less their zero point, times their scale (per direction or
+    per gate row, along the last axis)."""
+    port = IN(slot)
+    if not _transposed(view) or port not in QUANT:
+        return None
+    value, (scale_port, zero_port) = view.const(slot), QUANT[port]
+    scale = view.const(scale_port.slot)
+    zero = view.const(zero_port.slot) if view.has_input(zero_port.slot) else np.zeros_like(scale, dtype=np.int8)
+    if value is None or value.ndim != 3 or scale is None or zero is None or scale.shape != zero.shape:
+        return None
+    shape = (scale.shape[0], 1, -1) if scale.ndim == 2 else (-1, 1, 1)
+    return codes(value, zero.reshape(shape), scale.reshape(shape))
+
+
 def register(registry) -> None:
-    registry.register(OpSpec(tuple(GATES), couple, roots=roots, rewrite=rewrite, macs=_macs, family="rnn"))
+    registry.register(OpSpec(("LSTM", "GRU", "RNN"), couple, roots=roots, rewrite=rewrite, macs=_macs, family="rnn"))
+    registry.register(OpSpec(("DynamicQuantizeLSTM",), couple, domain="com.microsoft", roots=roots, rewrite=rewrite,
+                             macs=_macs, param_roles={s: QUANT_PARAM for s in range(8, 12)}, stored=_stored,
+                             family="rnn"))
