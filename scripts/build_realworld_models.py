@@ -13,7 +13,9 @@ the shapes real pipelines produce and that the pruner once failed on:
   constants by ConstantOfShape, Expand and Tile;
 * ``reflect_pad`` / ``reflect_pad_wide``: dynamic dims that the default stand-in sizes break;
 * ``scalar_gain``: a scalar (rank 0) input;
-* ``gcn_matmul``: a GCN written as MatMuls, adjacency x features x weight, over a dynamic node count.
+* ``gcn_matmul``: a GCN written as MatMuls, adjacency x features x weight, over a dynamic node count;
+* quantized graphs (QDQ, ConvInteger + DynamicQuantizeLinear, QLinearConv, int4 MatMulNBits,
+  DynamicQuantizeLSTM): see ``scripts/realworld_quantized.py``.
 
     python scripts/build_realworld_models.py [--out-dir tests/models/realworld]
 
@@ -29,6 +31,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from realworld_quantized import QUANTIZED  # this script's folder is on sys.path when it runs
 
 SEED = 17
 OUT_DIR = os.path.join(os.path.dirname(__file__), "..", "tests", "models", "realworld")
@@ -208,6 +212,7 @@ MODELS = {
     "scalar_gain": (scalar_gain, "conv, times a scalar (rank 0) input, relu, 1x1 conv, dynamic time axis"),
     "gcn_matmul": (gcn_matmul, "GCN as MatMuls: relu(A @ X @ W + b) twice (8 -> 16 -> 12), mean readout, "
                                "MatMul classifier; x [nodes, 8], adj [nodes, nodes]"),
+    **QUANTIZED,
 }
 
 
