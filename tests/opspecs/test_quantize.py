@@ -125,3 +125,29 @@ def test_asymmetric_per_tensor_weights_mask_to_their_zero_point():
     b.output(b.op("Conv", [y, weight([4, 8, 1, 1])]))
     dg = assert_all_groups_oracle(b.build(), min_groups=1)
     assert [g.size for g in dg.prunable_groups()] == [8]
+
+
+def test_int4_blocked_weights_prune_in_whole_blocks():
+    """LLM-style int4 QDQ (opset 21: INT4 codes and zero points, blocks of 16 along K): the hidden 64 columns
+    prune with their scales, in blocks of 16 (the next weight's K blocks)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(7)
+
+    def blocked(name, k, n, block):
+        codes = helper.make_tensor(f"{name}_q", TensorProto.INT4, [k, n], rng.integers(-8, 8, size=k * n).tolist())
+        scale = numpy_helper.from_array(rng.uniform(0.01, 0.05, size=(k // block, n)).astype(np.float32), f"{name}_s")
+        zero = helper.make_tensor(f"{name}_z", TensorProto.INT4, [k // block, n],
+                                  rng.integers(-2, 2, size=k // block * n).tolist())
+        node = helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [name], name=name,
+                                axis=0, block_size=block)
+        return node, [codes, scale, zero]
+
+    (n1, i1), (n2, i2) = blocked("w1", 32, 64, 16), blocked("w2", 64, 8, 16)
+    nodes = [n1, n2, helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"), helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    graph = helper.make_graph(nodes, "int4", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], i1 + i2)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    dg = assert_all_groups_oracle(model, min_groups=1)
+    assert [g.size for g in dg.prunable_groups()] == [4]
