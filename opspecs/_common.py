@@ -254,3 +254,90 @@ def rewrite_entries(view: NodeView, entries, sizes: dict[int, int], keep_values=
             values[path] = np.array(view.graph.params[node.inputs[slot]], copy=True)
         values[path].reshape(-1)[index] = size
     return values
+
+
+# Ops through which the elements of a small int tensor can be followed one by one (how exporters assemble
+# Pad amounts: torch reverses its (last dim first) pairs by Reshape, Slice with step -1, Transpose, Reshape).
+_TRACED_MAX = 64
+
+
+def element_values(view: NodeView, slot: int) -> np.ndarray | None:
+    """The elements of a small integer input: an object array of its shape holding an int where the element is
+    a constant (directly, or moved there by Concat/Reshape/Slice/Transpose/Gather/Cast from constants and
+    ConstantOfShape fills) and None where it is computed at run time; None where its shape is unknown."""
+    name = view.node.inputs[slot] if slot < len(view.node.inputs) else ""
+    return _elements(view.graph, name, depth=12) if name else None
+
+
+def _elements(graph, name: str, depth: int) -> np.ndarray | None:
+    from onnxprune.onnx_in import attribute_array
+    from onnxprune.shapes import is_symbolic
+
+    if name in graph.params:
+        value = np.asarray(graph.params[name])
+        if value.size > _TRACED_MAX or value.dtype.kind not in "iub":
+            return None
+        return np.vectorize(int, otypes=[object])(value) if value.size else value.astype(object)
+    shape = graph.shape(name)
+    if shape is None or any(d is None or is_symbolic(d) for d in shape) or int(np.prod(shape)) > _TRACED_MAX:
+        return None
+    unknown = np.full(tuple(int(d) for d in shape), None, dtype=object)
+    produced = graph.producers.get(name)
+    if produced is None or depth == 0 or produced[0].domain not in ("", "ai.onnx"):
+        return unknown
+    node = produced[0]
+
+    def operand(i):
+        return _elements(graph, node.inputs[i], depth - 1) if i < len(node.inputs) and node.inputs[i] else None
+
+    def const(i):
+        return graph.params.get(node.inputs[i]) if i < len(node.inputs) and node.inputs[i] else None
+
+    result, op = None, node.op_type
+    try:
+        if op in ("Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"):
+            x = operand(0)
+            result = None if x is None else x.reshape(unknown.shape)
+        elif op == "Concat":
+            parts = [operand(i) for i in range(len(node.inputs))]
+            if all(p is not None for p in parts):
+                result = np.concatenate(parts, axis=int(node.attrs.get("axis", 0)))
+        elif op == "Transpose":
+            x = operand(0)
+            perm = node.attrs.get("perm")
+            result = None if x is None else np.transpose(x, [int(p) for p in perm] if perm is not None else None)
+        elif op == "Gather":
+            x, indices = operand(0), const(1)
+            if x is not None and indices is not None:
+                result = np.take(x, np.asarray(indices, dtype=np.int64), axis=int(node.attrs.get("axis", 0)))
+        elif op == "Slice":
+            x = operand(0)
+            if x is not None:
+                result = _slice(x, node, const)
+        elif op == "ConstantOfShape":
+            value = node.attrs.get("value")
+            fill = attribute_array(value) if value is not None else np.zeros(1, np.float32)
+            if fill is not None and np.asarray(fill).dtype.kind in "iub":
+                result = np.full(unknown.shape, int(np.asarray(fill).reshape(-1)[0]), dtype=object)
+    except (ValueError, IndexError, TypeError):
+        result = None
+    if result is None or result.shape != unknown.shape:
+        return unknown
+    return result
+
+
+def _slice(x: np.ndarray, node, const) -> np.ndarray | None:
+    if len(node.inputs) > 1:  # opset 10+: starts, ends, axes, steps as inputs
+        starts, ends, axes, steps = const(1), const(2), const(3), const(4)
+        if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3] and axes is None) or \
+                (len(node.inputs) > 4 and node.inputs[4] and steps is None):
+            return None
+    else:
+        starts, ends, axes, steps = node.attrs.get("starts"), node.attrs.get("ends"), node.attrs.get("axes"), None
+    starts, ends = int_list(starts), int_list(ends)
+    axes = int_list(axes) if axes is not None else list(range(len(starts)))
+    steps = int_list(steps) if steps is not None else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        index[axis % x.ndim] = slice(start, end, step)
+    return x[tuple(index)]

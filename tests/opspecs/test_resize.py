@@ -178,3 +178,53 @@ def test_padding_on_the_channel_axis_is_a_barrier(opset):
     assert not group.prunable
     assert any("Pad Pad_0" in r and "axis 1 is padded" in r for r in group.blocked), group.blocked
     assert dg.prunable_groups() == []
+
+
+def _runtime_pad_model(pad_channels: bool):
+    """conv (6) -> Pad with amounts computed at run time the way torch exports F.pad(x, (0, pad_w, 0, pad_h)) on a
+    dynamic [1, C, h, w] (pad to a multiple of 4): its pairs last axis first, completed by ConstantOfShape zeros,
+    reversed by Reshape / Slice(step -1) / Transpose / Reshape -> conv (3). ``pad_channels`` pads C by 1 too."""
+    from onnx import TensorProto, helper
+    b = GraphBuilder(opset=17, seed=2)
+    x = b.input("input", [1, 3, 4, 4])
+    b.inputs[0] = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])
+    y = b.op("Conv", [x, b.param([6, 3, 3, 3]), b.param([6])], pads=[1, 1, 1, 1])
+    shape = b.op("Shape", [y])
+
+    def pad_to_4(axis):
+        size = b.op("Gather", [shape, b.const(np.array(axis, np.int64))], axis=0)
+        four = b.const(np.array(4, np.int64))
+        return b.op("Unsqueeze", [b.op("Mod", [b.op("Sub", [four, b.op("Mod", [size, four])]), four]),
+                                  b.const(np.array([0], np.int64))])
+
+    zero = b.const(np.array([0], np.int64))
+    one = b.const(np.array([1], np.int64))
+    torch_pads = b.op("Concat", [zero, pad_to_4(3), zero, pad_to_4(2)] + ([one, one] if pad_channels else []), axis=0)
+    rest = b.op("ConstantOfShape", [b.op("Sub", [b.const(np.array([8], np.int64)), b.op("Shape", [torch_pads])])],
+                value=helper.make_tensor("value", TensorProto.INT64, [1], [0]))
+    pairs = b.op("Reshape", [b.op("Concat", [torch_pads, rest], axis=0), b.const(np.array([-1, 2], np.int64))])
+    reversed_ = b.op("Slice", [pairs, b.const(np.array([-1], np.int64)),
+                               b.const(np.array([-9223372036854775807], np.int64)), zero,
+                               b.const(np.array([-1], np.int64))])
+    pads = b.op("Reshape", [b.op("Transpose", [reversed_], perm=[1, 0]), b.const(np.array([-1], np.int64))])
+    y = b.op("Pad", [y, pads])
+    b.output(b.rename(b.op("Conv", [y, b.param([3, 8 if pad_channels else 6, 3, 3])]), "output"))
+    return b.build()
+
+
+def test_pad_amounts_computed_at_run_time_pass_the_channels_they_do_not_pad():
+    """Swin's window padding: only H and W get run-time amounts; the channel axis's are constant zeros."""
+    from support.oracle import assert_group_oracle
+    model = _runtime_pad_model(pad_channels=False)
+    dg = depgraph(model)
+    group = dg.group_of("Conv_0")
+    assert group.prunable and group is dg.group_of("Pad_0") and group.size == 6
+    for h, w in ((5, 7), (8, 8)):
+        feeds = {"input": np.random.default_rng(h).standard_normal((1, 3, h, w)).astype(np.float32)}
+        assert_group_oracle(dg, group, (1, 4), feeds)
+
+
+def test_pad_amounts_of_the_channel_axis_are_still_read():
+    dg = depgraph(_runtime_pad_model(pad_channels=True))
+    assert not dg.group_of("Conv_0").prunable
+    assert "Pad_0: axis 1 is padded" in dg.group_of("Conv_0").describe()
