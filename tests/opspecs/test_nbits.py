@@ -74,3 +74,23 @@ def test_partial_last_block_is_a_barrier_with_its_reason():
     dg = depgraph(_mlp(hidden=40))  # 40 = 2 blocks of 16 and one of 8
     assert not dg.prunable_groups()
     assert any("K = 40 is not a multiple of block_size 16" in g.describe() for g in dg.groups)
+
+
+def test_blocks_are_scored_on_dequantized_weights():
+    """Every block's codes span the same range (scales absorb the magnitude): only the dequantized values tell
+    that fc1's columns 0-15 (x0.01) and 32-47 (x0.1) matter least."""
+    from onnxprune.importance import l1
+    from onnxprune.scoring import ScoringContext
+    rng = np.random.default_rng(4)
+    w1 = rng.standard_normal((48, 64)).astype(np.float32)
+    w1[:, :16] *= 0.01
+    w1[:, 32:48] *= 0.1
+    n1, i1 = nbits.layer("fc1", "x", w1, 16)
+    n2, i2 = nbits.layer("fc2", "h", rng.standard_normal((64, 24)).astype(np.float32), 16)
+    graph = helper.make_graph([n1, helper.make_node("Relu", ["fc1"], ["h"], name="relu"), n2], "nbits",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 48])],
+                              [helper.make_tensor_value_info("fc2", TensorProto.FLOAT, [2, 5, 24])], i1 + i2)
+    dg = depgraph(helper.make_model(graph, opset_imports=OPSETS))
+    (group,) = dg.prunable_groups()
+    score = l1(ScoringContext(dg, np.random.default_rng(0)), group)
+    assert score[[0, 2]].max() < 0.5 * score[[1, 3]].min()  # on the codes, all four score within 5%
