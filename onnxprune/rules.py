@@ -208,6 +208,7 @@ class LinearForm(Protocol):
     strides: tuple[int, ...]
     displacements: np.ndarray | None  # [taps, spatial axes]
     padded: bool
+    pads: tuple[tuple[int, int], ...] | None  # (begin, end) zeros per spatial axis; None: input size unknown
 
     def n_rows(self, x_shape: tuple[int, ...]) -> int: ...
 
@@ -219,10 +220,22 @@ class LinearForm(Protocol):
 
     def bias(self) -> np.ndarray | None: ...
 
-    def store(self, matrix: np.ndarray, bias: np.ndarray | None) -> "Updates":
+    def store(self, matrix: np.ndarray, bias: np.ndarray | None, geometry: "Geometry | None" = None) -> "Updates":
         """Write a matrix (and bias) back; a merge may give other sizes than ``matrix()``'s
-        ([groups, O'/groups, C'/groups * taps], columns channel-major as ``k_channel``/``k_offset``)."""
+        ([groups, O'/groups, C'/groups * taps], columns channel-major as ``k_channel``/``k_offset``).
+        ``geometry``: a new kernel grid for the taps (two kernels composed into one); only layers
+        with spatial axes take one, dense layers raise ValueError."""
         ...
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A layer's kernel grid, per spatial axis: output position ``p`` reads the input at
+    ``p * strides - pads[begin] + index`` for every kernel index (dilation 1), zero outside."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]  # (begin, end)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 from ...edits import GraphEditor
 from ...ir import Graph, Node
 from .. import Match
-from .common import Layer, Scope, Shared, bias_refusal, per_channel, write_layer
+from .common import Layer, Scope, Shared, bias_refusal, by_tap, columns_refusal, per_channel, write_layer
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,12 @@ class MergeParallel(Shared):
     def _merge(self, graph: Graph, match: Match):
         scope, pair = self.scope(graph), match.data
         layer = scope.layers[pair.layer]
-        reason = scope.floating(layer) or scope.private(layer.output, pair.sum) or _layout(layer)
+        reason = scope.floating(layer) or scope.private(layer.output, pair.sum) or columns_refusal(layer)
         if reason:
             return reason
         if pair.other is not None:
             other = scope.layers[pair.other]
-            reason = scope.floating(layer, other) or scope.private(other.output, pair.sum) or _layout(other)
+            reason = scope.floating(layer, other) or scope.private(other.output, pair.sum) or columns_refusal(other)
             merged = reason or _two_layers(layer, other)
         else:
             merged = _identity(scope, layer, graph.node_by_name[pair.affine] if pair.affine else None, pair.sum)
@@ -93,29 +93,13 @@ def _pair(scope: Scope, node: Node) -> Pair | None:
     return None
 
 
-def _layout(layer: Layer) -> str | None:
-    form = layer.form
-    if form.displacements is None:
-        return f"{layer.node.name}'s geometry is unknown (input shape?)"
-    taps = layer.taps()
-    if not np.array_equal(np.asarray(form.k_channel) * taps + np.asarray(form.k_offset), np.arange(len(form.k_channel))):
-        return f"{layer.node.name}'s columns are not laid out channel by channel"
-    return None
-
-
-def _by_tap(layer: Layer) -> np.ndarray:
-    """The layer's matrix as [groups, outputs per group, inputs per group, taps]."""
-    matrix = layer.matrix()
-    return matrix.reshape(matrix.shape[0], matrix.shape[1], -1, layer.taps())
-
-
 def _two_layers(a: Layer, b: Layer):
     fa, fb = a.form, b.form
     if fa.groups != fb.groups or fa.in_axis != fb.in_axis or fa.out_axis != fb.out_axis:
         return "the branches differ in groups or channel axes"
     if tuple(fa.strides) != tuple(fb.strides):
         return "the branches differ in stride"
-    ma, mb = _by_tap(a), _by_tap(b)
+    ma, mb = by_tap(a), by_tap(b)
     if ma.shape[:3] != mb.shape[:3]:
         return "the branches differ in channels"
     for big, small, m_big, m_small in ((a, b, ma, mb), (b, a, mb, ma)):
@@ -135,7 +119,7 @@ def _identity(scope: Scope, layer: Layer, affine_node: Node | None, sum_node: st
     centre = _taps_in(form.displacements, np.zeros((1, form.displacements.shape[1]), dtype=np.int64))
     if centre is None:
         return "the layer's kernel has no centre tap (its output is shifted against its input)"
-    m = _by_tap(layer)
+    m = by_tap(layer)
     groups, per_out, per_in, _ = m.shape
     if per_out != per_in:
         return "the layer's inputs and outputs per group differ"
