@@ -238,7 +238,7 @@ class Pruner:
     def remove_blocks(self, n: int, data: CalibrationSet | None = None, score: str | None = None,
                       provider: str = "cpu", progress=None) -> list[dict]:
         """Remove the ``n`` least important residual blocks (fewer where fewer do not overlap);
-        return what was removed (JSON-able: join node and skip tensor identify each block in the
+        return what was removed (JSON-able: join node and residual tensor identify each block in the
         graph it was removed from, with its MACs and params share and its scores).
 
         ``score``: weights, influence or output (default: output with ``data``, else weights)."""
@@ -254,13 +254,13 @@ class Pruner:
         return records
 
     def remove_block_keys(self, keys: list[BlockKey]) -> PassResult | None:
-        """Remove the blocks (join node, skip tensor) of the current graph; recorded in the recipe."""
+        """Remove the blocks (join node, residual tensor) of the current graph; recorded in the recipe."""
         keys = [tuple(k) for k in keys]
         if not keys:
             return None
         result = self.run_pass(remove_blocks(self.graph, self.registry, keys))
         check_removed(result, keys)
-        self.recipe.add(BLOCKS, {"blocks": [{"join": join, "skip": skip} for join, skip in keys]})
+        self.recipe.add(BLOCKS, {"blocks": [{"join": join, "residual": residual} for join, residual in keys]})
         return result
 
     def fuse(self, options: FuseOptions | None = None) -> PassResult:

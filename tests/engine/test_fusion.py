@@ -211,13 +211,14 @@ def test_grouped_layers_and_an_activation_between_do_not_merge():
 
 
 # --- parallel branches (RepVGG) ---------------------------------------------------------------
-@pytest.mark.parametrize("group,identity_bn", [(1, True), (2, True), (8, False)])
-def test_repvgg_block_becomes_one_conv(group, identity_bn):
-    model = repvgg_block(group=group, identity_bn=identity_bn)
+@pytest.mark.parametrize("group,identity_bn,one_sum", [(1, True, False), (2, True, False), (8, False, False),
+                                                     (1, True, True), (8, False, True)])
+def test_repvgg_block_becomes_one_conv(group, identity_bn, one_sum):
+    model = repvgg_block(group=group, identity_bn=identity_bn, one_sum=one_sum)
     fused, result = fuse(model)
     assert ops(fused) == ["Conv", "Relu", "Conv", "Relu"], ops(fused)
     assert_exact(model, fused)
-    block = [n for n in model.graph.node if n.op_type in ("Conv", "BatchNormalization", "Add")][1:]
+    block = [n for n in model.graph.node if n.op_type in ("Conv", "BatchNormalization", "Add", "Sum")][1:]
     merged = result.edits.merged_nodes
     (into,) = [new for new, olds in merged.items() if len(olds) > 2]
     assert set(merged[into]) == {n.name for n in block}
