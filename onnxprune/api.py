@@ -29,7 +29,7 @@ from .passes.fold_shapes import FoldShapeArithmetic
 from .passes.fold_weights import FoldConstantWeights
 from .passes.remove_blocks import check_removed, remove_blocks
 from .plan import GroupDecision, Plan, make_plan
-from .recipe import BLOCKS, CHANNELS, FUSE, Recipe
+from .recipe import ACTIVATIONS, BLOCKS, CHANNELS, FUSE, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval, apply_plan
@@ -82,6 +82,7 @@ class Pruner:
         self.notes: list[str] = []  # what loading changed in the model (folded weights), for the report
         self.recoveries: list[RecoveryResult] = []
         self.removed_blocks: list[dict] = []  # every block removed (depth pruning), as depth.record
+        self.removed_activations: list[dict] = []  # every activation removed (UPDP), see remove_activations
         self._grids: dict[tuple, WidthGrid] = {}
 
     @classmethod
@@ -261,6 +262,49 @@ class Pruner:
         result = self.run_pass(remove_blocks(self.graph, self.registry, keys))
         check_removed(result, keys)
         self.recipe.add(BLOCKS, {"blocks": [{"join": join, "residual": residual} for join, residual in keys]})
+        return result
+
+    # --- activations (UPDP)
+    def remove_activations(self, n: float, data: CalibrationSet, provider: str = "cpu", progress=None) -> list[dict]:
+        """Replace ``n`` activations between two linear layers by the identity (``n`` < 1: that
+        fraction of the candidates), those that change the model's outputs least, chosen greedily:
+        each round scores every remaining candidate removed with those chosen before it. Fuses
+        first (so normalizations fold and layers sit next to each other) and after (so the
+        layers around each removed activation merge); return what was removed (JSON-able)."""
+        from .passes.remove_activations import candidates
+        self.fuse()
+        found, _ = candidates(self.graph, self.registry, self._copies)
+        count = min(len(found), int(n) if n >= 1 else int(round(n * len(found))))
+        graph, chosen, records = reshare_params(self.graph, self._copies), [], []
+        for _ in range(count):
+            remaining = [c for c in found if c.node not in chosen]
+            scores = output_scores(graph, remaining, lambda c: reshare_params(
+                self._without_activations(chosen + [c.node]), self._copies), data, provider, progress=progress)
+            best = min(remaining, key=lambda c: (scores[c.key], c.node))
+            chosen.append(best.node)
+            records.append({"node": best.node, "op": self.graph.node_by_name[best.node].op_type,
+                            "between": [best.first, best.second], "output_change": scores[best.key],
+                            "candidates": len(found)})
+        if chosen:
+            self.remove_activation_nodes(chosen)
+            self.fuse()
+        self.removed_activations.extend(records)
+        return records
+
+    def _without_activations(self, names: list[str]) -> Graph:
+        from .passes.remove_activations import remove_activations
+        return remove_activations(self.graph, self.registry, names, self._copies).run(self.graph).graph
+
+    def remove_activation_nodes(self, names: list[str]) -> PassResult | None:
+        """Replace the activations ``names`` (each between two linear layers of the current graph) by
+        the identity; recorded in the recipe."""
+        from .passes.remove_activations import check_removed, remove_activations
+        names = list(names)
+        if not names:
+            return None
+        result = self.run_pass(remove_activations(self.graph, self.registry, names, self._copies))
+        check_removed(result, names)
+        self.recipe.add(ACTIVATIONS, {"nodes": names})
         return result
 
     def fuse(self, options: FuseOptions | None = None) -> PassResult:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 CHANNELS = "channels"
 FUSE = "fuse"
 BLOCKS = "blocks"  # payload: {"blocks": [{"join": node, "residual": tensor}, ...]} of the graph of its time
+ACTIVATIONS = "activations"  # payload: {"nodes": [activation node, ...]} of the graph of its time
 FORMAT = "onnxprune-recipe"
 
 
@@ -103,6 +104,12 @@ def _by_skip(pruner: "Pruner", join: str, skip: str) -> tuple[str, str]:
     return found[0] if found else (join, skip)
 
 
+def _replay_activations(pruner: "Pruner", payload: dict) -> None:
+    if not isinstance(payload, dict) or not isinstance(payload.get("nodes"), list):
+        raise PlanError("plan step 'activations' has no list of nodes")
+    pruner.remove_activation_nodes(payload["nodes"])
+
+
 # kind -> how to re-apply it; passes that can be saved register here
 REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels, FUSE: _replay_fuse,
-                                                        BLOCKS: _replay_blocks}
+                                                        BLOCKS: _replay_blocks, ACTIVATIONS: _replay_activations}

@@ -340,6 +340,10 @@ class OpSpec:
     # addend r can be dropped (depth pruning replaces the block computing r by its skip path s),
     # and where all have the output's shape, parallel linear branches into it can merge (fusion)
     sum_of_inputs: bool = False
+    # an elementwise nonlinearity of input 0 that is the identity on half its range or near it (ReLU,
+    # GELU, HardSwish, ReLU6): between two linear layers, UPDP-style pruning may replace it by the
+    # identity so that fusion merges the two layers (onnxprune.passes.remove_activations)
+    removable_activation: bool = False
     # for compute layers whose channel counts decide which kernels run (Conv, Gemm, MatMul with a
     # constant weight): what kind of layer the node is; None where the node is no such layer
     layer: Callable[[NodeView], Layer | None] | None = None
