@@ -265,15 +265,17 @@ class Pruner:
         return result
 
     # --- activations (UPDP)
-    def remove_activations(self, n: float, data: CalibrationSet, provider: str = "cpu", progress=None) -> list[dict]:
+    def remove_activations(self, n: float, data: CalibrationSet, provider: str = "cpu", progress=None) -> dict:
         """Replace ``n`` activations between two linear layers by the identity (``n`` < 1: that
         fraction of the candidates), those that change the model's outputs least, chosen greedily:
         each round scores every remaining candidate removed with those chosen before it. Fuses
         first (so normalizations fold and layers sit next to each other) and after (so the
-        layers around each removed activation merge); return what was removed (JSON-able)."""
+        layers around each removed activation merge). Returns what was done (JSON-able):
+        candidates, refused (activation -> why its layers would not merge), removed (one record
+        per activation, its output change), merged (layers the last fusion merged or folded)."""
         from .passes.remove_activations import candidates
         self.fuse()
-        found, _ = candidates(self.graph, self.registry, self._copies)
+        found, refused = candidates(self.graph, self.registry, self._copies)
         count = min(len(found), int(n) if n >= 1 else int(round(n * len(found))))
         graph, chosen, records = reshare_params(self.graph, self._copies), [], []
         for _ in range(count):
@@ -283,13 +285,13 @@ class Pruner:
             best = min(remaining, key=lambda c: (scores[c.key], c.node))
             chosen.append(best.node)
             records.append({"node": best.node, "op": self.graph.node_by_name[best.node].op_type,
-                            "between": [best.first, best.second], "output_change": scores[best.key],
-                            "candidates": len(found)})
+                            "between": [best.first, best.second], "output_change": scores[best.key]})
+        merged = 0
         if chosen:
             self.remove_activation_nodes(chosen)
-            self.fuse()
+            merged = self.fuse().changed
         self.removed_activations.extend(records)
-        return records
+        return {"candidates": len(found), "refused": refused, "removed": records, "merged": merged}
 
     def _without_activations(self, names: list[str]) -> Graph:
         from .passes.remove_activations import remove_activations
@@ -323,7 +325,8 @@ class Pruner:
         """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
 
         With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
-        the width rounds run on the shallower model.
+        the width rounds run on the shallower model; with ``options.remove_activations``, the
+        activations go last (:meth:`remove_activations`; recover after it).
 
         Each round re-scores the model the previous one left. ``after_step(pruner, step)`` runs after every
         round (1-based): the place for recovery, so the next round scores the recovered weights. The
@@ -331,6 +334,8 @@ class Pruner:
         that a group could not be followed across rounds; ``self.plans`` then holds each round's plan).
         """
         options = (options or PruneOptions()).with_(**kwargs).check()
+        if options.remove_activations and data is None:
+            raise PlanError("activations to remove are chosen on calibration data: give data")
         if options.depth:
             self.remove_blocks(options.depth, data, options.depth_score, provider)
         self._analyse_for(options)
@@ -343,8 +348,12 @@ class Pruner:
             rounds.append(plan)
             if after_step is not None:
                 after_step(self, step)
-        if len(rounds) == 1:
-            return rounds[0]
+        plan = rounds[0] if len(rounds) == 1 else self._composed(lineage, rounds)
+        if options.remove_activations:  # last: what it merges no later round could prune
+            self.remove_activations(options.remove_activations, data, provider)
+        return plan
+
+    def _composed(self, lineage: Lineage, rounds: list[Plan]) -> Plan | None:
         composed = lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
         if composed is not None:  # one step on the graph the rounds started from, not one per round
             del self.recipe.steps[-len(rounds):]
