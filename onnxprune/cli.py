@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(prune)
     prune.add_argument("output", help="where to write the pruned model (never the input)")
     prune.add_argument("--ratio", type=float, help="fraction of each group's channels to remove "
-                       "(default 0.5; 0 with --depth or --remove-activations)")
+                       "(default 0.5; 0 with --depth)")
     prune.add_argument("--depth", type=int, default=0, metavar="N",
                        help="first remove the N least important residual blocks ('analyze' lists them)")
     prune.add_argument("--depth-score", choices=DEPTH_SCORES, metavar="{" + ",".join(DEPTH_SCORES) + "}",
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--remove-activations", type=float, default=0.0, metavar="N",
                        help="last, replace the N activations between two linear layers (a fraction of them if "
                             "< 1) whose removal changes the outputs least on --calib by the identity, and merge "
-                            "those layers (UPDP; fuses; 0 --ratio unless given)")
+                            "those layers (UPDP; fuses; --ratio 0 unless given)")
     prune.add_argument("--criterion", choices=sorted(CRITERIA),
                        help="channel importance (" + ", ".join(n for n, c in CRITERIA.items() if c.data_driven)
                        + ": need --calib; default: l2, with --calib output, with --calib and --recover "
