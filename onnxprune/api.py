@@ -29,7 +29,7 @@ from .passes.fold_shapes import FoldShapeArithmetic
 from .passes.fold_weights import FoldConstantWeights
 from .passes.remove_blocks import check_removed, remove_blocks
 from .plan import GroupDecision, Plan, make_plan
-from .recipe import BLOCKS, CHANNELS, FUSE, Recipe
+from .recipe import ACTIVATIONS, BLOCKS, CHANNELS, FUSE, Recipe
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval, apply_plan
@@ -82,6 +82,7 @@ class Pruner:
         self.notes: list[str] = []  # what loading changed in the model (folded weights), for the report
         self.recoveries: list[RecoveryResult] = []
         self.removed_blocks: list[dict] = []  # every block removed (depth pruning), as depth.record
+        self.removed_activations: list[dict] = []  # every activation removed (UPDP), see remove_activations
         self._grids: dict[tuple, WidthGrid] = {}
 
     @classmethod
@@ -238,7 +239,7 @@ class Pruner:
     def remove_blocks(self, n: int, data: CalibrationSet | None = None, score: str | None = None,
                       provider: str = "cpu", progress=None) -> list[dict]:
         """Remove the ``n`` least important residual blocks (fewer where fewer do not overlap);
-        return what was removed (JSON-able: join node and skip tensor identify each block in the
+        return what was removed (JSON-able: join node and residual tensor identify each block in the
         graph it was removed from, with its MACs and params share and its scores).
 
         ``score``: weights, influence or output (default: output with ``data``, else weights)."""
@@ -254,13 +255,58 @@ class Pruner:
         return records
 
     def remove_block_keys(self, keys: list[BlockKey]) -> PassResult | None:
-        """Remove the blocks (join node, skip tensor) of the current graph; recorded in the recipe."""
+        """Remove the blocks (join node, residual tensor) of the current graph; recorded in the recipe."""
         keys = [tuple(k) for k in keys]
         if not keys:
             return None
         result = self.run_pass(remove_blocks(self.graph, self.registry, keys))
         check_removed(result, keys)
-        self.recipe.add(BLOCKS, {"blocks": [{"join": join, "skip": skip} for join, skip in keys]})
+        self.recipe.add(BLOCKS, {"blocks": [{"join": join, "residual": residual} for join, residual in keys]})
+        return result
+
+    # --- activations (UPDP)
+    def remove_activations(self, n: float, data: CalibrationSet, provider: str = "cpu", progress=None) -> dict:
+        """Replace ``n`` activations between two linear layers by the identity (``n`` < 1: that
+        fraction of the candidates), those that change the model's outputs least, chosen greedily:
+        each round scores every remaining candidate removed with those chosen before it. Fuses
+        first (so normalizations fold and layers sit next to each other) and after (so the
+        layers around each removed activation merge). Returns what was done (JSON-able):
+        candidates, refused (activation -> why its layers would not merge), removed (one record
+        per activation, its output change), merged (layers the last fusion merged or folded)."""
+        from .passes.remove_activations import candidates
+        self.fuse()
+        found, refused = candidates(self.graph, self.registry, self._copies)
+        count = min(len(found), int(n) if n >= 1 else int(round(n * len(found))))
+        graph, chosen, records = reshare_params(self.graph, self._copies), [], []
+        for _ in range(count):
+            remaining = [c for c in found if c.node not in chosen]
+            scores = output_scores(graph, remaining, lambda c: reshare_params(
+                self._without_activations(chosen + [c.node]), self._copies), data, provider, progress=progress)
+            best = min(remaining, key=lambda c: (scores[c.key], c.node))
+            chosen.append(best.node)
+            records.append({"node": best.node, "op": self.graph.node_by_name[best.node].op_type,
+                            "between": [best.first, best.second], "output_change": scores[best.key]})
+        merged = 0
+        if chosen:
+            self.remove_activation_nodes(chosen)
+            merged = self.fuse().changed
+        self.removed_activations.extend(records)
+        return {"candidates": len(found), "refused": refused, "removed": records, "merged": merged}
+
+    def _without_activations(self, names: list[str]) -> Graph:
+        from .passes.remove_activations import remove_activations
+        return remove_activations(self.graph, self.registry, names, self._copies).run(self.graph).graph
+
+    def remove_activation_nodes(self, names: list[str]) -> PassResult | None:
+        """Replace the activations ``names`` (each between two linear layers of the current graph) by
+        the identity; recorded in the recipe."""
+        from .passes.remove_activations import check_removed, remove_activations
+        names = list(names)
+        if not names:
+            return None
+        result = self.run_pass(remove_activations(self.graph, self.registry, names, self._copies))
+        check_removed(result, names)
+        self.recipe.add(ACTIVATIONS, {"nodes": names})
         return result
 
     def fuse(self, options: FuseOptions | None = None) -> PassResult:
@@ -279,7 +325,8 @@ class Pruner:
         """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
 
         With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
-        the width rounds run on the shallower model.
+        the width rounds run on the shallower model; with ``options.remove_activations``, the
+        activations go last (:meth:`remove_activations`; recover after it).
 
         Each round re-scores the model the previous one left. ``after_step(pruner, step)`` runs after every
         round (1-based): the place for recovery, so the next round scores the recovered weights. The
@@ -287,6 +334,8 @@ class Pruner:
         that a group could not be followed across rounds; ``self.plans`` then holds each round's plan).
         """
         options = (options or PruneOptions()).with_(**kwargs).check()
+        if options.remove_activations and data is None:
+            raise PlanError("activations to remove are chosen on calibration data: give data")
         if options.depth:
             self.remove_blocks(options.depth, data, options.depth_score, provider)
         self._analyse_for(options)
@@ -299,8 +348,12 @@ class Pruner:
             rounds.append(plan)
             if after_step is not None:
                 after_step(self, step)
-        if len(rounds) == 1:
-            return rounds[0]
+        plan = rounds[0] if len(rounds) == 1 else self._composed(lineage, rounds)
+        if options.remove_activations:  # last: what it merges no later round could prune
+            self.remove_activations(options.remove_activations, data, provider)
+        return plan
+
+    def _composed(self, lineage: Lineage, rounds: list[Plan]) -> Plan | None:
         composed = lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
         if composed is not None:  # one step on the graph the rounds started from, not one per round
             del self.recipe.steps[-len(rounds):]

@@ -5,7 +5,8 @@ A residual join is a node whose rule says its output is the sum of its inputs
 branch that computes r: every node whose outputs feed only the branch or the join's r
 input (the join post-dominates it), stopping at s. Removing the block (readers of y read
 s) is exact for the rest of the graph when r is zero, and keeps every shape when s has y's
-shape. Never found from names: ResNet basic and bottleneck blocks, inverted residuals,
+shape. A join of more addends, y = Sum(s, f(s), g(s)), holds one block per branch that
+reads s: each goes alone (the join keeps the other addends) or with its siblings. Never found from names: ResNet basic and bottleneck blocks, inverted residuals,
 Transformer attention and MLP sub-blocks, C2f bottlenecks all come out of the same rule;
 projection shortcuts (the branch reads x, not the projected skip), DenseNet concatenations
 and added constants (biases) do not.
@@ -21,7 +22,7 @@ from .ir import Graph, Node
 from .registry import Registry
 from .rules import NodeView, call_rule
 
-BlockKey = tuple[str, str]  # (join node, skip tensor): a block of one graph, deterministic and serialisable
+BlockKey = tuple[str, str]  # (join node, residual tensor): a block of one graph, deterministic and serialisable
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,16 @@ class Block:
     params: int  # weights read by the branch only (they go with it)
     macs: int
     layers: int  # nodes with weights (a matrix view) in the branch
+    addends: int = 2  # the join's inputs; with more than two the join stays, less this branch's
 
     @property
     def key(self) -> BlockKey:
-        return (self.join, self.skip)
+        return (self.join, self.residual)
 
     @property
     def removed_nodes(self) -> frozenset[str]:
-        return frozenset(self.nodes) | {self.join}
+        """The nodes that go with the block (a two-input join too; a larger one stays)."""
+        return frozenset(self.nodes) | ({self.join} if self.addends == 2 else frozenset())
 
     def overlaps(self, other: "Block") -> bool:
         """Whether the two share nodes (nested blocks do: the outer one holds the inner one)."""
@@ -103,16 +106,22 @@ def find_blocks(graph: Graph, registry: Registry) -> Discovery:
         addends = [t for t in node.inputs if t]
         if sum(t not in constant for t in addends) < 2:
             continue  # a bias or a constant added: no join of two paths
-        if len(addends) != 2 or len(node.inputs) != 2:
-            found.refused.append(Refusal(node.name, f"{len(addends)} addends (only two-input joins are removed)"))
+        if len(node.inputs) == 2:  # one block at most: the addend that depends on the other
+            outcomes = [_block(graph, registry, node, slot) for slot in (0, 1)]
+            blocks = [o for o in outcomes if isinstance(o, Block)][:1]
+        elif len(addends) != len(node.inputs) or len(addends) != len(set(addends)):
+            found.refused.append(Refusal(node.name, "an empty or repeated addend"))
             continue
-        outcomes = [_block(graph, registry, node, slot) for slot in (0, 1)]
-        block = next((o for o in outcomes if isinstance(o, Block)), None)
-        if block is None:
+        else:  # one block per addend that depends on another
+            outcomes = [_block(graph, registry, node, slot) for slot in range(len(addends))
+                        if addends[slot] not in constant]
+            blocks = [o for o in outcomes if isinstance(o, Block)]
+        if not blocks:
             reasons = [o for o in outcomes if o != _PARALLEL]
             found.refused.append(Refusal(node.name, reasons[0] if reasons else _PARALLEL))
             continue
-        found.blocks.append(dataclasses.replace(block, id=len(found.blocks)))
+        for block in blocks:
+            found.blocks.append(dataclasses.replace(block, id=len(found.blocks)))
     return found
 
 
@@ -120,12 +129,15 @@ _PARALLEL = "neither addend depends on the other (parallel paths, e.g. a project
 
 
 def _block(graph: Graph, registry: Registry, join: Node, r_slot: int) -> Block | str:
-    """The block whose branch computes input ``r_slot`` of ``join``, or why there is none."""
-    skip, residual, output = join.inputs[1 - r_slot], join.inputs[r_slot], join.outputs[0]
-    if skip == residual:
+    """The block whose branch computes input ``r_slot`` of ``join``, or why there is none. Its skip
+    is the other addend the branch reads (the first, with more than two)."""
+    residual, output = join.inputs[r_slot], join.outputs[0]
+    others = [t for slot, t in enumerate(join.inputs) if slot != r_slot]
+    if residual in others:
         return "adds a tensor to itself"
     ancestors = _ancestor_nodes(graph, residual)
-    if not _reads(graph, ancestors, skip):  # no data path from s to r
+    skip = next((t for t in others if t not in graph.constant_derived and _reads(graph, ancestors, t)), None)
+    if skip is None:  # no data path from s to r
         return _PARALLEL
     branch = _exclusive(graph, ancestors, join, r_slot)
     if not branch:
@@ -133,16 +145,17 @@ def _block(graph: Graph, registry: Registry, join: Node, r_slot: int) -> Block |
     layers = sum(_has_weights(graph, registry, graph.node_by_name[n]) for n in branch)
     if not layers:
         return "the branch has no layer with weights"
-    if output in graph.graph_output_names:
+    if output in graph.graph_output_names and len(others) == 1:
         return "its output is a graph output"
-    skip_shape, out_shape = graph.shape(skip), graph.shape(output)
-    if skip_shape is None or out_shape is None:
+    shapes, out_shape = [graph.shape(t) for t in others], graph.shape(output)
+    if None in shapes or out_shape is None:
         return "shape of the skip input or the output unknown (pass --input-shape)"
-    if tuple(skip_shape) != tuple(out_shape):
-        return f"the skip input {list(skip_shape)} is broadcast to {list(out_shape)}"
+    if all(tuple(s) != tuple(out_shape) for s in shapes):  # y broadcasts them all: one of y's shape keeps it
+        what = f"the skip input {list(shapes[0])} is" if len(others) == 1 else "the other addends are"
+        return f"{what} broadcast to {list(out_shape)}"
     ordered = tuple(n.name for n in graph.nodes if n.name in branch)
     return Block(-1, join.name, skip, residual, output, ordered, _params(graph, branch),
-                 _macs(graph, registry, branch), layers)
+                 _macs(graph, registry, branch), layers, len(join.inputs))
 
 
 def _ancestor_nodes(graph: Graph, tensor: str) -> set[str]:

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first remove the N least important residual blocks ('analyze' lists them)")
     prune.add_argument("--depth-score", choices=DEPTH_SCORES, metavar="{" + ",".join(DEPTH_SCORES) + "}",
                        help="block importance for --depth (default: output with --calib, else weights)")
+    prune.add_argument("--remove-activations", type=float, default=0.0, metavar="N",
+                       help="last, replace the N activations between two linear layers (a fraction of them if "
+                            "< 1) whose removal changes the outputs least on --calib by the identity, and merge "
+                            "those layers (UPDP; fuses; --ratio 0 unless given)")
     prune.add_argument("--criterion", choices=sorted(CRITERIA),
                        help="channel importance (" + ", ".join(n for n, c in CRITERIA.items() if c.data_driven)
                        + ": need --calib; default: l2, with --calib output, with --calib and --recover "
@@ -464,9 +468,11 @@ def _latency_options(args) -> LatencyOptions:
 
 
 def _check_run_options(args) -> tuple[PruneOptions, int | None]:
-    ratio = args.ratio if args.ratio is not None else (0.0 if args.depth else PruneOptions.ratio)
+    ratio = args.ratio if args.ratio is not None else \
+        (0.0 if args.depth or args.remove_activations else PruneOptions.ratio)
     criterion = args.criterion or default_criterion(bool(args.calib), args.recover)
     options = PruneOptions(ratio=ratio, depth=args.depth, depth_score=args.depth_score, criterion=criterion,
+                           remove_activations=args.remove_activations,
                            round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
@@ -482,6 +488,8 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
     if options.depth_score and DepthScore(options.depth_score).data_driven and not args.calib:
         raise OptionError(f"--depth-score {options.depth_score} scores blocks on data: give --calib FILE.npz")
+    if options.remove_activations and not args.calib:
+        raise OptionError("--remove-activations chooses activations on data: give --calib FILE.npz")
     return options, _check_validation_options(args)
 
 
@@ -530,7 +538,7 @@ def run_prune(args, progress: Progress) -> Report:
     discovery = pruner.blocks() if options.depth else None
     if options.depth and not discovery.blocks:
         raise NothingToPrune(f"{args.input}: --depth: {discovery.why_none()}")
-    if not options.depth and not pruner.prunable_groups():
+    if not options.depth and not options.remove_activations and not pruner.prunable_groups():
         raise _nothing_prunable(args, pruner, report)
     recover_round = None
     if recovery is not None:  # after every round of --steps, so the next one scores recovered weights
@@ -555,10 +563,17 @@ def run_prune(args, progress: Progress) -> Report:
         report.timings_s["width_grid"] = stage.seconds
     original = pruner.depgraph
     with progress.stage("plan and rewrite" + (" and recover" if recovery else "")) as stage:
-        plan = pruner.prune(options, data=scoring, provider=args.provider, after_step=recover_round)
+        plan = pruner.prune(options.with_(remove_activations=0.0), data=scoring, provider=args.provider,
+                            after_step=recover_round)
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]
+    if options.remove_activations:  # after width: what it merges no round could prune
+        with progress.stage("remove activations") as stage:
+            report.activations = pruner.remove_activations(options.remove_activations, scoring, args.provider)
+        report.timings_s["activations"] = stage.seconds
+        if recover_round is not None:  # the merged layers re-fitted to the tensors they stand for
+            recover_round(pruner, options.steps + 1)
     if args.fuse:  # last: recovery's BatchNorm re-estimation needs the BatchNorms
         _fuse(pruner, FuseOptions(), report, progress)
     return _check_and_write(args, pruner, report, feeds, reference, data, plan, progress)

@@ -12,7 +12,8 @@ Three scores, lower = less important = removed first:
   whose last BatchNorm learned small gammas adds little: the block-level form of
   Network Slimming's |gamma| criterion. It knows nothing of the skip's scale or of
   what the model does downstream: prefer a data score when samples are at hand.
-- ``influence`` (calibration data): 1 - cos(s, y) between the block's input and output,
+- ``influence`` (calibration data): 1 - cos(s, y) between the block's input and output
+  (y without the block's addend, where the join adds more than two),
   per sample over the whole tensor, averaged (ShortGPT's block influence): a block that
   barely turns its input matters little. One pass over the data for all blocks.
 - ``output`` (calibration data, the default with data): the relative L2 change of the
@@ -115,15 +116,18 @@ def _linear_scale(layer) -> float:
 # ----------------------------------------------------------------------------- data
 def influence_scores(graph: Graph, blocks: list[Block], data: CalibrationSet, provider: str = "cpu",
                      batch_size: int = 16) -> dict[BlockKey, float]:
-    """1 - cos(s, y) per sample, averaged over the samples."""
+    """1 - cos(s, y) per sample, averaged over the samples (for a join of more addends, s: y less
+    the block's residual r, what y becomes without it)."""
     from .activations import stream  # late: onnxruntime
-    tensors = [t for b in blocks for t in (b.skip, b.output)]
+    tensors = [t for b in blocks for t in (b.skip if b.addends == 2 else b.residual, b.output)]
     sums = {b.key: 0.0 for b in blocks}
     count = 0
     for values in stream(graph, tensors, data, provider, batch_size):
         n = None
         for b in blocks:
-            s, y = (np.asarray(values[t], np.float64) for t in (b.skip, b.output))
+            y = np.asarray(values[b.output], np.float64)
+            s = np.asarray(values[b.skip], np.float64) if b.addends == 2 else \
+                y - np.asarray(values[b.residual], np.float64)
             s, y = s.reshape(len(s), -1), y.reshape(len(y), -1)
             ns, ny = np.linalg.norm(s, axis=1), np.linalg.norm(y, axis=1)
             cos = np.where(ns * ny > 0, (s * y).sum(axis=1) / np.maximum(ns * ny, 1e-300), 1.0)

@@ -44,6 +44,9 @@ class PruneOptions:
     head_ratio: float | None = None  # ratio for attention groups, heads or head_dim (default: --ratio)
     depth: int = 0  # remove this many residual blocks (the least important) before width pruning
     depth_score: str | None = None  # weights, influence or output (onnxprune.depth); default: output with data
+    # UPDP: replace this many activations between two linear layers by the identity (a fraction of
+    # the candidates where < 1), those that change the outputs least on --calib, so the layers merge
+    remove_activations: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore, tuple):
@@ -101,6 +104,9 @@ class PruneOptions:
         from .depth import DEPTH_SCORES
         if self.depth_score is not None and self.depth_score not in DEPTH_SCORES:
             raise OptionError(f"unknown --depth-score '{self.depth_score}' (choose from {', '.join(DEPTH_SCORES)})")
+        if self.remove_activations < 0 or (self.remove_activations >= 1 and self.remove_activations % 1):
+            raise OptionError("--remove-activations must be a count (1, 2, ...) or a fraction in (0, 1), "
+                              f"got {self.remove_activations:g}")
         if self.head_ratio is not None and not 0.0 <= self.head_ratio < 1.0:
             raise OptionError(f"--head-ratio must be in [0, 1), got {self.head_ratio}")
         return self

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 CHANNELS = "channels"
 FUSE = "fuse"
-BLOCKS = "blocks"  # payload: {"blocks": [{"join": node, "skip": tensor}, ...]} of the graph of its time
+BLOCKS = "blocks"  # payload: {"blocks": [{"join": node, "residual": tensor}, ...]} of the graph of its time
+ACTIVATIONS = "activations"  # payload: {"nodes": [activation node, ...]} of the graph of its time
 FORMAT = "onnxprune-recipe"
 
 
@@ -89,12 +90,26 @@ def _replay_fuse(pruner: "Pruner", payload: dict) -> None:
 
 def _replay_blocks(pruner: "Pruner", payload: dict) -> None:
     try:
-        keys = [(b["join"], b["skip"]) for b in payload["blocks"]]
+        keys = [(b["join"], b["residual"]) if "residual" in b else _by_skip(pruner, b["join"], b["skip"])
+                for b in payload["blocks"]]
     except (TypeError, KeyError):
-        raise PlanError("plan step 'blocks': expected {\"blocks\": [{\"join\": ..., \"skip\": ...}]}") from None
+        raise PlanError("plan step 'blocks': expected {\"blocks\": [{\"join\": ..., \"residual\": ...}]}") from None
     pruner.remove_block_keys(keys)
+
+
+def _by_skip(pruner: "Pruner", join: str, skip: str) -> tuple[str, str]:
+    """The key of a two-input join's block named by its skip input (plans written before blocks
+    were keyed by their residual input)."""
+    found = [b.key for b in pruner.blocks().blocks if b.join == join and b.skip == skip and b.addends == 2]
+    return found[0] if found else (join, skip)
+
+
+def _replay_activations(pruner: "Pruner", payload: dict) -> None:
+    if not isinstance(payload, dict) or not isinstance(payload.get("nodes"), list):
+        raise PlanError("plan step 'activations' has no list of nodes")
+    pruner.remove_activation_nodes(payload["nodes"])
 
 
 # kind -> how to re-apply it; passes that can be saved register here
 REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels, FUSE: _replay_fuse,
-                                                        BLOCKS: _replay_blocks}
+                                                        BLOCKS: _replay_blocks, ACTIVATIONS: _replay_activations}

@@ -47,6 +47,8 @@ class Report:
     # residual blocks (depth pruning): analyze: found (every removable block), refused (joins that
     # are not, with why), note (why none); prune --depth: found (a count), removed (depth.record)
     blocks: dict | None = None
+    # activations replaced by the identity (UPDP, --remove-activations): Pruner.remove_activations()
+    activations: dict | None = None
 
     @staticmethod
     def ratio(after, before):
@@ -258,6 +260,16 @@ def _removed_blocks(blocks: dict) -> list[str]:
     return lines
 
 
+def _removed_activations(activations: dict) -> list[str]:
+    removed = activations["removed"]
+    lines = [f"updp      removed {len(removed)} of {activations['candidates']} activations between two layers "
+             f"(least output change), {activations['merged']} layers merged"]
+    for a in removed:
+        lines.append(f"  {a['op']} {a['node']} between {a['between'][0]} and {a['between'][1]}: "
+                     f"output change {a['output_change']:.4g}")
+    return lines
+
+
 def _fidelity_text(fidelity: dict) -> str:
     text = f"cosine {fidelity['cosine_worst_output']:.4f}, max |err| {fidelity['max_abs']:.3g}"
     if fidelity.get("top1") is not None:
@@ -284,6 +296,8 @@ def format_summary(report: Report) -> str:
     lines = [format_analysis(report)]
     if report.blocks is not None and "removed" in report.blocks:
         lines += _removed_blocks(report.blocks)
+    if report.activations is not None:
+        lines += _removed_activations(report.activations)
     lines.append(f"removed   {report.channels_removed} channels in {len(report.decisions)} groups")
     for search in report.budget:
         lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "

@@ -208,6 +208,7 @@ class LinearForm(Protocol):
     strides: tuple[int, ...]
     displacements: np.ndarray | None  # [taps, spatial axes]
     padded: bool
+    pads: tuple[tuple[int, int], ...] | None  # (begin, end) zeros per spatial axis; None: input size unknown
 
     def n_rows(self, x_shape: tuple[int, ...]) -> int: ...
 
@@ -219,10 +220,22 @@ class LinearForm(Protocol):
 
     def bias(self) -> np.ndarray | None: ...
 
-    def store(self, matrix: np.ndarray, bias: np.ndarray | None) -> "Updates":
+    def store(self, matrix: np.ndarray, bias: np.ndarray | None, geometry: "Geometry | None" = None) -> "Updates":
         """Write a matrix (and bias) back; a merge may give other sizes than ``matrix()``'s
-        ([groups, O'/groups, C'/groups * taps], columns channel-major as ``k_channel``/``k_offset``)."""
+        ([groups, O'/groups, C'/groups * taps], columns channel-major as ``k_channel``/``k_offset``).
+        ``geometry``: a new kernel grid for the taps (two kernels composed into one); only layers
+        with spatial axes take one, dense layers raise ValueError."""
         ...
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A layer's kernel grid, per spatial axis: output position ``p`` reads the input at
+    ``p * strides - pads[begin] + index`` for every kernel index (dilation 1), zero outside."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...]  # (begin, end)
 
 
 @dataclass(frozen=True)
@@ -347,6 +360,10 @@ class OpSpec:
     # addend r can be dropped (depth pruning replaces the block computing r by its skip path s),
     # and where all have the output's shape, parallel linear branches into it can merge (fusion)
     sum_of_inputs: bool = False
+    # an elementwise nonlinearity of input 0 that is the identity on half its range or near it (ReLU,
+    # GELU, HardSwish, ReLU6): between two linear layers, UPDP-style pruning may replace it by the
+    # identity so that fusion merges the two layers (onnxprune.passes.remove_activations)
+    removable_activation: bool = False
     # for compute layers whose channel counts decide which kernels run (Conv, Gemm, MatMul with a
     # constant weight): what kind of layer the node is; None where the node is no such layer
     layer: Callable[[NodeView], Layer | None] | None = None

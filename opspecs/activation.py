@@ -14,6 +14,8 @@ UNARY = (
     "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Not", "IsNaN", "IsInf",
     "Cast", "Shrink",
 )
+# near the identity on half their range: UPDP-style pruning may replace them by it (OpSpec.removable_activation)
+RELU_LIKE = ("Relu", "LeakyRelu", "Elu", "Celu", "Selu", "Gelu", "HardSwish", "Mish")
 
 
 def _clip(view: NodeView, port, axes):
@@ -50,8 +52,9 @@ def _identity(view: NodeView) -> Barrier | None:
 
 
 def register(registry) -> None:
-    registry.register(OpSpec(UNARY, unary, family="activation"))
+    registry.register(OpSpec(tuple(op for op in UNARY if op not in RELU_LIKE), unary, family="activation"))
+    registry.register(OpSpec(RELU_LIKE, unary, removable_activation=True, family="activation"))
     registry.register(OpSpec(("Identity",), unary, passthrough=_identity, family="activation"))
     registry.register(OpSpec(("Dropout",), unary, passthrough=_dropout, family="activation"))
-    registry.register(OpSpec(("Clip",), _clip, family="activation"))
+    registry.register(OpSpec(("Clip",), _clip, removable_activation=True, family="activation"))
     registry.register(OpSpec(("CastLike",), _cast_like, family="activation"))

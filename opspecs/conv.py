@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.mapping import Modulo, Overlap
-from onnxprune.rules import IN, OUT, Barrier, Couple, Layer, LayerKind, NodeView, OpSpec, Updates
+from onnxprune.rules import IN, OUT, Barrier, Couple, Geometry, Layer, LayerKind, NodeView, OpSpec, Updates
 
 from ._common import unknown_shape
 from ._unfold import conv_pads, im2col, out_sizes
@@ -159,6 +159,7 @@ class ConvForm:
             pads = self._pads((0, 0) + (0,) * n)
         else:
             pads = None
+        self.pads = None if pads is None else tuple((int(b), int(e)) for b, e in pads)
         self.padded = pads is None or any(b or e for b, e in pads)
         self.displacements = None  # tap t reads position * stride + index(t) * dilation - pad_begin
         if pads is not None:
@@ -186,12 +187,18 @@ class ConvForm:
     def bias(self):
         return self.view.const(2) if self.view.has_input(2) else None
 
-    def store(self, matrix, bias) -> Updates:
-        shape = (matrix.shape[0] * matrix.shape[1], matrix.shape[2] // int(np.prod(self.kernel))) + tuple(self.kernel)
+    def store(self, matrix, bias, geometry: Geometry | None = None) -> Updates:
+        kernel = tuple(self.kernel) if geometry is None else tuple(geometry.kernel)
+        shape = (matrix.shape[0] * matrix.shape[1], matrix.shape[2] // int(np.prod(kernel))) + kernel
         inputs = {1: matrix.reshape(shape).astype(self.weight.dtype)}
         if bias is not None:
             inputs[2] = np.asarray(bias, dtype=self.weight.dtype).reshape(-1)
-        return Updates(inputs=inputs)
+        attrs = {}
+        if geometry is not None:
+            n = len(kernel)
+            attrs = {"kernel_shape": list(kernel), "strides": list(geometry.strides), "dilations": [1] * n,
+                     "pads": [b for b, _ in geometry.pads] + [e for _, e in geometry.pads], "auto_pad": None}
+        return Updates(attrs=attrs, inputs=inputs)
 
 
 def _conv_form(view: NodeView):

@@ -99,10 +99,16 @@ class _Dense:
     strides: tuple[int, ...] = ()
     displacements = np.zeros((1, 0), dtype=np.int64)  # one tap, no spatial axes
     padded = False
+    pads: tuple[tuple[int, int], ...] = ()
 
     def _columns(self, k: int) -> None:
         self.k_channel = np.arange(k)
         self.k_offset = np.zeros(k, dtype=np.int64)
+
+
+def _no_geometry(geometry) -> None:
+    if geometry is not None:
+        raise ValueError("a dense layer has no kernel grid to change")
 
 
 class GemmForm(_Dense):
@@ -140,7 +146,8 @@ class GemmForm(_Dense):
         n = self.weight.shape[0 if self.trans_b else 1]
         return self.beta * np.broadcast_to(c.reshape(-1) if c.size == n else c.reshape(()), (n,))
 
-    def store(self, matrix, bias) -> Updates:
+    def store(self, matrix, bias, geometry=None) -> Updates:
+        _no_geometry(geometry)
         b = matrix[0].T / self.alpha  # [K, N]
         updates = Updates(inputs={1: (b.T if self.trans_b else b).astype(self.weight.dtype)})
         if bias is not None:
@@ -194,7 +201,8 @@ class MatMulForm(_Dense):
         c = self._bias_const()
         return None if c is None else np.broadcast_to(c.reshape(-1), (self.weight.shape[1],))
 
-    def store(self, matrix, bias) -> Updates:
+    def store(self, matrix, bias, geometry=None) -> Updates:
+        _no_geometry(geometry)
         updates = Updates(inputs={1: matrix[0].T.astype(self.weight.dtype)})
         if bias is not None:
             if self.bias_add is None:

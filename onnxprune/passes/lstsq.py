@@ -8,8 +8,10 @@ level of layers that do not feed each other, so errors are compensated instead o
 accumulated. The targets Y are the original model's values of the tensor the layer's output
 stands for (followed through the edits' map, never by name: after a normalization was folded
 into the layer, that is the normalization's output), restricted to the output channels that
-are still there. Layers re-fitted: those that lost input channels, and the first layers after
-a node an edit rewired (after a removed block: its readers read the skip input now). Only the
+are still there. Layers re-fitted: those that lost input channels, the first layers after
+a node an edit rewired (after a removed block: its readers read the skip input now), and
+layers an edit changed themselves (their input as in the original, their output not: a
+merge across a removed activation). Only the
 Gram matrices X^T X and X^T Y are kept (memory: K^2 per group, not activations), and
 each group (grouped/depthwise convs) is solved on its own with a small ridge. Where the
 layer has or can take a bias, it is fitted as an intercept.
@@ -76,6 +78,12 @@ class _Normal:
         return np.stack(matrices), bias
 
 
+def _edited_itself(edits: EditMap, layer: Layer) -> bool:
+    """Its input holds the original's values, its output does not: an inexact edit of the layer
+    itself (two layers merged after the activation between them was removed)."""
+    return layer.form.output in edits.changed and layer.input not in edits.changed
+
+
 class LeastSquaresRefit:
     """Re-fit layers that lost input channels, front to back (a :class:`GraphPass`)."""
 
@@ -93,7 +101,7 @@ class LeastSquaresRefit:
             if self.edits.tensor_origin(layer.form.output) not in self.original.producers:
                 continue  # nothing in the original to fit to
             if self.edits.lost_channels(layer.input, layer.form.in_axis) or rewired(self.original, self.edits, layer) \
-                    or layer.node.name in after:
+                    or layer.node.name in after or _edited_itself(self.edits, layer):
                 found.append(layer.node.name)
         return found
 

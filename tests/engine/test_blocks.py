@@ -10,6 +10,7 @@ from onnx import helper, numpy_helper
 from onnxprune import Pruner, onnx_in
 from onnxprune.blocks import find_blocks
 from onnxprune.errors import PlanError
+from onnxprune.recipe import Recipe
 from onnxprune.registry import builtin_registry
 from support.architectures import ARCHITECTURES, _cbr, _head
 from support.builder import GraphBuilder
@@ -23,18 +24,19 @@ def discover(model: onnx.ModelProto):
     return find_blocks(onnx_in.from_model(model), builtin_registry())
 
 
-def zero_branch(model: onnx.ModelProto, join: str, residual: str) -> onnx.ModelProto:
-    """The original with the join's addend ``residual`` multiplied by zero."""
+def zero_branch(model: onnx.ModelProto, join: str, *residuals: str) -> onnx.ModelProto:
+    """The original with the join's addends ``residuals`` multiplied by zero."""
     zeroed = onnx.ModelProto()
     zeroed.CopyFrom(model)
     graph = zeroed.graph
     graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero__oracle"))
     node = next(n for n in graph.node if n.name == join)
-    slot = list(node.input).index(residual)
-    node.input[slot] = "zeroed__oracle"
-    position = list(graph.node).index(node)
-    graph.node.insert(position, helper.make_node("Mul", [residual, "zero__oracle"], ["zeroed__oracle"],
-                                                 name="zero__oracle_mul"))
+    for k, residual in enumerate(residuals):
+        slot = list(node.input).index(residual)
+        node.input[slot] = f"zeroed{k}__oracle"
+        position = list(graph.node).index(node)
+        graph.node.insert(position, helper.make_node("Mul", [residual, "zero__oracle"], [f"zeroed{k}__oracle"],
+                                                     name=f"zero{k}__oracle_mul"))
     return zeroed
 
 
@@ -168,3 +170,57 @@ def test_unknown_block_key_is_one_clear_error():
     pruner = Pruner.from_model(ARCHITECTURES["resnet_basic"]())
     with pytest.raises(PlanError, match="no removable block"):
         pruner.remove_block_keys([("Add_9", "Relu_0")])
+
+
+# ----------------------------------------------------------------------------- joins of more addends
+def _sum_of_three(graph_output: bool = False):
+    """y = Sum(x, f(x), g(x)): two branches joined with their skip in one Sum."""
+    b = GraphBuilder(seed=9, name="sum3")
+    x = _cbr(b, b.input("input", [1, 3, 12, 12]), 8)
+    f = _cbr(b, _cbr(b, x, 8), 8, act=None)
+    g = _cbr(b, x, 8, k=1, act=None)
+    y = b.op("Sum", [x, f, g])
+    if graph_output:
+        b.output(b.rename(y, "y"))
+        return b.build(), f, g
+    _head(b, b.relu(y))
+    return b.build(), f, g
+
+
+def test_a_sum_of_three_holds_one_block_per_branch():
+    model, f, g = _sum_of_three()
+    found = discover(model)
+    assert sorted(b.residual for b in found.blocks) == sorted([f, g]) and not found.refused
+    assert all(b.addends == 3 and b.join == "Sum_0" for b in found.blocks)
+    first, second = found.blocks
+    assert not first.overlaps(second)  # siblings: the join stays for the other one
+    assert assert_removal_is_zeroing(model, [random_feeds(model), random_feeds(model, 1)]) == 2
+
+
+def test_both_branches_of_a_sum_go_together_and_the_join_with_them():
+    model, f, g = _sum_of_three()
+    pruner = Pruner.from_model(model)
+    keys = [b.key for b in pruner.blocks().blocks]
+    pruner.remove_block_keys(keys)
+    removed = pruner.to_model()
+    onnx.checker.check_model(removed, full_check=True)
+    assert "Sum" not in [n.op_type for n in removed.graph.node]
+    zeroed = zero_branch(model, "Sum_0", f, g)
+    feeds = random_feeds(model)
+    np.testing.assert_allclose(run(removed, feeds)[0], run(zeroed, feeds)[0], rtol=1e-4, atol=1e-5)
+    again = Pruner.from_model(model)  # the saved plan re-applies
+    Recipe.from_json(pruner.recipe.to_json()).replay(again)
+    np.testing.assert_allclose(run(again.to_model(), feeds)[0], run(removed, feeds)[0], rtol=1e-6)
+
+
+def test_a_sum_of_three_that_is_a_graph_output_keeps_its_join():
+    model, f, _ = _sum_of_three(graph_output=True)
+    pruner = Pruner.from_model(model)
+    (block,) = [b for b in pruner.blocks().blocks if b.residual == f]
+    pruner.remove_block_keys([block.key])
+    removed = pruner.to_model()
+    assert [n.op_type for n in removed.graph.node].count("Sum") == 1
+    assert "y" in pruner.edits.changed
+    feeds = random_feeds(model)
+    np.testing.assert_allclose(run(removed, feeds)[0], run(zero_branch(model, "Sum_0", f), feeds)[0],
+                               rtol=1e-4, atol=1e-5)

@@ -12,30 +12,10 @@ from onnxprune.api import Pruner
 from onnxprune.options import FuseOptions
 from onnxprune.passes.fusion import Fuse
 from onnxprune.registry import builtin_registry
-from onnxprune.validate import check
 from support.builder import GraphBuilder
-from support.oracle import random_feeds, refit_without_duplicate, run
+from support.oracle import refit_without_duplicate, run
+from support.fusion import assert_exact, fuse, ops
 from support.small_models import repvgg_block
-
-
-def fuse(model: onnx.ModelProto, kinds=None):
-    """(fused model, pass result) of a model fused through the Pruner (as the CLI does)."""
-    pruner = Pruner.from_model(model)
-    result = pruner.fuse(FuseOptions(kinds) if kinds else None)
-    fused = pruner.to_model()
-    check(fused)
-    return fused, result
-
-
-def assert_exact(model, fused, rtol=1e-5, atol=1e-5, seed=0):
-    feeds = random_feeds(model, seed)
-    for expected, actual in zip(run(model, feeds), run(fused, feeds)):
-        assert expected.shape == actual.shape
-        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
-
-
-def ops(model) -> list[str]:
-    return [n.op_type for n in model.graph.node]
 
 
 def _affine_consts(b: GraphBuilder, c: int, rank: int = 4):
@@ -227,17 +207,18 @@ def test_grouped_layers_and_an_activation_between_do_not_merge():
     model = b.build()
     fused, result = fuse(model)
     assert ops(fused) == ["Conv", "Conv", "Relu", "Conv"]
-    assert any("grouped layers do not merge" in r for r in result.refused), result.refused
+    assert any("groups differ (4 and 1)" in r for r in result.refused), result.refused
 
 
 # --- parallel branches (RepVGG) ---------------------------------------------------------------
-@pytest.mark.parametrize("group,identity_bn", [(1, True), (2, True), (8, False)])
-def test_repvgg_block_becomes_one_conv(group, identity_bn):
-    model = repvgg_block(group=group, identity_bn=identity_bn)
+@pytest.mark.parametrize("group,identity_bn,one_sum", [(1, True, False), (2, True, False), (8, False, False),
+                                                     (1, True, True), (8, False, True)])
+def test_repvgg_block_becomes_one_conv(group, identity_bn, one_sum):
+    model = repvgg_block(group=group, identity_bn=identity_bn, one_sum=one_sum)
     fused, result = fuse(model)
     assert ops(fused) == ["Conv", "Relu", "Conv", "Relu"], ops(fused)
     assert_exact(model, fused)
-    block = [n for n in model.graph.node if n.op_type in ("Conv", "BatchNormalization", "Add")][1:]
+    block = [n for n in model.graph.node if n.op_type in ("Conv", "BatchNormalization", "Add", "Sum")][1:]
     merged = result.edits.merged_nodes
     (into,) = [new for new, olds in merged.items() if len(olds) > 2]
     assert set(merged[into]) == {n.name for n in block}

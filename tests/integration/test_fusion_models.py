@@ -1,6 +1,7 @@
 """Fusion on every test architecture and on the exported Transformers: exact through
 onnxruntime, alone and after pruning half the channels (``--ratio 0.5 --fuse``)."""
 import numpy as np
+import onnx
 import pytest
 
 from onnxprune import Pruner
@@ -68,3 +69,37 @@ def test_exported_models_fuse_exactly_at_two_lengths(name):
     for which in (0, 1):
         feeds = exported.feeds(which)
         assert_same_outputs(run(model, feeds), run(fused, feeds))
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_depth_ratio_fuse_and_removed_activations_stay_valid(name):
+    """``--depth 1 --ratio 0.5 --fuse``, then ``--remove-activations 1``: every step a valid model with
+    the original's output shapes; fusion computes exactly what depth and width left, and removing
+    an activation equals that model with the activation replaced by the identity."""
+    model = ARCHITECTURES[name]()
+    pruner = Pruner.from_model(model)
+    pruner.prune(ratio=0.5, depth=min(1, len(pruner.blocks().blocks)))
+    pruned = pruner.to_model()
+    pruner.fuse()
+    fused = pruner.to_model()
+    check(fused)
+    feeds = random_feeds(model)
+    assert_same_outputs(run(pruned, feeds), run(fused, feeds))
+    done = pruner.remove_activations(1, pruner.random_inputs(8, 0))
+    updp = pruner.to_model()
+    check(updp)
+    assert [o.shape for o in run(model, feeds)] == [o.shape for o in run(updp, feeds)]
+    if done["removed"]:
+        (removed,) = done["removed"]
+        assert_same_outputs(run(_as_identity(fused, removed["node"]), feeds), run(updp, feeds))
+        assert done["merged"] >= 1 and len(updp.graph.node) < len(fused.graph.node)
+
+
+def _as_identity(model, name):
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    node = next(n for n in edited.graph.node if n.name == name)
+    node.op_type, node.domain = "Identity", ""
+    del node.attribute[:]
+    del node.input[1:]
+    return edited

@@ -36,14 +36,15 @@ def residual() -> onnx.ModelProto:
     return b.build()
 
 
-def repvgg_block(seed: int = 13, group: int = 1, identity_bn: bool = True) -> onnx.ModelProto:
-    """conv -> relu -> RepVGG block (3x3+BN, 1x1+BN, BN or bare skip, summed) -> relu."""
+def repvgg_block(seed: int = 13, group: int = 1, identity_bn: bool = True, one_sum: bool = False) -> onnx.ModelProto:
+    """conv -> relu -> RepVGG block (3x3+BN, 1x1+BN, BN or bare skip, summed by two Adds or, with
+    ``one_sum``, one Sum of three) -> relu."""
     b = GraphBuilder(seed=seed)
     x = b.relu(b.conv(b.input("x", [2, 8, 8, 8]), 8))
     dense = b.bn(b.conv(x, 8, k=3, group=group, bias=False))
     point = b.bn(b.conv(x, 8, k=1, pad=0, group=group, bias=False))
     skip = b.bn(x) if identity_bn else x
-    y = b.op("Add", [b.op("Add", [dense, point]), skip])
+    y = b.op("Sum", [skip, dense, point]) if one_sum else b.op("Add", [b.op("Add", [dense, point]), skip])
     b.output(b.rename(b.relu(y), "y"))
     return b.build()
 

@@ -18,7 +18,7 @@ import numpy as np
 from ...edits import GraphEditor
 from ...ir import Graph, Node
 from ...registry import Registry
-from ...rules import Affine, Barrier, LinearForm, NodeView, OpSpec, Updates
+from ...rules import Affine, Barrier, Geometry, LinearForm, NodeView, OpSpec, Updates
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,23 @@ def per_channel(affine: Affine, axis: int, shape) -> tuple[np.ndarray, np.ndarra
     return None if scale is None or shift is None else (scale, shift)
 
 
+def columns_refusal(layer: Layer) -> str | None:
+    """Why the layer's columns cannot be read as [channel, tap] (None: they can)."""
+    form = layer.form
+    if form.displacements is None:
+        return f"{layer.node.name}'s geometry is unknown (input shape?)"
+    taps = layer.taps()
+    if not np.array_equal(np.asarray(form.k_channel) * taps + np.asarray(form.k_offset), np.arange(len(form.k_channel))):
+        return f"{layer.node.name}'s columns are not laid out channel by channel"
+    return None
+
+
+def by_tap(layer: Layer) -> np.ndarray:
+    """The layer's matrix as [groups, outputs per group, inputs per group, taps]."""
+    matrix = layer.matrix()
+    return matrix.reshape(matrix.shape[0], matrix.shape[1], -1, layer.taps())
+
+
 def bias_refusal(layer: Layer, bias: np.ndarray | None) -> str | None:
     if bias is not None and np.any(bias) and layer.bias() is None and not layer.form.can_add_bias:
         return f"{layer.node.name} has no bias to take the shift"
@@ -199,15 +216,15 @@ def bias_refusal(layer: Layer, bias: np.ndarray | None) -> str | None:
 
 
 def write_layer(graph: Graph, editor: GraphEditor, layer: Layer, matrix: np.ndarray, bias: np.ndarray | None,
-                output: str | None = None, input: str | None = None) -> None:
+                output: str | None = None, input: str | None = None, geometry: Geometry | None = None) -> None:
     """Replace the layer's nodes by copies holding ``matrix`` and ``bias`` (fresh constant names),
-    reading ``input`` and writing its result as ``output`` where given. Tensors inside the layer
-    keep their names but not their values: the map forgets them."""
+    reading ``input`` and writing its result as ``output`` where given (``geometry``: a new kernel
+    grid). Tensors inside the layer keep their names but not their values: the map forgets them."""
     dtype, before = layer.form.matrix().dtype, layer.bias()
     if bias is not None and (np.array_equal(bias.astype(dtype), before.astype(dtype)) if before is not None
                              else not np.any(bias)):
         bias = None  # as it was: the layer keeps its bias constant (which others may share)
-    updates = layer.form.store(matrix.astype(dtype), None if bias is None else bias.astype(dtype))
+    updates = layer.form.store(matrix.astype(dtype), None if bias is None else bias.astype(dtype), geometry)
     per_node = {layer.node.name: updates, **updates.others}
     for name in layer.nodes:
         node = graph.node_by_name[name]

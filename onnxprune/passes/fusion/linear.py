@@ -1,12 +1,17 @@
 """Merge two linear layers in a row, with nothing between them, into one.
 
-``W2 (W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2)``. The merged layer keeps the geometry
-of the layer that has one: a convolution followed by a pointwise layer (a 1x1 conv, a
-dense layer) becomes that convolution; a pointwise layer followed by a convolution
-becomes that convolution, exact only where the convolution pads nothing or ``b1`` is zero
-(its zero padding would otherwise meet ``b1``). Only ungrouped layers merge, and only
-where the merged layer costs no more multiply-adds than the two did (merging a
-bottleneck, or a depthwise conv into the 1x1 after it, would cost more).
+``W2 (W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2)``. Where one layer is pointwise (a 1x1
+conv, a dense layer) the merged layer keeps the geometry of the other: a convolution
+followed by a pointwise layer becomes that convolution; a pointwise layer followed by a
+convolution becomes that convolution, exact only where the convolution pads nothing or
+``b1`` is zero (its zero padding would otherwise meet ``b1``). Two convolutions compose
+into one whose kernel is the first's spread over the second's taps (3x3 then 3x3: one 5x5;
+stride s1 * s2), with the same groups where both have them channel for channel
+(depthwise then depthwise), exact where the second pads nothing: its zeros beyond the
+first's output are not what the first computes there, so it keeps the first's padding.
+Every merge must cost no more multiply-adds than the two layers did (a 3x3 then 3x3 of
+equal widths would: 25 taps against 18; merging a bottleneck, or a depthwise conv into
+the 1x1 after it, would too): refused for cost, with the figures.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import numpy as np
 from ...edits import GraphEditor
 from ...ir import Graph
 from .. import Match
-from .common import Layer, Scope, Shared, bias_refusal, write_layer
+from ...rules import Geometry
+from .common import Layer, Scope, Shared, bias_refusal, by_tap, columns_refusal, write_layer
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class Merge:
     bias: np.ndarray | None
     input: str | None  # where the kept layer reads from now (None: as before)
     output: str | None  # the tensor the kept layer writes now (None: as before)
+    geometry: Geometry | None = None  # the kept layer's new kernel grid (None: as before)
 
 
 class MergeConsecutive(Shared):
@@ -45,19 +52,23 @@ class MergeConsecutive(Shared):
         reason = scope.floating(first, second) or scope.private(first.output, second.node.name)
         if reason:
             return reason
-        if first.form.groups != 1 or second.form.groups != 1:
-            return "grouped layers do not merge"
         if first.form.out_axis != second.form.in_axis:
             return "the layers' channel axes differ"
-        candidates = []
-        if second.pointwise:
-            candidates.append(_into_first(scope, first, second))
-        if first.pointwise:
-            candidates.append(_into_second(scope, first, second))
+        candidates = []  # cheapest first; each computed only if those before it are refused
+        if first.form.groups == 1 and second.form.groups == 1:
+            if second.pointwise:
+                candidates.append(_into_first)
+            if first.pointwise:
+                candidates.append(_into_second)
+        if len(first.form.strides) and len(second.form.strides):
+            candidates.append(_composed)
         if not candidates:
-            return "neither layer is pointwise (1x1, stride 1, unpadded, or dense)"
+            return "grouped layers merge only with a convolution of the same groups" \
+                if first.form.groups != 1 or second.form.groups != 1 else \
+                "neither layer is pointwise (1x1, stride 1, unpadded, or dense)"
         reasons = []
-        for merge in candidates:  # the first that passes every check
+        for candidate in candidates:  # the first that passes every check
+            merge = candidate(scope, first, second)
             if isinstance(merge, str):
                 reasons.append(merge)
                 continue
@@ -65,7 +76,7 @@ class MergeConsecutive(Shared):
             if reason is None:
                 return merge
             reasons.append(reason)
-        return reasons[0]
+        return "; ".join(dict.fromkeys(reasons))
 
     def check(self, graph: Graph, match: Match) -> str | None:
         merge = self._merge(graph, match)
@@ -73,7 +84,8 @@ class MergeConsecutive(Shared):
 
     def rewrite(self, graph: Graph, match: Match, editor: GraphEditor) -> None:
         merge = self._merge(graph, match)
-        write_layer(graph, editor, merge.keep, merge.matrix, merge.bias, output=merge.output, input=merge.input)
+        write_layer(graph, editor, merge.keep, merge.matrix, merge.bias, output=merge.output, input=merge.input,
+                    geometry=merge.geometry)
         for name in match.nodes:  # the other layer's nodes: their tensors are gone with them
             if name not in merge.keep.nodes:
                 editor.remove_node(name, into=merge.keep.node.name)
@@ -124,3 +136,45 @@ def _into_second(scope: Scope, first: Layer, second: Layer) -> Merge | str:
     bias = None if b1 is None and b2 is None else \
         (np.einsum("oat,a->o", w2, b1) if b1 is not None else 0.0) + (b2 if b2 is not None else 0.0)
     return Merge(second, matrix, bias, first.input, None)
+
+
+def _composed(scope: Scope, first: Layer, second: Layer) -> Merge | str:
+    """Two convolutions as one: output q of the second reads the first's output at
+    ``q * s2 + D2[u]``, which reads the input at ``(q * s2 + D2[u]) * s1 + D1[t]``; so the merged
+    kernel has a tap at ``s1 * D2[u] + D1[t]`` for every pair, stride ``s1 * s2`` and the first's
+    padding (the second reads no padding: every position it reads is one the first computed)."""
+    f1, f2 = first.form, second.form
+    reason = columns_refusal(first) or columns_refusal(second)
+    if reason:
+        return reason
+    if f1.displacements.shape[1] != f2.displacements.shape[1]:
+        return "the layers' spatial axes differ"
+    if f1.groups != f2.groups:
+        return f"the layers' groups differ ({f1.groups} and {f2.groups})"
+    if f2.padded:
+        return f"{second.node.name} pads its input with zeros, where {first.node.name} would compute other values"
+    if f1.pads is None:
+        return f"{first.node.name}'s padding is unknown (input shape?)"
+    m1, m2 = by_tap(first), by_tap(second)  # [G, O1, C, T1], [G, O2, O1, T2]
+    if m2.shape[2] != m1.shape[1]:
+        return "the layers' channels per group differ"
+    s1 = np.asarray(f1.strides, dtype=np.int64)
+    taps = ((s1 * f2.displacements)[:, None, :] + f1.displacements[None, :, :]).reshape(-1, len(s1))  # [T2*T1, n]
+    low = taps.min(axis=0)
+    if np.any(low > 0) or np.any(-low != np.asarray([b for b, _ in f1.pads])):
+        return f"{first.node.name}'s kernel does not start at its padding"
+    kernel = taps.max(axis=0) - low + 1
+    place = np.zeros((len(taps), int(np.prod(kernel))))
+    place[np.arange(len(taps)), np.ravel_multi_index(tuple((taps - low).T), tuple(kernel))] = 1.0
+    w = np.einsum("goau,gact->gocut", m2, m1).reshape(m2.shape[0], m2.shape[1], m1.shape[2], -1) @ place
+    matrix = w.reshape(w.shape[0], w.shape[1], -1)
+    reason = _costs(scope, first, second, matrix.size, scope.rows(second))
+    if reason:
+        return reason
+    b1, b2 = first.bias(), second.bias()
+    bias = None if b1 is None and b2 is None else \
+        (np.einsum("goau,ga->go", m2, b1.reshape(m2.shape[0], -1)).reshape(-1) if b1 is not None else 0.0) \
+        + (b2 if b2 is not None else 0.0)
+    geometry = Geometry(tuple(int(k) for k in kernel), tuple(int(a) * int(b) for a, b in zip(f1.strides, f2.strides)),
+                        tuple(f1.pads))
+    return Merge(first, matrix, bias, None, second.output, geometry)

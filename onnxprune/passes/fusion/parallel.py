@@ -10,6 +10,7 @@ kernel. Branches with batch norms merge after those folded into them, so a
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from ...edits import GraphEditor
 from ...ir import Graph, Node
 from .. import Match
-from .common import Layer, Scope, Shared, bias_refusal, per_channel, write_layer
+from .common import Layer, Scope, Shared, bias_refusal, by_tap, columns_refusal, per_channel, write_layer
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Pair:
     """A sum of a layer and a second branch on the layer's input."""
 
     sum: str
+    slots: tuple[int, int]  # the sum's inputs the two branches are (the layer's first)
     layer: str  # main node of the layer branch
     other: str | None  # main node of a second layer
     affine: str | None  # an affine node on the input (the other branch), else identity
@@ -37,7 +39,8 @@ class MergeParallel(Shared):
         scope = self.scope(graph)
         for node in graph.nodes:
             spec = scope.spec(node)
-            if spec is None or not spec.sum_of_inputs or len(node.inputs) != 2 or len(set(node.inputs)) != 2:
+            if spec is None or not spec.sum_of_inputs or len(node.inputs) < 2 \
+                    or len(set(node.inputs)) != len(node.inputs) or not all(node.inputs):
                 continue
             shapes = [scope.shape(t) for t in (*node.inputs, node.outputs[0])]
             if None in shapes or len({tuple(s) for s in shapes}) != 1:
@@ -50,12 +53,12 @@ class MergeParallel(Shared):
     def _merge(self, graph: Graph, match: Match):
         scope, pair = self.scope(graph), match.data
         layer = scope.layers[pair.layer]
-        reason = scope.floating(layer) or scope.private(layer.output, pair.sum) or _layout(layer)
+        reason = scope.floating(layer) or scope.private(layer.output, pair.sum) or columns_refusal(layer)
         if reason:
             return reason
         if pair.other is not None:
             other = scope.layers[pair.other]
-            reason = scope.floating(layer, other) or scope.private(other.output, pair.sum) or _layout(other)
+            reason = scope.floating(layer, other) or scope.private(other.output, pair.sum) or columns_refusal(other)
             merged = reason or _two_layers(layer, other)
         else:
             merged = _identity(scope, layer, graph.node_by_name[pair.affine] if pair.affine else None, pair.sum)
@@ -70,43 +73,44 @@ class MergeParallel(Shared):
 
     def rewrite(self, graph: Graph, match: Match, editor: GraphEditor) -> None:
         keep, matrix, bias = self._merge(graph, match)
-        write_layer(graph, editor, keep, matrix, bias, output=graph.node_by_name[match.data.sum].outputs[0])
-        for name in match.nodes:
+        pair, join = match.data, graph.node_by_name[match.data.sum]
+        if len(join.inputs) == 2:  # the merged layer computes the sum
+            write_layer(graph, editor, keep, matrix, bias, output=join.outputs[0])
+            gone = match.nodes
+        else:  # the sum adds the merged layer (its output keeps its name, not its values) and the rest
+            write_layer(graph, editor, keep, matrix, bias)
+            editor.map_tensor(keep.output, None)
+            new = copy.copy(join)
+            new.inputs = [keep.output if slot == pair.slots[0] else t for slot, t in enumerate(join.inputs)
+                          if slot != pair.slots[1]]
+            editor.replace_node(join.name, new)
+            gone = match.nodes[1:]
+        for name in gone:
             if name not in keep.nodes:
                 editor.remove_node(name, into=keep.node.name)
 
 
 def _pair(scope: Scope, node: Node) -> Pair | None:
-    for first, second in (node.inputs, node.inputs[::-1]):
+    """The first two of the sum's inputs that merge: a layer and a second layer on its input, the
+    input itself, or an affine node of it."""
+    inputs = node.inputs
+    for i, first in enumerate(inputs):
         layer = scope.layer_by_output.get(first)
         if layer is None:
             continue
-        other = scope.layer_by_output.get(second)
-        if other is not None and other.input == layer.input and other is not layer:
-            return Pair(node.name, layer.node.name, other.node.name, None)
-        if second == layer.input:
-            return Pair(node.name, layer.node.name, None, None)
-        produced = scope.graph.producers.get(second)
-        affine = scope.affine(produced[0]) if produced else None
-        if affine is not None and produced[0].inputs[affine.input_slot] == layer.input:
-            return Pair(node.name, layer.node.name, None, produced[0].name)
+        for j, second in enumerate(inputs):
+            if j == i:
+                continue
+            other = scope.layer_by_output.get(second)
+            if other is not None and other.input == layer.input and other is not layer:
+                return Pair(node.name, (i, j), layer.node.name, other.node.name, None)
+            if second == layer.input:
+                return Pair(node.name, (i, j), layer.node.name, None, None)
+            produced = scope.graph.producers.get(second)
+            affine = scope.affine(produced[0]) if produced else None
+            if affine is not None and produced[0].inputs[affine.input_slot] == layer.input:
+                return Pair(node.name, (i, j), layer.node.name, None, produced[0].name)
     return None
-
-
-def _layout(layer: Layer) -> str | None:
-    form = layer.form
-    if form.displacements is None:
-        return f"{layer.node.name}'s geometry is unknown (input shape?)"
-    taps = layer.taps()
-    if not np.array_equal(np.asarray(form.k_channel) * taps + np.asarray(form.k_offset), np.arange(len(form.k_channel))):
-        return f"{layer.node.name}'s columns are not laid out channel by channel"
-    return None
-
-
-def _by_tap(layer: Layer) -> np.ndarray:
-    """The layer's matrix as [groups, outputs per group, inputs per group, taps]."""
-    matrix = layer.matrix()
-    return matrix.reshape(matrix.shape[0], matrix.shape[1], -1, layer.taps())
 
 
 def _two_layers(a: Layer, b: Layer):
@@ -115,7 +119,7 @@ def _two_layers(a: Layer, b: Layer):
         return "the branches differ in groups or channel axes"
     if tuple(fa.strides) != tuple(fb.strides):
         return "the branches differ in stride"
-    ma, mb = _by_tap(a), _by_tap(b)
+    ma, mb = by_tap(a), by_tap(b)
     if ma.shape[:3] != mb.shape[:3]:
         return "the branches differ in channels"
     for big, small, m_big, m_small in ((a, b, ma, mb), (b, a, mb, ma)):
@@ -135,7 +139,7 @@ def _identity(scope: Scope, layer: Layer, affine_node: Node | None, sum_node: st
     centre = _taps_in(form.displacements, np.zeros((1, form.displacements.shape[1]), dtype=np.int64))
     if centre is None:
         return "the layer's kernel has no centre tap (its output is shifted against its input)"
-    m = _by_tap(layer)
+    m = by_tap(layer)
     groups, per_out, per_in, _ = m.shape
     if per_out != per_in:
         return "the layer's inputs and outputs per group differ"
