@@ -44,6 +44,9 @@ class PruneOptions:
     head_ratio: float | None = None  # ratio for attention groups, heads or head_dim (default: --ratio)
     depth: int = 0  # remove this many residual blocks (the least important) before width pruning
     depth_score: str | None = None  # weights, influence or output (onnxprune.depth); default: output with data
+    # --target-latency (without --depth, in one step): search how many blocks go together with the
+    # width (onnxprune.depthwidth); False: width only
+    depth_search: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.ignore, tuple):
