@@ -348,10 +348,10 @@ class Pruner:
         return latency
 
     def latency_of(self, graphs: list[Graph], options: LatencyOptions | None = None,
-                   provider: str = "cpu", seed: int = 0) -> list[LatencyRatio]:
+                   provider: str = "cpu", seed: int = 0, feeds: dict | None = None) -> list[LatencyRatio]:
         """Each graph's latency over the original model's, all timed side by side in one interleaved
-        measurement (onnxprune.latency), on random inputs of the analysed shapes."""
-        feeds = make_inputs(self.original_graph, seed=seed)
+        measurement (onnxprune.latency), on ``feeds`` (default: random inputs of the analysed shapes)."""
+        feeds = make_inputs(self.original_graph, seed=seed) if feeds is None else feeds
         models = [self._original_model()] + [reshare_params(g, self._copies) for g in graphs]
         return list(timing.compare(models, feeds, provider, options=options).ratios)
 
@@ -378,15 +378,18 @@ class Pruner:
             fork = self._fork()
             fork.remove_block_keys([item.block.key for item in chosen])
             alone = fork._fraction("latency", width, provider, graph_latency)(fork.graph) if k else None
+            depth_only = SearchResult(Plan((), width.criterion, 0.0), "latency", options.target_latency,
+                                      alone if alone is not None else 1.0, 0.0, 1, 0.0)
             try:
                 if alone is not None and alone <= options.target_latency + TOLERANCE:  # depth alone does it
-                    plan = Plan((), width.criterion, 0.0)
-                    result = SearchResult(plan, "latency", options.target_latency, alone, 0.0, 1, 0.0)
+                    plan, result = depth_only.plan, depth_only
                 else:
                     plan = fork.plan(width, data=data, provider=provider, graph_latency=graph_latency)
                     result = fork.searches[-1]
             except PlanError:
-                return None
+                if not k:
+                    return None
+                plan, result = depth_only.plan, depth_only  # the blocks alone; the final timing judges them
             graphs[k] = graph = apply_plan(fork.depgraph, plan) if plan.decisions else fork.graph
             cosine = fork.fidelity_of(graph, sample, provider).cosine if sample is not None else None
             return depthwidth.Candidate(k, tuple(item.block.key for item in chosen), result,
@@ -404,8 +407,17 @@ class Pruner:
         chosen = choose(items, best.depth, by)
         self.remove_block_keys([item.block.key for item in chosen])
         self.removed_blocks.extend(record(item, by, params_now, macs_now) for item in chosen)
-        self.searches.append(dataclasses.replace(best.search, reached=best.latency.median, depth_width=found))
+        evaluations = sum(c.search.evaluations for c in found.candidates) + len(found.candidates)
+        self.searches.append(dataclasses.replace(best.search, reached=best.latency.median, depth_width=found,
+                                                 evaluations=evaluations, seconds=found.seconds))
         return best.search.plan
+
+    def fresh(self) -> "Pruner":
+        """A pruner on the original model, as loaded (folded), with this one's analysis: a recipe
+        made here replays on it."""
+        pruner = Pruner(self.original_graph, self.registry, self.original, self.input_shapes, self.analysis)
+        pruner.source_path, pruner._copies, pruner._grids = self.source_path, self._copies, self._grids
+        return pruner
 
     def _fork(self) -> "Pruner":
         """A copy to explore on: passes replace graphs (never edit them), so only the lists of what

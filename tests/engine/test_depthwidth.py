@@ -9,7 +9,7 @@ from onnxprune.depthwidth import Candidate, ladder, pick
 from onnxprune.errors import PlanError
 from onnxprune.latency import RatioSpread
 from onnxprune.metrics import count_macs
-from onnxprune.options import PruneOptions
+from onnxprune.options import LatencyOptions, PruneOptions
 from onnxprune.plan import Plan
 from onnxprune.recipe import BLOCKS, CHANNELS, Recipe
 from onnxprune.targets import TOLERANCE, SearchResult
@@ -153,9 +153,30 @@ def test_ladder_is_evenly_spaced_and_short():
     assert ladder(16) == [0, 4, 8, 12, 16] and len(ladder(100)) == 5
 
 
-def test_out_of_reach_everywhere_fails_in_one_line():
+def test_out_of_reach_returns_the_fastest_plan_flagged_not_met():
     model = ARCHITECTURES["resnet_basic"]()
     pruner = Pruner.from_model(model)
+    pruner.prune(PruneOptions(target_latency=0.01, round_to=1, max_ratio=0.2), graph_latency=LatencyModel(model, 1.0))
+    found = pruner.searches[-1].depth_width
+    assert not found.met and not pruner.searches[-1].to_dict()["depth_width"]["met"]
+    assert found.chosen.latency.median == min(c.latency.median for c in found.candidates)
+    assert found.candidates[0].depth > 0  # width alone (at most 20% of each group) is out of reach: no candidate
+
+
+def test_out_of_reach_at_every_depth_fails_in_one_line():
+    model = ARCHITECTURES["plain_cnn"]()
     with pytest.raises(PlanError, match="out of reach"):
-        pruner.prune(PruneOptions(target_latency=0.01, round_to=1, max_ratio=0.2),
-                     graph_latency=LatencyModel(model, 1.0))
+        Pruner.from_model(model).prune(PruneOptions(target_latency=0.01, round_to=1, max_ratio=0.2),
+                                       graph_latency=LatencyModel(model, 1.0))
+
+
+def test_the_search_times_for_real_through_onnxruntime():
+    """No assertion on the timings: only that real side-by-side measurements run and are recorded."""
+    pruner = Pruner.from_model(ARCHITECTURES["resnet_basic"]())
+    pruner.prune(PruneOptions(target_latency=0.7, width_grid="default",
+                              latency=LatencyOptions(min_runs=4, max_seconds=0.2)))
+    found = pruner.searches[-1].depth_width
+    assert found.candidates and all(c.latency is not None for c in found.candidates)
+    assert all(c.latency.ci95[0] <= c.latency.median <= c.latency.ci95[1] for c in found.candidates)
+    json.dumps(pruner.searches[-1].to_dict())
+    pruner.validate(runs=0)
