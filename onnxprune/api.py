@@ -366,7 +366,9 @@ class Pruner:
         by = DepthScore(options.depth_score) if options.depth_score else default_score(data is not None)
         if by.data_driven and data is None:
             raise PlanError(f"the {by.value} score of blocks is measured on calibration data: give data")
-        items = self.score_blocks(data if by.data_driven else None, provider) if self.blocks().blocks else []
+        discovery = self.blocks()
+        items = self.score_blocks(data if by.data_driven else None, provider, discovery=discovery) \
+            if discovery.blocks else []
         width = options.with_(depth=0, depth_search=False,
                               latency=depthwidth.exploring(options.latency))
         macs0, params_now, macs_now = count_macs(self.original_graph, self.registry), self.params(), self.macs()
