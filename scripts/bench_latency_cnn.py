@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", default=None, help="ONNX files (default: see above)")
     ap.add_argument("--modes", nargs="*", default=["uniform", "global"], choices=["uniform", "global"])
     ap.add_argument("--target", type=float, default=0.5, help="--target-macs (default 0.5)")
+    ap.add_argument("--variants", nargs="*", default=["before", "after"], choices=["before", "after"])
     ap.add_argument("--runs", type=int, default=60, help="timed runs per model and comparison (default 60)")
     args = ap.parse_args(argv)
     paths = args.models or default_models()
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     print(header)
     rows = []
     variants = {"before": dict(round_to=1, never_slower=False), "after": dict()}
-    jobs = [(p, m, v) for p in paths for m in args.modes for v in variants]
+    jobs = [(p, m, v) for p in paths for m in args.modes for v in variants if v in args.variants]
     for path, mode, variant in tqdm(jobs, desc="bench", file=sys.stderr, leave=False):
         options = PruneOptions(target_macs=args.target, global_rank=mode == "global", **variants[variant])
         try:
