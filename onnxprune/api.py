@@ -1,6 +1,7 @@
 """The Python API: load a model, look at its groups, prune, validate, save."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -43,11 +44,14 @@ from .sharing import reshare_params, unshare_params
 from . import latency as timing
 from .speed import LatencyRatio, compare_latency, never_slower
 from .validate import Reference, ValidationResult, check, make_inputs, run_reference, session, validate
-from . import widthgrid
+from . import depthwidth, widthgrid
 from .widthgrid import WidthGrid
 
 StepHook = Callable[["Pruner", int], None]
 PlanLatency = Callable[[Plan], LatencyRatio]  # a plan on the current graph -> its latency over the original's
+# graphs -> each one's latency over the original's, measured side by side (default: onnxruntime, see
+# Pruner.latency_of); tests inject a latency model here
+GraphLatency = Callable[[list[Graph]], list[LatencyRatio]]
 SPEED_CHECK_ENV = "ONNXPRUNE_SPEED_CHECK"  # "0": PruneOptions.never_slower defaults to off (the test suite)
 COARSER = (2, 4)  # width grids the speed check tries, as multiples of the grid's steps
 
@@ -152,7 +156,8 @@ class Pruner:
     # --- pruning
     def plan(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
              provider: str = "cpu", history: dict[int, tuple[int, int]] | None = None,
-             plan_latency: PlanLatency | None = None, **kwargs) -> Plan:
+             plan_latency: PlanLatency | None = None, graph_latency: GraphLatency | None = None,
+             **kwargs) -> Plan:
         """One round's plan on the current graph; ``data``: calibration samples for data-driven criteria.
 
         With a size target the budget level is searched (see targets.py) and, with
@@ -165,7 +170,7 @@ class Pruner:
         if options.target is None:
             return make_plan(self.depgraph, options, data=data, provider=provider, history=history, grid=grid)
         metric, target = options.target
-        fraction = self._fraction(metric, options, provider)
+        fraction = self._fraction(metric, options, provider, graph_latency)
         limits = {"max_evaluations": 12, "close_enough": TOLERANCE / 2} if metric == "latency" else {}
 
         def run(opts: PruneOptions, widths: WidthGrid | None) -> SearchResult:
@@ -197,7 +202,8 @@ class Pruner:
         """Apply a plan made on the current graph; group ids refer to the current groups."""
         self.run_pass(ChannelRemoval(self.depgraph, plan))
         self.plans.append(plan)
-        self.recipe.add(CHANNELS, plan)
+        if plan.decisions:  # an empty plan changes nothing: no step to save
+            self.recipe.add(CHANNELS, plan)
 
     def replay(self, recipe: Recipe) -> None:
         """Re-apply a saved recipe (or plan) made on this model: every step, in order."""
@@ -321,12 +327,14 @@ class Pruner:
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
               provider: str = "cpu", after_step: StepHook | None = None, plan_latency: PlanLatency | None = None,
-              **kwargs) -> Plan | None:
+              graph_latency: GraphLatency | None = None, **kwargs) -> Plan | None:
         """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
 
         With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
         the width rounds run on the shallower model; with ``options.remove_activations``, the
-        activations go last (:meth:`remove_activations`; recover after it).
+        activations go last (:meth:`remove_activations`; recover after it). With ``--target-latency`` in
+        one step and no ``options.depth``, how many blocks go is searched with the width
+        (:meth:`search_depth_and_width`).
 
         Each round re-scores the model the previous one left. ``after_step(pruner, step)`` runs after every
         round (1-based): the place for recovery, so the next round scores the recovered weights. The
@@ -339,10 +347,18 @@ class Pruner:
         if options.depth:
             self.remove_blocks(options.depth, data, options.depth_score, provider)
         self._analyse_for(options)
+        if options.target_latency is not None and options.depth_search and not options.depth and options.steps == 1:
+            plan = self.search_depth_and_width(options, data, provider, graph_latency)
+            if plan.decisions:
+                self.apply(plan)
+            if after_step is not None:
+                after_step(self, 1)
+            return plan
         lineage, rounds = Lineage(self.depgraph), []
         for step in range(1, options.steps + 1):
             plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,
-                             history=lineage.history(self.depgraph), plan_latency=plan_latency)
+                             history=lineage.history(self.depgraph), plan_latency=plan_latency,
+                             graph_latency=graph_latency)
             lineage.record(self.depgraph, plan)
             self.apply(plan)
             rounds.append(plan)
@@ -365,7 +381,8 @@ class Pruner:
         plan = Plan((GroupDecision(group.id, str(group.root), group.size, tuple(sorted(int(c) for c in channels))),))
         self.apply(plan)
 
-    def _fraction(self, metric: str, options: PruneOptions, provider: str = "cpu") -> Fraction:
+    def _fraction(self, metric: str, options: PruneOptions, provider: str = "cpu",
+                  graph_latency: GraphLatency | None = None) -> Fraction:
         """A pruned graph's MACs, params or latency as a fraction of the original model's."""
         if metric == "macs":
             base = count_macs(self.original_graph, self.registry)
@@ -373,6 +390,8 @@ class Pruner:
         if metric == "params":
             base = count_params(reshare_params(self.original_graph, self._copies))
             return lambda graph: count_params(reshare_params(graph, self._copies)) / base
+        if graph_latency is not None:
+            return lambda graph: graph_latency([graph])[0].median
         settings = options.latency
         reference = timing.session(self._original_model(), provider, settings.threads)
         feeds = make_inputs(self.original_graph, seed=options.seed)
@@ -381,6 +400,89 @@ class Pruner:
             candidate = timing.session(reshare_params(graph, self._copies), provider, settings.threads)
             return timing.compare([reference, candidate], feeds, provider, options=settings).ratio
         return latency
+
+    def latency_of(self, graphs: list[Graph], options: LatencyOptions | None = None,
+                   provider: str = "cpu", seed: int = 0, feeds: dict | None = None) -> list[LatencyRatio]:
+        """Each graph's latency over the original model's, all timed side by side in one interleaved
+        measurement (onnxprune.latency), on ``feeds`` (default: random inputs of the analysed shapes)."""
+        feeds = make_inputs(self.original_graph, seed=seed) if feeds is None else feeds
+        models = [self._original_model()] + [reshare_params(g, self._copies) for g in graphs]
+        return list(timing.compare(models, feeds, provider, options=options).ratios)
+
+    def search_depth_and_width(self, options: PruneOptions, data: CalibrationSet | None = None,
+                               provider: str = "cpu", graph_latency: GraphLatency | None = None) -> Plan:
+        """``--target-latency`` over depth and width together (see :mod:`onnxprune.depthwidth`):
+        remove the chosen blocks from this model and return the width plan to apply after them.
+
+        Each depth is explored on a copy of the model; the blocks chosen are then removed here
+        (recorded in the recipe, so a saved plan re-applies them), and the returned plan was made
+        on the graph they leave."""
+        by = DepthScore(options.depth_score) if options.depth_score else default_score(data is not None)
+        if by.data_driven and data is None:
+            raise PlanError(f"the {by.value} score of blocks is measured on calibration data: give data")
+        discovery = self.blocks()
+        items = self.score_blocks(data if by.data_driven else None, provider, discovery=discovery) \
+            if discovery.blocks else []
+        width = options.with_(depth=0, depth_search=False,
+                              latency=depthwidth.exploring(options.latency))
+        macs0, params_now, macs_now = count_macs(self.original_graph, self.registry), self.params(), self.macs()
+        sample = data.take(16) if data is not None else None
+        graphs: dict[int, Graph] = {}
+
+        def explore(k: int) -> depthwidth.Candidate | None:
+            chosen = choose(items, k, by)
+            fork = self._fork()
+            fork.remove_block_keys([item.block.key for item in chosen])
+            alone = fork._fraction("latency", width, provider, graph_latency)(fork.graph) if k else None
+            depth_only = SearchResult(Plan((), width.criterion, 0.0), "latency", options.target_latency,
+                                      alone if alone is not None else 1.0, 0.0, 1, 0.0)
+            try:
+                if alone is not None and alone <= options.target_latency + TOLERANCE:  # depth alone does it
+                    plan, result = depth_only.plan, depth_only
+                else:
+                    plan = fork.plan(width, data=data, provider=provider, graph_latency=graph_latency)
+                    result = fork.searches[-1]
+            except PlanError:
+                if not k:
+                    return None
+                plan, result = depth_only.plan, depth_only  # the blocks alone; the final timing judges them
+            graphs[k] = graph = apply_plan(fork.depgraph, plan) if plan.decisions else fork.graph
+            cosine = fork.fidelity_of(graph, sample, provider).cosine if sample is not None else None
+            return depthwidth.Candidate(k, tuple(item.block.key for item in chosen), result,
+                                        count_macs(graph, self.registry) / macs0, cosine)
+
+        def time_all(candidates: list[depthwidth.Candidate]) -> list[LatencyRatio]:
+            chosen = [graphs[c.depth] for c in candidates]
+            if graph_latency is not None:
+                return graph_latency(chosen)
+            return self.latency_of(chosen, options.latency, provider, options.seed)
+        proxy = f"worst-output cosine on {sample.n_samples} calibration samples" if sample is not None else "MACs kept"
+        found = depthwidth.search(depthwidth.ladder(len(choose(items, len(items), by))), explore, time_all,
+                                  options.target_latency, proxy)
+        best = found.chosen
+        chosen = choose(items, best.depth, by)
+        self.remove_block_keys([item.block.key for item in chosen])
+        self.removed_blocks.extend(record(item, by, params_now, macs_now) for item in chosen)
+        evaluations = sum(c.search.evaluations for c in found.candidates) + len(found.candidates)
+        self.searches.append(dataclasses.replace(best.search, reached=best.latency.median, depth_width=found,
+                                                 evaluations=evaluations, seconds=found.seconds))
+        return best.search.plan
+
+    def fresh(self) -> "Pruner":
+        """A pruner on the original model, as loaded (folded), with this one's analysis: a recipe
+        made here replays on it."""
+        pruner = Pruner(self.original_graph, self.registry, self.original, self.input_shapes, self.analysis)
+        pruner.source_path, pruner._copies, pruner._grids = self.source_path, self._copies, self._grids
+        return pruner
+
+    def _fork(self) -> "Pruner":
+        """A copy to explore on: passes replace graphs (never edit them), so only the lists of what
+        was done are copied."""
+        fork = copy.copy(self)
+        fork.plans, fork.searches, fork.passes = list(self.plans), list(self.searches), list(self.passes)
+        fork.recoveries, fork.removed_blocks = list(self.recoveries), list(self.removed_blocks)
+        fork.recipe = Recipe(list(self.recipe.steps))
+        return fork
 
     def _plan_latency(self, options: PruneOptions, provider: str) -> PlanLatency | None:
         """A plan on the current graph, applied, timed against the original model (one thread); None
@@ -461,8 +563,12 @@ class Pruner:
     def fidelity(self, data: CalibrationSet | None = None, provider: str = "cpu") -> Fidelity:
         """Output agreement of the current (pruned) model with the original on ``data``
         (default: a few random samples)."""
+        return self.fidelity_of(self.graph, data, provider)
+
+    def fidelity_of(self, graph: Graph, data: CalibrationSet | None = None, provider: str = "cpu") -> Fidelity:
+        """Output agreement of ``graph`` (an edit of this model) with the original on ``data``."""
         data = data if data is not None else self.random_inputs()
-        return measure(self.original_graph, reshare_params(self.graph, self._copies), data, provider)
+        return measure(self.original_graph, reshare_params(graph, self._copies), data, provider)
 
     def sensitivity(self, data: CalibrationSet | None = None, *, ratios=DEFAULT_RATIOS,
                     options: PruneOptions | None = None, blocks: int = 0, provider: str = "cpu",

@@ -36,6 +36,7 @@ from .progress import Progress
 from .recovery import recovery_report
 from .depth import DEPTH_SCORES, DepthScore
 from .passes.fusion import fusion_report
+from .attribution import attribute, replay_stages
 from .recipe import CHANNELS, Recipe
 from .report import (Report, describe_blocks, describe_groups, fidelity_warning, format_analysis, format_fused,
                      format_groups, format_summary, record_plan, top_barriers)
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--target-latency", type=float, metavar="F",
                        help="... that leaves F of the latency (each candidate timed side by side with the "
                             "original on --provider, as for the summary: --threads, --runs, --latency-time)")
+    prune.add_argument("--no-depth-search", dest="depth_search", action="store_false",
+                       help="--target-latency thins layers only (by default it also searches how many residual "
+                            "blocks to remove, as --depth would)")
     prune.add_argument("--ratio-from", metavar="SENS.json:MAXERR",
                        help="--ratio-for options from a sensitivity report, for an error budget per unit")
     prune.add_argument("--steps", type=int, default=1, metavar="K", help="prune in K rounds, re-scoring between")
@@ -482,6 +486,7 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            prune_hidden=args.prune_hidden, prune_heads=args.prune_heads,
                            prune_head_dim=args.prune_head_dim,
                            prune_channels=args.prune_channels, width_grid=args.width_grid,
+                           depth_search=args.depth_search,
                            never_slower=False if args.allow_slower or args.no_validate or not args.runs
                            else None).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
@@ -535,7 +540,7 @@ def run_prune(args, progress: Progress) -> Report:
                 feeds = pruner.feeds(seed=args.seed)
                 reference = pruner.run_original(feeds, args.provider, threads)
         report.timings_s["run_original"] = stage.seconds
-    discovery = pruner.blocks() if options.depth else None
+    discovery = pruner.blocks() if options.depth or options.target_latency is not None else None
     if options.depth and not discovery.blocks:
         raise NothingToPrune(f"{args.input}: --depth: {discovery.why_none()}")
     if not options.depth and not options.remove_activations and not pruner.prunable_groups():
@@ -556,7 +561,7 @@ def run_prune(args, progress: Progress) -> Report:
                                                              leave=False, file=sys.stderr, disable=not live))
         report.timings_s["depth"] = stage.seconds
         report.blocks = {"found": len(discovery.blocks), "removed": pruner.removed_blocks}
-        options = options.with_(depth=0)
+        options = options.with_(depth=0, depth_search=False)  # the blocks are chosen: width only now
     if options.round_to is None:  # the first run on a machine times the layer kinds (cached after)
         with progress.stage("width grid") as stage:
             pruner.width_grid(args.provider, options.width_grid)
@@ -574,6 +579,13 @@ def run_prune(args, progress: Progress) -> Report:
         report.timings_s["activations"] = stage.seconds
         if recover_round is not None:  # the merged layers re-fitted to the tensors they stand for
             recover_round(pruner, options.steps + 1)
+    for search in pruner.searches:
+        if search.depth_width is not None and not search.depth_width.met:
+            report.warnings.append(f"--target-latency {search.target:g} not met: the fastest plan found (of "
+                                   f"{len(search.depth_width.candidates)} depths with the width) is "
+                                   f"{search.depth_width.chosen.latency.text()}")
+    if pruner.removed_blocks and report.blocks is None:  # --target-latency chose them with the width
+        report.blocks = {"found": len(discovery.blocks), "removed": pruner.removed_blocks}
     if args.fuse:  # last: recovery's BatchNorm re-estimation needs the BatchNorms
         _fuse(pruner, FuseOptions(), report, progress)
     return _check_and_write(args, pruner, report, feeds, reference, data, plan, progress)
@@ -624,9 +636,14 @@ def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, dat
         report.provider = args.provider
         if result.latency is not None:
             report.record_latency(result.latency)
+        sample = _fidelity_sample(pruner, data, args)
         with progress.stage("fidelity") as stage:
-            report.fidelity = _fidelity(pruner, data, args).to_dict()
+            report.fidelity = pruner.fidelity(sample, args.provider).to_dict()
         report.timings_s["fidelity"] = stage.seconds
+        if result.latency is not None and pruner.recipe.steps:
+            with progress.stage("latency per step") as stage:
+                report.speed = _attribution(pruner, args, feeds, sample, result.latency)
+            report.timings_s["latency_per_step"] = stage.seconds
         warning = fidelity_warning(report.fidelity, args.min_cosine)
         if warning and args.strict:
             raise FidelityError(f"{warning}; nothing written (--strict)")
@@ -640,7 +657,7 @@ def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, dat
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:
-        print(format_summary(report))
+        print(format_summary(report, verbose=args.verbose))
     return report
 
 
@@ -759,9 +776,24 @@ def _fit_part(data: CalibrationSet | None, args) -> CalibrationSet | None:
     return data.split(HOLDOUT, args.seed)[0] if data is not None else None
 
 
-def _fidelity(pruner: Pruner, data: CalibrationSet | None, args):
-    """Output agreement with the original: on the held-out part of the calibration samples (which
-    neither the criteria nor recovery saw), else on a few random samples, else on the validation inputs."""
+def _attribution(pruner: Pruner, args, feeds, sample: CalibrationSet, summary) -> list[dict]:
+    """What bought the speed (onnxprune.attribution): the model after each recipe step timed side by
+    side with the original in one run (one step: the summary's own figure), with MACs and cosine."""
+    stages = replay_stages(pruner.fresh(), pruner.recipe.steps)
+    if len(stages) > 1:
+        def time_all(graphs):
+            return pruner.latency_of(graphs, _latency_options(args), args.provider, feeds=feeds)
+    else:
+        def time_all(graphs):
+            return [summary.spread]
+    return attribute(stages, pruner.graph, pruner.registry, time_all,
+                     lambda graph: pruner.fidelity_of(graph, sample, args.provider).cosine)
+
+
+def _fidelity_sample(pruner: Pruner, data: CalibrationSet | None, args) -> CalibrationSet:
+    """Where output agreement with the original is measured: the held-out part of the calibration
+    samples (which neither the criteria nor recovery saw), else a few random samples, else the
+    validation inputs."""
     if data is not None:
         sample = data.split(HOLDOUT, args.seed)[1]
         sample = CalibrationSet(sample.arrays, "held-out calibration samples")
@@ -770,7 +802,7 @@ def _fidelity(pruner: Pruner, data: CalibrationSet | None, args):
             sample = pruner.random_inputs(8, args.seed)
         except OnnxPruneError:  # dynamic dims: the validation feeds (stand-in sizes) instead
             sample = CalibrationSet(pruner.feeds(seed=args.seed), "random inputs")
-    return pruner.fidelity(sample, args.provider)
+    return sample
 
 
 # ----------------------------------------------------------------------------- sensitivity

@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from .depgraph import DependencyGraph, EndKind, Group
+from .attribution import summary_lines
 from .latency import LatencyComparison
 from .metrics import node_macs
 from .plan import Plan
@@ -49,6 +50,9 @@ class Report:
     blocks: dict | None = None
     # activations replaced by the identity (UPDP, --remove-activations): Pruner.remove_activations()
     activations: dict | None = None
+    # what bought the speed (attribution.attribute): per recipe step, the latency after it and its
+    # change, MACs and cosine likewise, and its items (blocks, widths per layer kind, fusions)
+    speed: list[dict] | None = None
 
     @staticmethod
     def ratio(after, before):
@@ -292,18 +296,43 @@ def _recovery_lines(recovery: dict) -> list[str]:
     return lines
 
 
-def format_summary(report: Report) -> str:
+def _removed_line(report: Report) -> str:
+    """What went: blocks and channels (each where any went; channels alone as always)."""
+    blocks = len(report.blocks["removed"]) if report.blocks is not None and "removed" in report.blocks else 0
+    channels = f"{report.channels_removed} channels in {len(report.decisions)} groups"
+    if not blocks:
+        return f"removed   {channels}"
+    what = f"{blocks} residual block{'s' if blocks != 1 else ''}"
+    return f"removed   {what}" + (f", {channels}" if report.channels_removed else "")
+
+
+def _depth_width_lines(search: dict) -> list[str]:
+    """--target-latency's candidates: each depth with its width, timed side by side."""
+    lines = [f"searched  {len(search['candidates'])} depths with the width, timed side by side; the best "
+             f"{search['proxy']} of the measurably faster ones within the target wins"]
+    for k, c in enumerate(search["candidates"]):
+        lat = c["latency_ratio"]
+        cos = f", cosine {c['cosine']:.4f}" if c["cosine"] is not None else ""
+        lines.append(f"  {c['what']:<18} latency x{lat['ratio']:.3f} (95% CI x{lat['ratio_ci95'][0]:.3f}-"
+                     f"{lat['ratio_ci95'][1]:.3f}), MACs x{c['macs']:.3f}{cos}"
+                     + ("  <- chosen" if k == search["chosen"] else ""))
+    return lines
+
+
+def format_summary(report: Report, verbose: bool = False) -> str:
     lines = [format_analysis(report)]
     if report.blocks is not None and "removed" in report.blocks:
         lines += _removed_blocks(report.blocks)
     if report.activations is not None:
         lines += _removed_activations(report.activations)
-    lines.append(f"removed   {report.channels_removed} channels in {len(report.decisions)} groups")
+    lines.append(_removed_line(report))
     for search in report.budget:
         lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "
                      f"({search['evaluations']} plans measured in {search['seconds']:.2f}s)")
         if search.get("widths"):
             lines.append(f"widths    {search['widths']}")
+        if search.get("depth_width"):
+            lines += _depth_width_lines(search["depth_width"])
         check = search.get("latency_check")
         if check:
             lat = check["latency_ratio"]
@@ -327,7 +356,11 @@ def format_summary(report: Report) -> str:
     if report.fidelity and not (report.recovery and report.recovery.get("fidelity_after")):
         lines.append(f"fidelity  {_fidelity_text(report.fidelity)}  "
                      f"({report.fidelity['samples']} {report.fidelity['data']})")
-    return "\n".join(lines + _checked_lines(report))
+    lines = lines + _checked_lines(report)
+    if report.speed:  # after the latency line it breaks down
+        at = next((k + 1 for k, line in enumerate(lines) if line.startswith("latency ")), len(lines))
+        lines[at:at] = summary_lines(report.speed, verbose)
+    return "\n".join(lines)
 
 
 def _fusion_lines(fusion: dict, verbose: bool = False) -> list[str]:

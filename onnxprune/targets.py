@@ -28,6 +28,7 @@ from .rewrite import apply_plan
 from .widthgrid import WidthGrid
 
 if TYPE_CHECKING:
+    from .depthwidth import DepthWidthSearch
     from .speed import SpeedCheck
 
 TOLERANCE = 0.02  # a target is met when the reached fraction is within this of it (of the original)
@@ -48,6 +49,7 @@ class SearchResult:
     seconds: float
     grid: str = ""  # the widths it kept to (WidthGrid.describe, or the --round-to multiple)
     speed: "SpeedCheck | None" = None  # the plan's latency against the original's (see speed.never_slower)
+    depth_width: "DepthWidthSearch | None" = None  # --target-latency: the depths tried with width (depthwidth.py)
 
     @property
     def met(self) -> bool:
@@ -59,6 +61,8 @@ class SearchResult:
                 "widths": self.grid}
         if self.speed is not None:
             data["latency_check"] = self.speed.to_dict()
+        if self.depth_width is not None:
+            data["depth_width"] = self.depth_width.to_dict()
         return data
 
 

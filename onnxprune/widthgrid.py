@@ -275,6 +275,11 @@ def group_steps(dg: DependencyGraph, grid: WidthGrid) -> dict[int, int]:
     return steps
 
 
+def layer_of(dg: DependencyGraph, node: str) -> Layer | None:
+    """The node as a compute layer (its kind and width ports), or None for other nodes."""
+    return _layer(dg, node)
+
+
 def _layer(dg: DependencyGraph, node: str) -> Layer | None:
     spec = dg.spec(node)
     if spec is None or spec.layer is None:

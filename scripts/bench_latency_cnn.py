@@ -10,9 +10,9 @@ prunes: *before* (exact widths, ``--round-to 1``, no speed check: the old
 behaviour) and *after* (the defaults: the measured width grid and the speed
 check). Each pruned model is timed against its original in this process,
 interleaved, onnxruntime CPU with one thread (``onnxprune.speed.compare_latency``:
-median and interquartile range of per-chunk ratios). Printed per row: MACs
-ratio, latency ratio [q1, q3], and how many pruned groups kept a width off the
-measured grid. The goal: every *after* row faster (q3 < 1) and the mean latency
+median of paired rounds and its 95% interval). Printed per row: MACs ratio, latency
+ratio [95% CI], and how many pruned groups kept a width off the measured grid.
+The goal: every *after* row faster (interval below 1) and the mean latency
 ratio at most 1.2x the mean MACs ratio.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from onnxprune import Pruner, PruneOptions  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
+from onnxprune.latency import Verdict  # noqa: E402
+from onnxprune.options import LatencyOptions  # noqa: E402
 from onnxprune.speed import compare_latency  # noqa: E402
 from onnxprune.validate import make_inputs  # noqa: E402
 from onnxprune.widthgrid import group_steps  # noqa: E402
@@ -41,6 +43,7 @@ PADDLE = ("orientation", "ppocr_cls", "ppocr_rec")
 
 def default_models() -> list[str]:
     paths = sorted(glob.glob(str(ROOT / "models" / "extra" / "cnn160" / "*.onnx")))
+    paths += sorted(glob.glob(str(ROOT / "models" / "extra" / "speed" / "*.onnx")))
     paths += sorted(glob.glob(str(ROOT / "models" / "*.onnx")))
     paths += [str(p) for name in PADDLE if (p := ROOT / "models" / "extra" / name / "model.onnx").exists()]
     return paths
@@ -78,7 +81,7 @@ def run_one(path: str, options: PruneOptions, runs: int) -> dict:
     pruner.prune(options)
     seconds = time.perf_counter() - start
     feeds = make_inputs(pruner.original_graph, seed=0)
-    latency = compare_latency(path, pruner.to_model(), feeds, "cpu", runs=runs, threads=1)
+    latency = compare_latency(path, pruner.to_model(), feeds, "cpu", LatencyOptions(threads=1, min_runs=runs))
     search = pruner.searches[-1]
     return {"macs": pruner.macs() / macs0, "latency": latency, "off_grid": off_grid(pruner, steps),
             "groups": len(pruner.plans[0].decisions), "seconds": seconds,
@@ -90,19 +93,20 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", default=None, help="ONNX files (default: see above)")
     ap.add_argument("--modes", nargs="*", default=["uniform", "global"], choices=["uniform", "global"])
     ap.add_argument("--target", type=float, default=0.5, help="--target-macs (default 0.5)")
+    ap.add_argument("--variants", nargs="*", default=["before", "after"], choices=["before", "after"])
     ap.add_argument("--runs", type=int, default=60, help="timed runs per model and comparison (default 60)")
     args = ap.parse_args(argv)
     paths = args.models or default_models()
     grid = Pruner.load(paths[0], input_shapes(paths[0])).width_grid("cpu")  # measured once per machine, then cached
     print(f"width grid: {grid.describe()}")
     print(f"--target-macs {args.target}, onnxruntime CPU, 1 thread, {args.runs} interleaved runs per comparison; "
-          "latency: median [q1, q3] of the pruned model over the original")
-    header = f"{'model':<20}{'budget':<8}{'variant':<8}{'MACs':>7}{'latency':>9}{'q1':>7}{'q3':>7}{'off-grid':>9}" \
+          "latency: median [95% CI] of the pruned model over the original")
+    header = f"{'model':<20}{'budget':<8}{'variant':<8}{'MACs':>7}{'latency':>9}{'ci-lo':>7}{'ci-hi':>7}{'off-grid':>9}" \
              f"{'faster':>7}{'prune s':>8}"
     print(header)
     rows = []
     variants = {"before": dict(round_to=1, never_slower=False), "after": dict()}
-    jobs = [(p, m, v) for p in paths for m in args.modes for v in variants]
+    jobs = [(p, m, v) for p in paths for m in args.modes for v in variants if v in args.variants]
     for path, mode, variant in tqdm(jobs, desc="bench", file=sys.stderr, leave=False):
         options = PruneOptions(target_macs=args.target, global_rank=mode == "global", **variants[variant])
         try:
@@ -113,8 +117,9 @@ def main(argv=None) -> int:
         lat = r["latency"]
         r.update(model=name_of(path), mode=mode, variant=variant)
         rows.append(r)
-        tqdm.write(f"{r['model']:<20}{mode:<8}{variant:<8}{r['macs']:>7.3f}{lat.median:>9.3f}{lat.low:>7.3f}"
-                   f"{lat.high:>7.3f}{r['off_grid']:>9}{'yes' if lat.faster else 'NO':>7}{r['seconds']:>8.1f}")
+        faster = lat.verdict is Verdict.FASTER
+        tqdm.write(f"{r['model']:<20}{mode:<8}{variant:<8}{r['macs']:>7.3f}{lat.median:>9.3f}{lat.ci95[0]:>7.3f}"
+                   f"{lat.ci95[1]:>7.3f}{r['off_grid']:>9}{'yes' if faster else 'NO':>7}{r['seconds']:>8.1f}")
     print()
     for variant in variants:
         chosen = [r for r in rows if r["variant"] == variant]
@@ -122,9 +127,9 @@ def main(argv=None) -> int:
             continue
         macs = statistics.mean(r["macs"] for r in chosen)
         lat = statistics.mean(r["latency"].median for r in chosen)
-        faster = sum(r["latency"].faster for r in chosen)
+        faster = sum(r["latency"].verdict is Verdict.FASTER for r in chosen)
         print(f"{variant:<7} mean MACs x{macs:.3f}, mean latency x{lat:.3f} ({lat / macs:.2f}x the MACs ratio), "
-              f"{faster}/{len(chosen)} faster (q3 < 1), off-grid widths {sum(r['off_grid'] for r in chosen)}")
+              f"{faster}/{len(chosen)} faster (95% CI < 1), off-grid widths {sum(r['off_grid'] for r in chosen)}")
     return 0
 
 

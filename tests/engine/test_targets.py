@@ -94,8 +94,8 @@ def test_latency_target_searches_on_measured_latency(monkeypatch):
     timings = ScriptedTimings(seconds, run_sessions=True).install(monkeypatch)
     real_fraction = pruner._fraction
 
-    def fraction(metric, options, provider="cpu"):
-        measure = real_fraction(metric, options, provider)
+    def fraction(metric, options, provider="cpu", graph_latency=None):
+        measure = real_fraction(metric, options, provider, graph_latency)
 
         def wrapped(graph):
             current.append(count_macs(graph, pruner.registry))
@@ -103,7 +103,8 @@ def test_latency_target_searches_on_measured_latency(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(pruner, "_fraction", fraction)
-    pruner.prune(target_latency=0.6, round_to=1, latency=LatencyOptions(min_runs=5, warmup=1, threads=2))
+    pruner.prune(target_latency=0.6, round_to=1, latency=LatencyOptions(min_runs=5, warmup=1, threads=2),
+                 depth_search=False)  # width only (depth and width together: test_depthwidth.py)
     search = pruner.searches[-1]
     assert search.metric == "latency" and search.met
     assert abs(0.2 + 0.8 * pruner.macs() / base - 0.6) <= TOLERANCE
