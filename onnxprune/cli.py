@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--budget", choices=[m.value for m in BudgetMode], default=None,
                        help="how the ratio or target is shared out: the same fraction of every group, by normalized "
                             "score across groups (--global), or where the output error measured on --calib data per "
-                            "saved MAC is lowest (default: sensitivity with --calib and a --target-*, else uniform)")
+                            "saved MAC is lowest (default: sensitivity with --calib and a --target-* without --recover, "
+                            "else uniform)")
     prune.add_argument("--max-ratio", type=float, default=1.0, metavar="R",
                        help="no group loses more than this fraction of its channels")
     prune.add_argument("--ratio-for", action="append", default=[], metavar="REGEX=R",
@@ -474,7 +475,7 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
     options = PruneOptions(ratio=ratio, depth=args.depth, depth_score=args.depth_score, criterion=criterion,
                            round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
-                           budget=args.budget or default_budget(bool(args.calib), _has_target(args),
+                           budget=args.budget or default_budget(bool(args.calib), _has_target(args), args.recover,
                                                                 args.global_rank).value,
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
                            ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),

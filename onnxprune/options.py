@@ -184,13 +184,13 @@ def default_criterion(calib: bool, recover: bool = False) -> str:
         return "reconstruction" if recover else "output"
     return "l2"
 
-def default_budget(calib: bool, target: bool, global_rank: bool = False) -> BudgetMode:
+def default_budget(calib: bool, target: bool, recover: bool = False, global_rank: bool = False) -> BudgetMode:
     """The budget when none is named: global with --global; sensitivity for a size target with --calib
-    data to measure it on (README, Budgets: never worse than uniform in the measurements there);
-    else uniform."""
+    data to measure it on and no --recover (README, Budgets: far more accurate than uniform there; after
+    recovery, no better in the measurements and several times slower); else uniform."""
     if global_rank:
         return BudgetMode.GLOBAL
-    return BudgetMode.SENSITIVITY if calib and target else BudgetMode.UNIFORM
+    return BudgetMode.SENSITIVITY if calib and target and not recover else BudgetMode.UNIFORM
 
 
 # Below this output cosine (worst output, against the original) a pruned model has lost most of what its

@@ -140,6 +140,7 @@ def test_the_budget_needs_calibration_data_and_is_not_global():
     assert PruneOptions(global_rank=True).budget_mode is BudgetMode.GLOBAL
     assert PruneOptions(budget="global", global_rank=True).check().budget_mode is BudgetMode.GLOBAL
     assert default_budget(calib=True, target=True) is BudgetMode.SENSITIVITY
+    assert default_budget(calib=True, target=True, recover=True) is BudgetMode.UNIFORM
     assert default_budget(calib=True, target=False) is BudgetMode.UNIFORM
     assert default_budget(calib=False, target=True) is BudgetMode.UNIFORM
     assert default_budget(calib=True, target=True, global_rank=True) is BudgetMode.GLOBAL
@@ -188,3 +189,25 @@ def test_grid_steps_caps_and_fixed_ratios_hold():
         counts = ladder.counts(level)
         assert counts.get(1) == 4  # the fixed ratio, whatever the level
         assert counts.get(0, 0) % 4 == 0 and counts.get(0, 0) <= 8  # on the grid, within --max-ratio
+
+
+def test_a_latency_target_is_met_on_measured_latency(monkeypatch):
+    """Steps ranked by error per saved MAC, candidates timed (scripted: 0.2 ms + 0.8 ms x the MACs fraction)."""
+    from onnxprune.metrics import count_macs
+    from onnxprune.options import LatencyOptions
+    from support.timing import ScriptedTimings
+    pruner = planted()
+    calib, held = data(pruner)
+    base, current = pruner.macs(), []
+    ScriptedTimings(lambda k, n: 1e-3 if k == 0 else (0.2 + 0.8 * current[-1] / base) * 1e-3).install(monkeypatch)
+    real_fraction = pruner._fraction
+
+    def fraction(metric, options, provider="cpu"):
+        measure = real_fraction(metric, options, provider)
+        return lambda graph: (current.append(count_macs(graph, pruner.registry)), measure(graph))[1]
+    monkeypatch.setattr(pruner, "_fraction", fraction)
+    pruner.prune(PruneOptions(budget="sensitivity", target_latency=0.7, latency=LatencyOptions(min_runs=5, warmup=1),
+                              **EXACT), data=calib)
+    search = pruner.searches[-1]
+    assert search.metric == "latency" and search.met
+    assert removed_fraction(pruner, "Conv_1") > 0 and removed_fraction(pruner, "Conv_0") == 0.0
