@@ -6,7 +6,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -23,7 +23,7 @@ from .files import PathPlan
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
-from .options import FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions
+from .options import BudgetMode, FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
@@ -48,6 +48,11 @@ from . import depthwidth, widthgrid
 from .widthgrid import WidthGrid
 
 StepHook = Callable[["Pruner", int], None]
+Measuring = Callable[[Iterable], Iterable]  # wraps the jobs of a measurement, e.g. in a tqdm bar
+# the sensitivity budget's measurements: each unit pruned alone at these ratios, on at most this many
+# samples (its cost: units x ratios runs of the pruned model on them)
+BUDGET_RATIOS = DEFAULT_RATIOS
+BUDGET_SAMPLES = 64
 PlanLatency = Callable[[Plan], LatencyRatio]  # a plan on the current graph -> its latency over the original's
 # graphs -> each one's latency over the original's, measured side by side (default: onnxruntime, see
 # Pruner.latency_of); tests inject a latency model here
@@ -157,8 +162,9 @@ class Pruner:
     def plan(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
              provider: str = "cpu", history: dict[int, tuple[int, int]] | None = None,
              plan_latency: PlanLatency | None = None, graph_latency: GraphLatency | None = None,
-             **kwargs) -> Plan:
-        """One round's plan on the current graph; ``data``: calibration samples for data-driven criteria.
+             progress: Measuring | None = None, refit: RecoveryOptions | None = None, **kwargs) -> Plan:
+        """One round's plan on the current graph; ``data``: calibration samples for data-driven criteria
+        and the sensitivity budget's measurements (``progress`` wraps those; e.g. a tqdm bar).
 
         With a size target the budget level is searched (see targets.py) and, with
         ``options.never_slower``, the plan is timed against the original (``latency``:
@@ -167,15 +173,17 @@ class Pruner:
         options = (options or PruneOptions()).with_(**kwargs).check()
         self._analyse_for(options)
         grid = self.width_grid(provider, options.width_grid) if options.round_to is None else None
+        measured = self._budget_sensitivity(options, data, provider, grid, progress, refit)
         if options.target is None:
-            return make_plan(self.depgraph, options, data=data, provider=provider, history=history, grid=grid)
+            return make_plan(self.depgraph, options, data=data, provider=provider, history=history, grid=grid,
+                             sensitivity=measured)
         metric, target = options.target
         fraction = self._fraction(metric, options, provider, graph_latency)
         limits = {"max_evaluations": 12, "close_enough": TOLERANCE / 2} if metric == "latency" else {}
 
         def run(opts: PruneOptions, widths: WidthGrid | None) -> SearchResult:
             return search(self.depgraph, opts, metric, target, fraction, history, data, provider, grid=widths,
-                          **limits)
+                          sensitivity=measured, **limits)
         result, grid = _on_the_finest_grid_needed(run, options, grid)
         if metric != "latency" and _speed_check(options):
             latency = plan_latency or self._plan_latency(options, provider)
@@ -184,6 +192,35 @@ class Pruner:
                 result = never_slower(result, coarser, latency)
         self.searches.append(result)
         return result.plan
+
+    def _budget_sensitivity(self, options: PruneOptions, data: CalibrationSet | None, provider: str,
+                            grid: WidthGrid | None, progress: Measuring | None,
+                            refit: RecoveryOptions | None = None) -> Sensitivity | None:
+        """What a sensitivity budget allocates by: each unit it may prune, pruned alone at
+        BUDGET_RATIOS and measured on at most BUDGET_SAMPLES of ``data`` (None for other budgets);
+        ``refit``: measured after this recovery (fitted on the same samples)."""
+        if options.budget_mode is not BudgetMode.SENSITIVITY:
+            return None
+        if data is None:
+            raise PlanError("--budget sensitivity measures each layer's output error on calibration data: "
+                            "give --calib FILE.npz")
+        free = {g.id for g in self.depgraph.prunable_groups() if options.prunes(g.kind)}
+        sample = data.take(BUDGET_SAMPLES)
+        return self.sensitivity(sample, ratios=BUDGET_RATIOS, options=options, provider=provider,
+                                progress=progress, grid=grid, only=free,
+                                refit=None if refit is None else self._refit(sample, refit))
+
+    def _refit(self, data: CalibrationSet, options: RecoveryOptions) -> Callable[[Plan, Graph], Graph]:
+        """plan, pruned graph (the plan on the current one) -> the pruned graph recovered on all of
+        ``data`` (nothing held out, never undone: the measurement that follows is the judge)."""
+        options = dataclasses.replace(options, holdout=0.0, undo_if_worse=False)
+
+        def refit(plan: Plan, pruned: Graph) -> Graph:
+            result = ChannelRemoval(self.depgraph, plan).run(self.graph)
+            graph, _ = recover(self.original_graph, result.graph, self.edits.then(result.edit_map(self.graph)),
+                               data, self.registry, options)
+            return graph
+        return refit
 
     @property
     def kept(self) -> Kept:
@@ -327,7 +364,8 @@ class Pruner:
 
     def prune(self, options: PruneOptions | None = None, *, data: CalibrationSet | None = None,
               provider: str = "cpu", after_step: StepHook | None = None, plan_latency: PlanLatency | None = None,
-              graph_latency: GraphLatency | None = None, **kwargs) -> Plan | None:
+              graph_latency: GraphLatency | None = None, progress: Measuring | None = None,
+              refit: RecoveryOptions | None = None, **kwargs) -> Plan | None:
         """Prune by the options, in ``options.steps`` rounds; return the plan of all rounds on the original graph.
 
         With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
@@ -358,7 +396,7 @@ class Pruner:
         for step in range(1, options.steps + 1):
             plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,
                              history=lineage.history(self.depgraph), plan_latency=plan_latency,
-                             graph_latency=graph_latency)
+                             graph_latency=graph_latency, progress=progress, refit=refit)
             lineage.record(self.depgraph, plan)
             self.apply(plan)
             rounds.append(plan)
@@ -572,12 +610,13 @@ class Pruner:
 
     def sensitivity(self, data: CalibrationSet | None = None, *, ratios=DEFAULT_RATIOS,
                     options: PruneOptions | None = None, blocks: int = 0, provider: str = "cpu",
-                    progress=None) -> Sensitivity:
+                    progress: Measuring | None = None, grid: WidthGrid | None = None,
+                    only: set[int] | None = None, refit: Callable[[Plan, Graph], Graph] | None = None) -> Sensitivity:
         """Prune each group (or block of groups) of the current model alone at each ratio and measure
         the outputs' error against the original (see :mod:`onnxprune.sensitivity`)."""
         data = data if data is not None else self.random_inputs()
         return sensitivity.analyze(self.depgraph, self.original_graph, data, ratios=ratios, options=options,
-                                   blocks=blocks, provider=provider, progress=progress,
+                                   blocks=blocks, provider=provider, progress=progress, grid=grid, only=only, refit=refit,
                                    to_model_graph=lambda g: reshare_params(g, self._copies))
 
     def save(self, path: str | os.PathLike, check_model: bool = True) -> None:

@@ -30,8 +30,8 @@ from .errors import (EXIT_FIDELITY, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, Fi
 from .files import PathPlan, atomic_outputs
 from .plan import Plan
 from .importance import CRITERIA
-from .options import (FUSIONS, MIN_COSINE, RECOVERY_METHODS, FuseOptions, LatencyOptions, default_criterion,
-                      parse_shapes)
+from .options import (FUSIONS, MIN_COSINE, RECOVERY_METHODS, TARGET_METRICS, BudgetMode, FuseOptions,
+                      LatencyOptions, default_budget, default_criterion, parse_shapes)
 from .progress import Progress
 from .recovery import recovery_report
 from .depth import DEPTH_SCORES, DepthScore
@@ -134,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="regex on node names whose output channels stay (repeatable)")
     prune.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
     prune.add_argument("--global", dest="global_rank", action="store_true",
-                       help="rank channels across groups (normalized scores): --ratio of all channels goes")
+                       help="rank channels across groups (normalized scores): --ratio of all channels goes "
+                            "(--budget global)")
+    prune.add_argument("--budget", choices=[m.value for m in BudgetMode], default=None,
+                       help="how the ratio or target is shared out: the same fraction of every group, by normalized "
+                            "score across groups (--global), or where the output error measured on --calib data per "
+                            "saved MAC is lowest (default: sensitivity with --calib and a --target-* without --recover, "
+                            "else uniform)")
     prune.add_argument("--max-ratio", type=float, default=1.0, metavar="R",
                        help="no group loses more than this fraction of its channels")
     prune.add_argument("--ratio-for", action="append", default=[], metavar="REGEX=R",
@@ -479,6 +485,8 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            remove_activations=args.remove_activations,
                            round_to=args.round_to,
                            ignore=tuple(args.ignore), seed=args.seed, global_rank=args.global_rank,
+                           budget=args.budget or default_budget(bool(args.calib), _has_target(args), args.recover,
+                                                                args.global_rank).value,
                            max_ratio=args.max_ratio, target_macs=args.target_macs,
                            ratio_for=tuple(_ratios_from(args.ratio_from)) + tuple(args.ratio_for),
                            target_params=args.target_params, target_latency=args.target_latency,
@@ -491,11 +499,17 @@ def _check_run_options(args) -> tuple[PruneOptions, int | None]:
                            else None).check()
     if CRITERIA[options.criterion].data_driven and not args.calib:
         raise OptionError(f"--criterion {options.criterion} scores channels on data: give --calib FILE.npz")
+    if options.budget_mode is BudgetMode.SENSITIVITY and not args.calib:
+        raise OptionError("--budget sensitivity measures each layer's output error on data: give --calib FILE.npz")
     if options.depth_score and DepthScore(options.depth_score).data_driven and not args.calib:
         raise OptionError(f"--depth-score {options.depth_score} scores blocks on data: give --calib FILE.npz")
     if options.remove_activations and not args.calib:
         raise OptionError("--remove-activations chooses activations on data: give --calib FILE.npz")
     return options, _check_validation_options(args)
+
+
+def _has_target(args) -> bool:
+    return any(getattr(args, f"target_{m}") is not None for m in TARGET_METRICS)
 
 
 def _check_validation_options(args) -> int | None:
@@ -568,8 +582,11 @@ def run_prune(args, progress: Progress) -> Report:
         report.timings_s["width_grid"] = stage.seconds
     original = pruner.depgraph
     with progress.stage("plan and rewrite" + (" and recover" if recovery else "")) as stage:
+        live = progress.enabled and sys.stderr.isatty()
         plan = pruner.prune(options.with_(remove_activations=0.0), data=scoring, provider=args.provider,
-                            after_step=recover_round)
+                            after_step=recover_round,
+                            progress=lambda jobs: tqdm(jobs, desc="[onnxprune] budget: sensitivity", unit="prune",
+                                                       leave=False, file=sys.stderr, disable=not live))
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
     report.budget = [s.to_dict() for s in pruner.searches]

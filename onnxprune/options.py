@@ -7,8 +7,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 
 from .errors import OptionError
+
+
+class BudgetMode(str, Enum):
+    """How a ratio or size target is shared out among the groups (``--budget``; see budget.py)."""
+
+    UNIFORM = "uniform"  # every group loses the same fraction
+    GLOBAL = "global"  # channels ranked across groups by normalised score (--global)
+    SENSITIVITY = "sensitivity"  # where the measured output error per saved MAC is lowest (sensitivity_budget.py)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,8 @@ class PruneOptions:
     ignore: tuple[str, ...] = field(default_factory=tuple)  # regexes: protect these nodes' output channels
     seed: int = 0  # random criterion and random inputs
     global_rank: bool = False  # rank channels across groups (normalized scores) instead of a uniform ratio
+    # a BudgetMode value; None: global with global_rank, else uniform (see budget_mode)
+    budget: str | None = None
     max_ratio: float = 1.0  # no group loses more than this fraction of its channels
     ratio_for: tuple[tuple[str, float], ...] = field(default_factory=tuple)  # (regex, ratio): per-group overrides
     target_macs: float | None = None  # search the ratio that leaves this fraction of the MACs
@@ -66,6 +80,12 @@ class PruneOptions:
                 return metric, value
         return None
 
+    @property
+    def budget_mode(self) -> BudgetMode:
+        if self.budget is not None:
+            return BudgetMode(self.budget)
+        return BudgetMode.GLOBAL if self.global_rank else BudgetMode.UNIFORM
+
     def check(self) -> "PruneOptions":
         """Raise OptionError (a PlanError, exit code 2) for an unusable option; return self so calls chain."""
         from .importance import CRITERIA  # late: importance imports the engine
@@ -82,6 +102,10 @@ class PruneOptions:
                                   f"got {self.width_grid}")
         if self.seed < 0:
             raise OptionError(f"--seed must be >= 0, got {self.seed}")
+        if self.budget is not None and self.budget not in {m.value for m in BudgetMode}:
+            raise OptionError(f"--budget must be one of {', '.join(m.value for m in BudgetMode)}, got {self.budget}")
+        if self.global_rank and self.budget_mode is not BudgetMode.GLOBAL:
+            raise OptionError(f"--global is --budget global: drop it or --budget {self.budget}")
         for pattern in self.ignore:
             _check_regex("--ignore", pattern)
         if not 0.0 < self.max_ratio <= 1.0:
@@ -168,6 +192,15 @@ def default_criterion(calib: bool, recover: bool = False) -> str:
     if calib:
         return "reconstruction" if recover else "output"
     return "l2"
+
+def default_budget(calib: bool, target: bool, recover: bool = False, global_rank: bool = False) -> BudgetMode:
+    """The budget when none is named: global with --global; sensitivity for a size target with --calib
+    data to measure it on and no --recover (README, Budgets: far more accurate than uniform there; after
+    recovery, no better in the measurements and several times slower); else uniform."""
+    if global_rank:
+        return BudgetMode.GLOBAL
+    return BudgetMode.SENSITIVITY if calib and target and not recover else BudgetMode.UNIFORM
+
 
 # Below this output cosine (worst output, against the original) a pruned model has lost most of what its
 # outputs said: the summary and report warn, --strict refuses. Typical prunes without recovery land at

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from .budget import GroupBudget, allocate, normalize
 from .calibration import CalibrationSet
 from .depgraph import DependencyGraph
+from .errors import PlanError
 from .importance import CRITERIA
-from .options import PruneOptions
+from .options import BudgetMode, PruneOptions
 from .scoring import ScoringContext
 from .widthgrid import WidthGrid, default_grid, group_steps
+
+if TYPE_CHECKING:
+    from .sensitivity import Sensitivity
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,8 @@ class Plan:
 
 def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level: float | None = None,
               history: dict[int, tuple[int, int]] | None = None, data: CalibrationSet | None = None,
-              provider: str = "cpu", grid: WidthGrid | None = None, **kwargs) -> Plan:
+              provider: str = "cpu", grid: WidthGrid | None = None, sensitivity: "Sensitivity | None" = None,
+              **kwargs) -> Plan:
     """Score every prunable group and choose its channels to remove (``kwargs``: PruneOptions fields).
 
     ``level`` replaces ``options.ratio`` (the uniform ratio, or the global
@@ -55,11 +61,14 @@ def make_plan(dg: DependencyGraph, options: PruneOptions | None = None, *, level
     maps a group id to (original size, channels removed in earlier steps).
     ``data`` is the calibration data data-driven criteria need (their
     statistics are collected for every group in one pass, before any scoring).
-    ``grid``: the widths that run fast (default: the provider's default grid).
+    ``grid``: the widths that run fast (default: the provider's default grid). ``sensitivity``: the
+    measurements a sensitivity budget allocates by (its level is then the fraction of all channels).
     """
     options = (options or PruneOptions()).with_(**kwargs).check()
     budgets, skipped = group_budgets(dg, options, history, data, provider, grid)
-    return plan_for_level(dg, budgets, options, options.ratio if level is None else level, skipped)
+    level = options.ratio if level is None else level
+    counts = allocator(budgets, options, sensitivity)(level)
+    return plan_for_counts(dg, budgets, options, counts, level, skipped)
 
 
 _KIND_SWITCH = {"hidden": "size not pruned (normalization statistics span it; use --prune-hidden)",
@@ -105,15 +114,25 @@ def group_budgets(dg: DependencyGraph, options: PruneOptions, history: dict[int,
     return budgets, tuple(skipped)
 
 
-def plan_for_level(dg: DependencyGraph, budgets: list[GroupBudget], options: PruneOptions, level: float,
-                   skipped: tuple[str, ...] = ()) -> Plan:
-    """The plan that removes, from each group, its allocated number of lowest-scored channels."""
-    return plan_for_counts(dg, budgets, options, level_counts(budgets, options, level), level, skipped)
+def allocator(budgets: list[GroupBudget], options: PruneOptions, sensitivity: "Sensitivity | None" = None,
+              metric: str = "macs") -> Callable[[float], dict[int, int]]:
+    """level -> channels each group loses, by the options' budget mode. A sensitivity budget allocates
+    by the measurements (sensitivity_budget.Ladder), ranking by saved parameters for a params target,
+    by saved MACs otherwise (a latency target included)."""
+    if options.budget_mode is not BudgetMode.SENSITIVITY:
+        return lambda level: level_counts(budgets, options, level)
+    if sensitivity is None:
+        raise PlanError("--budget sensitivity allocates by measured sensitivity: measure it first "
+                        "(Pruner.plan does, on calibration data)")
+    from .sensitivity_budget import Ladder  # late: the measurements import the planner
+    ladder = Ladder(sensitivity, budgets, saving="params" if metric == "params" else "macs",
+                    max_ratio=options.max_ratio, round_to=options.round_to)
+    return ladder.counts
 
 
 def level_counts(budgets: list[GroupBudget], options: PruneOptions, level: float) -> dict[int, int]:
-    """Channels each group loses at ``level`` (see budget.allocate)."""
-    return allocate(budgets, level, global_rank=options.global_rank, max_ratio=options.max_ratio,
+    """Channels each group loses at ``level`` under a uniform or global budget (see budget.allocate)."""
+    return allocate(budgets, level, global_rank=options.budget_mode is BudgetMode.GLOBAL, max_ratio=options.max_ratio,
                     round_to=options.round_to)
 
 

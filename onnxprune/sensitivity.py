@@ -26,10 +26,12 @@ from .depgraph import DependencyGraph, Group
 from .errors import InputError, NothingToPrune, OptionError
 from .activations import stream
 from .fidelity import Fidelity, AgreementAccumulator
-from .metrics import count_macs
+from .metrics import count_macs, count_params
 from .options import PruneOptions
-from .plan import group_budgets, plan_for_counts
+from .ir import Graph
+from .plan import Plan, group_budgets, plan_for_counts
 from .rewrite import apply_plan
+from .widthgrid import WidthGrid
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
 ERRORS = ("cosine", "rel_l2", "top1")  # what an error budget can be measured in
@@ -46,6 +48,7 @@ class Point:
     rel_l2: float
     top1: float | None
     macs_ratio: float  # MACs of the whole model after this prune / before
+    params_ratio: float = 1.0  # ... parameters (1.0 in reports written before it was recorded)
 
     def error(self, by: str = "cosine") -> float:
         """0 for identical outputs, growing as they move apart (top1: 1 - agreement)."""
@@ -233,16 +236,20 @@ def _removed(budget: GroupBudget, ratio: float, round_to: int | None) -> int:
 def analyze(dg: DependencyGraph, original_graph, data: CalibrationSet, *, ratios=DEFAULT_RATIOS,
             options: PruneOptions | None = None, blocks: int = 0, provider: str = "cpu",
             to_model_graph: Callable = lambda g: g, progress: Callable[[Iterable], Iterable] | None = None,
-            ) -> Sensitivity:
+            grid: WidthGrid | None = None, only: set[int] | None = None,
+            refit: Callable[[Plan, Graph], Graph] | None = None) -> Sensitivity:
     """Prune every unit alone at every ratio (lowest-scored channels by ``options.criterion``) and measure
     the outputs against ``original_graph`` on ``data``. ``to_model_graph`` prepares a pruned graph
-    for running (re-tying shared constants)."""
+    for running (re-tying shared constants); ``grid``: the widths the ratios round to (default: the
+    provider's default grid); ``only``: measure only units holding one of these group ids;
+    ``refit(plan, pruned)``: a recovery to run on each pruned graph before it is measured."""
     options = (options or PruneOptions()).check()
     ratios = sorted(set(float(r) for r in ratios))
-    budgets, _ = group_budgets(dg, options.with_(ignore=()), data=data, provider=provider)
+    budgets, _ = group_budgets(dg, options.with_(ignore=()), data=data, provider=provider, grid=grid)
     by_id = {b.group: b for b in budgets}
-    units = units_of(dg, blocks)
+    units = [u for u in units_of(dg, blocks) if only is None or set(u.groups) & only]
     macs0 = count_macs(dg.graph, dg.registry)
+    params0 = count_params(to_model_graph(dg.graph))
     names = [v.name for v in original_graph.outputs]
     reference = [{n: batch[n] for n in names} for batch in stream(original_graph, [], data, provider)]  # run once
     jobs = [(unit, ratio) for unit in units for ratio in ratios]
@@ -253,10 +260,13 @@ def analyze(dg: DependencyGraph, original_graph, data: CalibrationSet, *, ratios
             unit.points.append(Point(ratio, 0, 1.0, 0.0, 0.0, None, 1.0))
             continue
         pruned = apply_plan(dg, plan)
+        macs, params = count_macs(pruned, dg.registry), count_params(to_model_graph(pruned))
+        if refit is not None:
+            pruned = refit(plan, pruned)
         fidelity = _compare(reference, to_model_graph(pruned), data, provider)
         unit.points.append(Point(ratio, plan.removed_channels, fidelity.cosine, fidelity.max_abs,
                                  max(o.rel_l2 for o in fidelity.outputs), fidelity.top1,
-                                 count_macs(pruned, dg.registry) / macs0 if macs0 else 1.0))
+                                 macs / macs0 if macs0 else 1.0, params / params0 if params0 else 1.0))
     return Sensitivity(units, ratios, options.criterion, data.source, data.n_samples)
 
 

@@ -23,12 +23,13 @@ from .depgraph import DependencyGraph
 from .errors import PlanError
 from .ir import Graph
 from .options import PruneOptions
-from .plan import Plan, group_budgets, level_counts, plan_for_counts
+from .plan import Plan, allocator, group_budgets, plan_for_counts
 from .rewrite import apply_plan
 from .widthgrid import WidthGrid
 
 if TYPE_CHECKING:
     from .depthwidth import DepthWidthSearch
+    from .sensitivity import Sensitivity
     from .speed import SpeedCheck
 
 TOLERANCE = 0.02  # a target is met when the reached fraction is within this of it (of the original)
@@ -69,8 +70,10 @@ class SearchResult:
 def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: float, fraction: Fraction,
            history: dict[int, tuple[int, int]] | None = None, data: CalibrationSet | None = None,
            provider: str = "cpu", max_evaluations: int = 40, close_enough: float = CLOSE_ENOUGH,
-           grid: WidthGrid | None = None) -> SearchResult:
+           grid: WidthGrid | None = None, sensitivity: "Sensitivity | None" = None) -> SearchResult:
     """The plan whose measured ``fraction`` is closest to ``target`` (bisection over the level).
+
+    ``sensitivity``: the measurements a sensitivity budget (``--budget sensitivity``) allocates by.
 
     Raises PlanError when even the largest level leaves more than the target
     (blocked or protected groups hold the rest) or the fixed ratios alone
@@ -78,10 +81,11 @@ def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: floa
     """
     start = time.perf_counter()
     budgets, skipped = group_budgets(dg, options, history, data, provider, grid)  # scored once
+    allocation = allocator(budgets, options, sensitivity, metric)
     measured: dict[tuple, float] = {}
 
     def evaluate(level: float, counts: dict[int, int] | None = None) -> tuple[Plan, float]:
-        counts = level_counts(budgets, options, level) if counts is None else counts
+        counts = allocation(level) if counts is None else counts
         plan = plan_for_counts(dg, budgets, options, counts, level, skipped)
         key = tuple((d.group, d.removed) for d in plan.decisions)
         if key not in measured:
@@ -112,17 +116,17 @@ def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: floa
             hi, hi_plan, hi_value = mid, plan, value
     best = min(((lo_value, lo_plan), (hi_value, hi_plan)), key=lambda c: abs(c[0] - target))
     if not done():
-        best = min(best, _between(evaluate, budgets, options, lo, hi, target), key=lambda c: abs(c[0] - target))
+        best = min(best, _between(evaluate, allocation, budgets, lo, hi, target), key=lambda c: abs(c[0] - target))
     value, plan = best
     widths = f"multiples of {options.round_to}" if options.round_to is not None else (
         grid.describe() if grid is not None else "default grid")
     return SearchResult(plan, metric, target, value, plan.ratio, len(measured), time.perf_counter() - start, widths)
 
 
-def _between(evaluate, budgets, options: PruneOptions, lo: float, hi: float, target: float) -> tuple[float, Plan]:
+def _between(evaluate, allocation, budgets, lo: float, hi: float, target: float) -> tuple[float, Plan]:
     """Between two neighbouring levels, let the groups that differ take their step one at a time
     (the step removing the least important channels first) and bisect over how many do."""
-    low, high = level_counts(budgets, options, lo), level_counts(budgets, options, hi)
+    low, high = allocation(lo), allocation(hi)
     by_id = {b.group: b for b in budgets}
 
     def step_importance(g: int) -> float:

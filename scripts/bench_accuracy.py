@@ -20,6 +20,7 @@ by searching the uniform ``ratio`` here; the table says which.
     python scripts/bench_accuracy.py                 # every model set found, full table + plot
     python scripts/bench_accuracy.py --quick         # smoke test: digits, MACs 0.5, a few seconds
     python scripts/bench_accuracy.py --models orientation --targets 0.5 0.3
+    python scripts/bench_accuracy.py --targets 0.5 --budgets uniform global sensitivity   # budgets side by side
 
 Needs matplotlib for the plot (``--no-plot`` without it); tqdm for a progress bar if installed.
 """
@@ -39,6 +40,7 @@ import numpy as np
 
 from onnxprune import Pruner, PruneOptions
 from onnxprune.importance import CRITERIA
+from onnxprune.options import BudgetMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import task_metrics  # noqa: E402  (a sibling script module)
@@ -171,6 +173,7 @@ class Row:
     prune_s: float | None = None
     search: str = ""  # how the MACs target was reached: "api" (target_macs) or "ratio R" (searched here)
     error: str = ""
+    budget: str = "uniform"  # how the target was shared out among the groups (PruneOptions.budget)
 
 
 @dataclass
@@ -180,13 +183,14 @@ class Bench:
     targets: tuple[float, ...]
     recoveries: dict[str, Recovery | None]
     fidelity_samples: int = FIDELITY_SAMPLES
+    budgets: tuple[str, ...] = ("uniform",)
     results: Path | None = None  # rewritten after every row, so a long run that is stopped keeps what it measured
     rows: list[Row] = field(default_factory=list)
     api_target: bool = False
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
 
     def run(self) -> list[Row]:
-        jobs = len(self.sets) * len(self.criteria) * len(self.targets) * len(self.recoveries)
+        jobs = len(self.sets) * len(self.criteria) * len(self.targets) * len(self.recoveries) * len(self.budgets)
         bar = _progress(jobs)
         for mset in self.sets:
             try:
@@ -210,19 +214,19 @@ class Bench:
         self.rows.append(Row(mset.name, "-", "-", None, 1.0, 1.0, mset.accuracy(source, x, y)))
         search = RatioSearch(load, macs0)
         self.api_target = api_honours_target()  # until the planner misses a target once
-        for target in self.targets:
-            for criterion in self.criteria:
-                for rec_name, recover in self.recoveries.items():
-                    bar.set_description(f"{mset.name} {criterion} {rec_name} MACs {target}")
-                    row = Row(mset.name, criterion, rec_name, target, float("nan"), float("nan"), float("nan"))
-                    try:
-                        self._prune_one(row, mset, load, search, calib, heldout, recover, macs0, params0, x, y)
-                    except Exception as exc:  # a failing criterion must not hide the others' results
-                        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                        self.log(f"{mset.name} {criterion} {rec_name} MACs {target}: {row.error}")
-                    self.rows.append(row)
-                    self._save()
-                    bar.update(1)
+        jobs = [(t, c, r, b) for t in self.targets for c in self.criteria for r in self.recoveries for b in self.budgets]
+        for target, criterion, rec_name, budget in jobs:
+            recover = self.recoveries[rec_name]
+            bar.set_description(f"{mset.name} {criterion} {rec_name} {budget} MACs {target}")
+            row = Row(mset.name, criterion, rec_name, target, float("nan"), float("nan"), float("nan"), budget=budget)
+            try:
+                self._prune_one(row, mset, load, search, calib, heldout, recover, macs0, params0, x, y)
+            except Exception as exc:  # a failing criterion must not hide the others' results
+                row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                self.log(f"{mset.name} {criterion} {rec_name} {budget} MACs {target}: {row.error}")
+            self.rows.append(row)
+            self._save()
+            bar.update(1)
 
     def _save(self) -> None:
         if self.results is not None:
@@ -232,9 +236,10 @@ class Bench:
         start = time.perf_counter()
         pruner = load()
         row.search = ""
-        if self.api_target:
-            pruner.prune(PruneOptions(target_macs=row.target, criterion=row.criterion, **EXACT), data=calib)
-            if abs(pruner.macs() / macs0 - row.target) <= TARGET_TOLERANCE:
+        if self.api_target or row.budget != "uniform":  # only the uniform ratio is searched here
+            pruner.prune(PruneOptions(target_macs=row.target, criterion=row.criterion, budget=row.budget, **EXACT),
+                         data=calib)
+            if abs(pruner.macs() / macs0 - row.target) <= TARGET_TOLERANCE or row.budget != "uniform":
                 row.search = "api"
             else:
                 self.log(f"{row.model}: PruneOptions(target_macs={row.target}) gave MACs "
@@ -278,24 +283,24 @@ def _pct(value) -> str:
 
 def table(rows: list[Row]) -> str:
     lines = ["| model | criterion | recovery | target MACs | MACs | params | accuracy % | cosine | top-1 agree % "
-             "| prune s | recover s | how |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| prune s | recover s | how | budget |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.target is None and r.error:
-            lines.append(f"| {r.model} | failed: {r.error} |||||||||||")
+            lines.append(f"| {r.model} | failed: {r.error} ||||||||||||")
             continue
         if r.target is None:
             lines.append(f"| {r.model} | unpruned | - | 1.0 | x1.000 | x1.000 | {_pct(r.accuracy)} | 1.0000 | 100.00 "
-                         f"| - | - | - |")
+                         f"| - | - | - | - |")
             continue
         if r.error:
-            lines.append(f"| {r.model} | {r.criterion} | {r.recovery} | {r.target} | failed: {r.error} |||||||| ")
+            lines.append(f"| {r.model} | {r.criterion} | {r.recovery} | {r.target} | failed: {r.error} ||||||||| ")
             continue
         cosine = "-" if r.cosine is None else f"{r.cosine:.4f}"
         recover = "-" if r.recover_s is None else f"{r.recover_s:.2f}"
         lines.append(f"| {r.model} | {r.criterion} | {r.recovery} | {r.target} | x{r.macs_ratio:.3f} "
                      f"| x{r.params_ratio:.3f} | {_pct(r.accuracy)} | {cosine} | {_pct(r.top1_agreement)} "
-                     f"| {r.prune_s:.2f} | {recover} | {r.search} |")
+                     f"| {r.prune_s:.2f} | {recover} | {r.search} | {r.budget} |")
     return "\n".join(lines)
 
 
@@ -316,14 +321,15 @@ def plot(rows: list[Row], path: Path) -> None:
         mine = [r for r in rows if r.model == model]
         base = next(r for r in mine if r.target is None)
         ax.axhline(100 * base.accuracy, color="black", lw=1, ls=":", label="unpruned")
-        curves = dict.fromkeys((r.criterion, r.recovery) for r in mine if r.target is not None)
-        for criterion, recovery in curves:
+        curves = dict.fromkeys((r.criterion, r.recovery, r.budget) for r in mine if r.target is not None)
+        for criterion, recovery, budget in curves:
             pts = sorted((r.macs_ratio, 100 * r.accuracy) for r in mine
-                         if (r.criterion, r.recovery) == (criterion, recovery) and not r.error)
+                         if (r.criterion, r.recovery, r.budget) == (criterion, recovery, budget) and not r.error)
             if pts:
-                ax.plot(*zip(*pts), marker="o", color=colour[criterion],
+                label = criterion if recovery == "none" else f"{criterion} + {recovery}"
+                ax.plot(*zip(*pts), marker="o" if budget == "uniform" else "s", color=colour[criterion],
                         ls=styles[recoveries.index(recovery) % len(styles)],
-                        label=criterion if recovery == "none" else f"{criterion} + {recovery}")
+                        label=label if budget == "uniform" else f"{label} ({budget})")
         ax.set_title(f"{model} (unpruned {100 * base.accuracy:.1f}%)")
         ax.set_xlabel("MACs ratio (pruned / original)")
         ax.set_ylabel("held-out accuracy %")
@@ -342,6 +348,8 @@ def main(argv=None) -> int:
     ap.add_argument("--criteria", nargs="*", help=f"default: every criterion ({', '.join(CRITERIA)})")
     ap.add_argument("--targets", nargs="*", type=float, default=list(TARGETS), help="MACs ratios")
     ap.add_argument("--no-recovery", action="store_true", help="only the 'none' recovery variant")
+    ap.add_argument("--budgets", nargs="*", default=["uniform"], choices=[m.value for m in BudgetMode],
+                    help="how the target is shared out (PruneOptions.budget; sensitivity measures on calib.npz)")
     ap.add_argument("--quick", action="store_true", help="smoke test: digits only, MACs 0.5")
     ap.add_argument("--out-dir", default=str(ROOT / "out" / "bench_accuracy"))
     ap.add_argument("--no-plot", action="store_true")
@@ -368,7 +376,8 @@ def main(argv=None) -> int:
     sets = ModelSet.find(args.models)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = Bench(sets, criteria, tuple(args.targets), recoveries, args.fidelity_samples, out / "results.json").run()
+    rows = Bench(sets, criteria, tuple(args.targets), recoveries, args.fidelity_samples, tuple(args.budgets),
+                 out / "results.json").run()
     print(table(rows))
     print(f"\nrecovery variants: {', '.join(recoveries)}; criteria: {', '.join(criteria)}; "
           f"target MACs via {'PruneOptions.target_macs when it lands within 2%, else ' if api_honours_target() else ''}"

@@ -35,7 +35,24 @@ def test_global_max_ratio_and_ratio_for_reach_the_plan(resnet, capfd):
     assert by_group[0] == (16, 4) and all(n == size // 2 for g, (size, n) in by_group.items() if g != 0)
 
 
+def test_the_sensitivity_budget_is_the_default_with_calib_and_a_target(resnet, capfd):
+    import numpy as np
+    np.savez("calib.npz", input=np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32))
+    runs = {"default": [], "uniform": ["--budget", "uniform"], "global": ["--global"]}
+    for name, extra in runs.items():
+        code, _, err = call(capfd, ["-q", resnet, f"{name}.onnx", "--runs", "0", "--target-macs", "0.6", "--round-to",
+                                    "1", "--calib", "calib.npz", "--report", f"{name}.json", *extra])
+        assert code == 0, err
+    budgets = {name: json.loads(Path(f"{name}.json").read_text()) for name in runs}
+    assert {n: r["options"]["budget"] for n, r in budgets.items()} == \
+        {"default": "sensitivity", "uniform": "uniform", "global": "global"}
+    assert abs(budgets["default"]["budget"][0]["reached"] - 0.6) <= 0.02
+    assert decisions("default.json") != decisions("uniform.json")
+
+
 @pytest.mark.parametrize("options,fragment", [
+    (["--budget", "sensitivity", "--target-macs", "0.5"], "--budget sensitivity measures each layer's output error"),
+    (["--budget", "sensitivity", "--global"], "--global is --budget global: drop it or --budget sensitivity"),
     (["--max-ratio", "0"], "--max-ratio must be in (0, 1]"),
     (["--ratio-for", "Conv"], "--ratio-for 'Conv': expected REGEX=RATIO"),
     (["--ratio-for", "Conv=1.2"], "--ratio-for Conv=1.2: the ratio must be in [0, 1)"),

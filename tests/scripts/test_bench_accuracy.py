@@ -38,6 +38,16 @@ def test_quick_run_reaches_the_macs_target_and_measures_accuracy(bench, tmp_path
     assert "| digits | unpruned |" in table and "| digits | l2 | none | 0.5 |" in table
 
 
+def test_budgets_side_by_side_and_the_sensitivity_budget_is_the_more_accurate(bench, tmp_path):
+    code = bench.main(["--quick", "--criteria", "output", "--no-recovery", "--no-plot", "--budgets", "uniform",
+                       "sensitivity", "--out-dir", str(tmp_path)])
+    assert code == 0
+    rows = {r["budget"]: r for r in json.loads((tmp_path / "results.json").read_text()) if r["target"] is not None}
+    assert set(rows) == {"uniform", "sensitivity"}
+    assert all(abs(r["macs_ratio"] - 0.5) <= 0.02 for r in rows.values())
+    assert rows["sensitivity"]["accuracy"] > rows["uniform"]["accuracy"]  # measured: 0.76 against 0.18
+
+
 def test_ratio_search_finds_the_ratio_closest_to_the_target(bench):
     from onnxprune import Pruner
     load = lambda: Pruner.from_model(digits.model())  # noqa: E731
