@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .depgraph import DependencyGraph, End, EndKind, Group
+from .read_weights import WeightValues, score_ends
 from .rules import Side
 from .scoring import Collect, Need, ScoringContext, index_rows, linear_form, unfolded_need
 from .selection import Reader, greedy_scores
@@ -71,8 +72,11 @@ def _sum_of_members(members: list[np.ndarray]) -> np.ndarray:
 
 
 def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.ndarray:
-    members = [e for e in group.ends if e.kind == EndKind.PARAM] if ends is None else ends
-    per_member = [_per_channel(group, end, (np.abs(_param_rows(dg.graph, end)) ** power).sum(axis=1))
+    """Sum of |w|^power over each channel's weights, per member (the weights as layers read them, in
+    float: a cast fp16 weight, a dequantized int8 one; see read_weights), members weighted equally."""
+    members = score_ends(dg, group) if ends is None else ends
+    values = WeightValues(dg.graph)
+    per_member = [_per_channel(group, end, (np.abs(index_rows(values(end.tensor), end.axes)) ** power).sum(axis=1))
                   for end in members]
     return _sum_of_members(per_member) if per_member else np.zeros(group.size)
 
