@@ -27,6 +27,7 @@ class Report:
     unanalysed: list[str] = field(default_factory=list)  # why some channels form no group at all
     channels_prunable: int = 0
     channels_removed: int = 0
+    subgraphs: list[str] = field(default_factory=list)  # what pruning inside If/Loop/Scan bodies removed
     params_before: int = 0
     params_after: int | None = None
     macs_before: int = 0
@@ -285,6 +286,7 @@ def format_summary(report: Report) -> str:
     if report.blocks is not None and "removed" in report.blocks:
         lines += _removed_blocks(report.blocks)
     lines.append(f"removed   {report.channels_removed} channels in {len(report.decisions)} groups")
+    lines += [f"          {note}" for note in report.subgraphs]
     for search in report.budget:
         lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "
                      f"({search['evaluations']} plans measured in {search['seconds']:.2f}s)")
