@@ -13,6 +13,7 @@ import onnx
 
 from . import onnx_in, onnx_out
 from .blocks import BlockKey, Discovery, find_blocks
+from .bodies import BodyPruning, has_bodies, prunable_inside
 from .calibration import CalibrationSet, has_batch_axis
 from .depth import DepthScore, ScoredBlock, choose, default_score, influence_scores, output_scores, record, scored, \
     weight_scores
@@ -92,6 +93,7 @@ class Pruner:
         self.recoveries: list[RecoveryResult] = []
         self.removed_blocks: list[dict] = []  # every block removed (depth pruning), as depth.record
         self.removed_activations: list[dict] = []  # every activation removed (UPDP), see remove_activations
+        self.body_notes: list[str] = []  # what pruning inside subgraphs removed (bodies.BodyPruning)
         self._grids: dict[tuple, WidthGrid] = {}
 
     @classmethod
@@ -148,6 +150,10 @@ class Pruner:
 
     def prunable_groups(self) -> list[Group]:
         return self.depgraph.prunable_groups()
+
+    def prunable_inside_subgraphs(self) -> int:
+        """Prunable groups inside If/Loop/Scan bodies (each analysed as a graph of its own; see bodies.py)."""
+        return prunable_inside(self.graph, self.registry) if has_bodies(self.graph) else 0
 
     def group_of(self, node: str, channel: int | None = None, port: Port = OUT(0)) -> Group:
         return self.depgraph.group_of(node, channel, port)
@@ -402,6 +408,9 @@ class Pruner:
             rounds.append(plan)
             if after_step is not None:
                 after_step(self, step)
+        if options.target is None and has_bodies(self.graph):  # a size target counts the enclosing graph only
+            result = self.run_pass(BodyPruning(self.registry, options))
+            self.body_notes.extend(result.notes)
         plan = rounds[0] if len(rounds) == 1 else self._composed(lineage, rounds)
         if options.remove_activations:  # last: what it merges no later round could prune
             self.remove_activations(options.remove_activations, data, provider)

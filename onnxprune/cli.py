@@ -371,7 +371,7 @@ def _analyse(args, model_file: onnx_in.ModelFile, shapes, report: Report, progre
     pruner = _load(args, model_file, shapes, report, progress)
     report.conversions += [note for note in pruner.notes if note not in report.conversions]
     dg = pruner.depgraph
-    if not dg.groups and not dg.barriers:
+    if not dg.groups and not dg.barriers and not pruner.prunable_inside_subgraphs():
         ops = sorted({n.op_type for n in pruner.graph.nodes})
         what = f"its operators ({', '.join(ops)}) own no channels" if ops else "it has no operator nodes"
         raise NothingToPrune(f"{args.input}: {what}")
@@ -557,7 +557,8 @@ def run_prune(args, progress: Progress) -> Report:
     discovery = pruner.blocks() if options.depth or options.target_latency is not None else None
     if options.depth and not discovery.blocks:
         raise NothingToPrune(f"{args.input}: --depth: {discovery.why_none()}")
-    if not options.depth and not options.remove_activations and not pruner.prunable_groups():
+    if not options.depth and not options.remove_activations and not pruner.prunable_groups() \
+            and not pruner.prunable_inside_subgraphs():
         raise _nothing_prunable(args, pruner, report)
     recover_round = None
     if recovery is not None:  # after every round of --steps, so the next one scores recovered weights
@@ -589,6 +590,7 @@ def run_prune(args, progress: Progress) -> Report:
                                                        leave=False, file=sys.stderr, disable=not live))
     report.timings_s["plan"] = stage.seconds
     record_plan(plan, report, original, pruner.plans)
+    report.subgraphs = list(pruner.body_notes)
     report.budget = [s.to_dict() for s in pruner.searches]
     if options.remove_activations:  # after width: what it merges no round could prune
         with progress.stage("remove activations") as stage:

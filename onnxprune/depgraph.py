@@ -217,7 +217,9 @@ class DependencyGraph:
         for node, slot in g.consumers.get(tensor, []):
             if slot < 0:
                 end = End(EndKind.OP, tensor, axes, node.name, Port(Side.IN, -1))
-                self._block(end, f"{node.op_type} {node.name} reads it inside a subgraph")
+                bodies = ", ".join(f"{node.name}.{a}" for a in node.read_inside.get(tensor, ())) or node.name
+                self._block(end, f"{tensor} crosses into subgraph {bodies} ({node.op_type}): channels crossing a "
+                                 f"subgraph boundary are not pruned")
             else:
                 end = End(EndKind.OP, tensor, axes, node.name, Port(Side.IN, slot))
             ends.append(end)

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .depgraph import DependencyGraph, End, EndKind, Group
+from .read_weights import WeightValues, score_ends
 from .rules import Side
 from .scoring import Collect, Need, ScoringContext, index_rows, linear_form, unfolded_need
 from .selection import Reader, greedy_scores
@@ -56,6 +57,12 @@ def _param_rows(dg: DependencyGraph, end: End) -> np.ndarray:
     return index_rows(dg.real_value(end.tensor), end.axes)
 
 
+def _read(dg: DependencyGraph, values: WeightValues, tensor: str) -> np.ndarray:
+    """A weight as its layer computes with it: a parameter decoded by its reader (quantized codes),
+    or a tensor computed from parameters alone (a cast, a dequantization) evaluated."""
+    return dg.real_value(tensor) if tensor in dg.graph.params else values(tensor)
+
+
 def _scored_params(dg: DependencyGraph, group: Group) -> list[End]:
     """The group's parameters that hold weights (scales and zero points describe other parameters)."""
     return [e for e in group.ends if e.kind == EndKind.PARAM and not dg.is_quant_param(e.tensor)]
@@ -77,8 +84,13 @@ def _sum_of_members(members: list[np.ndarray]) -> np.ndarray:
 
 
 def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.ndarray:
-    members = _scored_params(dg, group) if ends is None else ends
-    per_member = [_per_channel(group, end, (np.abs(_param_rows(dg, end)) ** power).sum(axis=1))
+    """Sum of |w|^power over each channel's weights, per member (the weights as layers read them, in
+    float: a cast fp16 weight, a dequantized int8 one, quantized codes decoded; see read_weights and
+    DependencyGraph.real_value), members weighted equally; scales and zero points are not weights."""
+    members = [e for e in score_ends(dg, group) if not dg.is_quant_param(e.tensor)] if ends is None else ends
+    values = WeightValues(dg.graph)
+    per_member = [_per_channel(group, end, (np.abs(index_rows(_read(dg, values, end.tensor), end.axes)) ** power)
+                               .sum(axis=1))
                   for end in members]
     return _sum_of_members(per_member) if per_member else np.zeros(group.size)
 

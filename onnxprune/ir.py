@@ -43,6 +43,8 @@ class Node:
     doc: str = ""
     # Outer-scope tensors read by subgraph attributes (If/Loop/Scan bodies).
     implicit_inputs: list[str] = field(default_factory=list)
+    # implicit input -> the subgraph attributes that read it (for barriers that name the subgraph)
+    read_inside: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -9,12 +9,30 @@ from .rules import NodeView, call_rule
 
 
 def count_params(graph: Graph) -> int:
-    """Elements of floating-point initializers (weights, not shape constants)."""
-    return int(sum(v.size for v in graph.params.values() if np.issubdtype(v.dtype, np.floating)))
+    """Elements of weights: floating-point initializers (fp32, fp16, bf16, fp8), and narrow integers
+    stored to be converted into a weight (weight-only int8/int4), never shape constants; those of
+    subgraphs too."""
+    from .bodies import has_bodies, params_inside  # late: they import the dependency graph
+    from .read_weights import storage_only
+    inside = params_inside(graph) if has_bodies(graph) else 0
+    return inside + int(sum(v.size for name, v in graph.params.items()
+                            if _floating(v.dtype) or (_narrow_int(v.dtype) and storage_only(graph, name))))
+
+
+def _floating(dtype: np.dtype) -> bool:
+    """numpy's floats and ml_dtypes' (bfloat16, float8_*: numpy kind V), as onnx reads them."""
+    return np.issubdtype(dtype, np.floating) or (dtype.kind == "V" and dtype.name.startswith(("bfloat", "float")))
+
+
+def _narrow_int(dtype: np.dtype) -> bool:
+    return (dtype.kind in "iu" and dtype.itemsize == 1) or (dtype.kind == "V" and dtype.name in ("int4", "uint4"))
 
 
 def count_macs(graph: Graph, registry: Registry) -> int:
-    return sum(node_macs(graph, registry).values())
+    """MACs of every layer, those inside subgraphs too (see bodies.macs_inside)."""
+    from .bodies import has_bodies, macs_inside  # late: bodies imports the engine
+    inside = macs_inside(graph, registry) if has_bodies(graph) else 0
+    return sum(node_macs(graph, registry).values()) + inside
 
 
 def node_macs(graph: Graph, registry: Registry) -> dict[str, int]:

@@ -482,14 +482,17 @@ def _constant_value(proto: onnx.NodeProto) -> np.ndarray:
 
 
 def _node(proto: onnx.NodeProto, index: int) -> Node:
-    attrs, types, implicit = {}, {}, []
+    attrs, types, implicit, read_inside = {}, {}, [], {}
     for attr in proto.attribute:
         attrs[attr.name] = onnx.helper.get_attribute_value(attr)
         types[attr.name] = attr.type
         if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
             graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
             for sub in graphs:
-                implicit.extend(_outer_names(sub))
+                outer = _outer_names(sub)
+                implicit.extend(outer)
+                for name in dict.fromkeys(outer):
+                    read_inside[name] = read_inside.get(name, ()) + (attr.name,)
     return Node(
         name=proto.name or f"{proto.op_type}_{index}",
         op_type=proto.op_type,
@@ -500,7 +503,44 @@ def _node(proto: onnx.NodeProto, index: int) -> Node:
         attr_types=types,
         doc=proto.doc_string,
         implicit_inputs=sorted(set(implicit)),
+        read_inside=read_inside,
     )
+
+
+def bodies(node: Node) -> list[str]:
+    """The node's subgraph attributes (If's branches, Loop's and Scan's body), in attribute order."""
+    return [name for name, kind in node.attr_types.items() if kind == onnx.AttributeProto.GRAPH]
+
+
+def body_graph(node: Node, attr: str, outer: Graph) -> tuple[Graph, tuple[str, ...]]:
+    """Subgraph ``attr`` of ``node`` as a Graph of its own, and the names of its formal inputs.
+
+    Tensors it reads from the enclosing scope become graph inputs after the formal ones (typed
+    as the enclosing graph knows them, symbolic dims as symbols): analysed alone, the body
+    treats them as it treats graph inputs, never pruned. Its initializers and Constant nodes
+    are its parameters.
+    """
+    proto: onnx.GraphProto = node.attrs[attr]
+    formal = tuple(vi.name for vi in proto.input)
+    outer_inputs, fixed = [], {}
+    for name in dict.fromkeys(_outer_names(proto)):
+        if name in outer.params:
+            value = outer.params[name]
+            outer_inputs.append(onnx.helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+        else:
+            value = outer.values.get(name) or Value(name)
+            dims = None if value.shape is None else [
+                d.symbol if shapes.is_symbolic(d) else d for d in value.shape]
+            if dims is not None and all(isinstance(d, int) for d in dims):
+                fixed[name] = dims  # analysed at these sizes, as the enclosing graph was
+            outer_inputs.append(onnx.helper.make_tensor_value_info(name, value.dtype, dims))
+    graph = onnx.helper.make_graph(list(proto.node), proto.name or attr, list(proto.input) + outer_inputs,
+                                   list(proto.output), list(proto.initializer), value_info=list(proto.value_info))
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(d, v)
+                                                         for d, v in outer.meta.opsets.items()])
+    model.ir_version = max(outer.meta.ir_version, 4)  # a subgraph's initializers are never graph inputs
+    return to_graph(model, fixed or None), formal
 
 
 def _outer_names(graph: onnx.GraphProto) -> list[str]:

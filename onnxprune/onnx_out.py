@@ -75,6 +75,16 @@ def to_model(graph: Graph, weights: Weights = Weights.INLINE) -> onnx.ModelProto
     return model
 
 
+def body_proto(body: Graph, formal: tuple[str, ...]) -> onnx.GraphProto:
+    """A Graph read by :func:`onnx_in.body_graph` back as the subgraph attribute it came from:
+    its formal inputs only (the enclosing scope's tensors it reads stay references)."""
+    graph = to_model(body).graph
+    inputs = {vi.name: vi for vi in graph.input}
+    del graph.input[:]
+    graph.input.extend(inputs[name] for name in formal)
+    return graph
+
+
 def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool = False) -> None:
     """Write atomically and signal-safely (see :mod:`onnxprune.files`): all files land, or none."""
     with atomic_outputs() as out:

@@ -28,6 +28,7 @@ class Report:
     unanalysed: list[str] = field(default_factory=list)  # why some channels form no group at all
     channels_prunable: int = 0
     channels_removed: int = 0
+    subgraphs: list[str] = field(default_factory=list)  # what pruning inside If/Loop/Scan bodies removed
     params_before: int = 0
     params_after: int | None = None
     macs_before: int = 0
@@ -326,6 +327,7 @@ def format_summary(report: Report, verbose: bool = False) -> str:
     if report.activations is not None:
         lines += _removed_activations(report.activations)
     lines.append(_removed_line(report))
+    lines += [f"          {note}" for note in report.subgraphs]
     for search in report.budget:
         lines.append(f"target    {search['metric']} x{search['target']:.3f} asked, x{search['reached']:.3f} reached "
                      f"({search['evaluations']} plans measured in {search['seconds']:.2f}s)")

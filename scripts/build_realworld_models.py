@@ -197,6 +197,148 @@ def gcn_matmul() -> onnx.ModelProto:
                    18, ir_version=8, inits_as_inputs=False)
 
 
+# ---- control flow (If, Loop) -------------------------------------------------------------------------------
+def _conv_node(name, x, w, b, out, k=3):
+    return helper.make_node("Conv", [x, w, b], [out], name=name, kernel_shape=[k, k], pads=[k // 2] * 4)
+
+
+def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name))
+
+
+def if_convs() -> onnx.ModelProto:
+    """conv-relu, then an If on the input's mean: each branch holds two convs (the then branch's weights as
+    Constant nodes, the else branch's as its own initializers) reading the outer activation; after the If,
+    conv-relu-conv. Channels inside a branch, across the boundary, and outside it."""
+    n = Net()
+    f = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
+    h = n.conv("x", "c1", 3, 16)
+    h = n.node("Relu", [h], ["r1"])
+    mean = n.node("ReduceMean", ["x"], ["mean"], keepdims=0)
+    n.node("Greater", [mean, n.param("zero", np.array(0, np.float32))], ["positive"])
+    r = n.rng
+    w = lambda shape: (r.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32)  # noqa: E731
+    b = lambda c: (0.1 * r.standard_normal(c)).astype(np.float32)  # noqa: E731
+    then = helper.make_graph(
+        [_constant("t1_w", w([12, 16, 3, 3])), _constant("t1_b", b(12)), _conv_node("t1", "r1", "t1_w", "t1_b", "t1_y"),
+         helper.make_node("Relu", ["t1_y"], ["t1_r"], name="t1_relu"),
+         _constant("t2_w", w([8, 12, 1, 1])), _constant("t2_b", b(8)),
+         _conv_node("t2", "t1_r", "t2_w", "t2_b", "then_y", k=1)],
+        "then_branch", [], [f("then_y", [1, 8, 16, 16])])
+    else_ = helper.make_graph(
+        [_conv_node("e1", "r1", "e1_w", "e1_b", "e1_y"), helper.make_node("Relu", ["e1_y"], ["e1_r"], name="e1_relu"),
+         _conv_node("e2", "e1_r", "e2_w", "e2_b", "else_y")],
+        "else_branch", [], [f("else_y", [1, 8, 16, 16])],
+        [numpy_helper.from_array(v, k) for k, v in (("e1_w", w([10, 16, 3, 3])), ("e1_b", b(10)),
+                                                   ("e2_w", w([8, 10, 3, 3])), ("e2_b", b(8)))])
+    n.nodes.append(helper.make_node("If", ["positive"], ["branch_y"], name="if", then_branch=then, else_branch=else_))
+    h = n.conv("branch_y", "c3", 8, 16)
+    h = n.node("Relu", [h], ["r3"])
+    n.conv(h, "c4", 16, 4, k=1)
+    return n.model([f("x", IMAGE)], [f("c4_1", [1, 4, 16, 16])], 18, ir_version=8, inits_as_inputs=False)
+
+
+def loop_constant_weights() -> onnx.ModelProto:
+    """conv, then a Loop of 3 residual steps whose body convs take their weights from Constant nodes
+    (h <- h + conv(relu(conv(h)))), then conv-relu-conv."""
+    n = Net()
+    f = lambda name, shape, t=TensorProto.FLOAT: helper.make_tensor_value_info(name, t, shape)  # noqa: E731
+    h0 = n.conv("x", "c1", 3, 8)
+    r = n.rng
+    w = lambda shape: (r.standard_normal(shape) * np.sqrt(1 / np.prod(shape[1:]))).astype(np.float32)  # noqa: E731
+    b = lambda c: (0.1 * r.standard_normal(c)).astype(np.float32)  # noqa: E731
+    body = helper.make_graph(
+        [_constant("b1_w", w([16, 8, 3, 3])), _constant("b1_b", b(16)), _conv_node("b1", "h", "b1_w", "b1_b", "b1_y"),
+         helper.make_node("Relu", ["b1_y"], ["b1_r"], name="b1_relu"),
+         _constant("b2_w", w([8, 16, 3, 3])), _constant("b2_b", b(8)), _conv_node("b2", "b1_r", "b2_w", "b2_b", "b2_y"),
+         helper.make_node("Add", ["h", "b2_y"], ["h_next"], name="residual"),
+         helper.make_node("Identity", ["cond"], ["cond_out"], name="keep_going")],
+        "body", [f("i", [], TensorProto.INT64), f("cond", [], TensorProto.BOOL), f("h", [1, 8, 16, 16])],
+        [f("cond_out", [], TensorProto.BOOL), f("h_next", [1, 8, 16, 16])])
+    trips = n.param("trips", np.array(3, np.int64))
+    go = n.param("go", np.array(True))
+    n.nodes.append(helper.make_node("Loop", [trips, go, h0], ["h_final"], name="loop", body=body))
+    h = n.conv("h_final", "c2", 8, 16)
+    h = n.node("Relu", [h], ["r2"])
+    n.conv(h, "c3", 16, 4, k=1)
+    return n.model([f("x", IMAGE)], [f("c3_1", [1, 4, 16, 16])], 18, ir_version=8, inits_as_inputs=False)
+
+
+# ---- half precision and weight-only int8 ----------------------------------------------------------------
+def _small_cnn(n: Net, weight, dtype: int) -> list[str]:
+    """conv(3->16)-BN-relu, conv(16->16)-relu + residual, conv(16->8) 1x1, GAP, flatten, fc(8->10); every
+    weight through ``weight(name, array)`` (which returns the tensor the layer reads)."""
+    r = n.rng
+    w = lambda shape: (r.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32)  # noqa: E731
+    b = lambda c: (0.1 * r.standard_normal(c)).astype(np.float32)  # noqa: E731
+    conv = lambda x, name, shape, k: n.node("Conv", [x, weight(f"{name}_w", w(shape)), weight(f"{name}_b", b(shape[0]))],
+                                            [name], kernel_shape=[k, k], pads=[k // 2] * 4)  # noqa: E731
+    h = conv("x", "conv1", [16, 3, 3, 3], 3)
+    bn = [weight(f"bn1_{p}", v.astype(np.float32)) for p, v in (
+        ("scale", 1 + 0.3 * r.standard_normal(16)), ("bias", b(16)), ("mean", b(16)), ("var", 0.5 + r.random(16)))]
+    h = n.node("BatchNormalization", [h] + bn, ["bn1"], epsilon=1e-3)
+    h = n.node("Relu", [h], ["relu1"])
+    h2 = n.node("Relu", [conv(h, "conv2", [16, 16, 3, 3], 3)], ["relu2"])
+    h = n.node("Add", [h, h2], ["res"])
+    h = n.node("Relu", [conv(h, "conv3", [8, 16, 1, 1], 1)], ["relu3"])
+    h = n.node("GlobalAveragePool", [h], ["gap"])
+    h = n.node("Flatten", [h], ["flat"], axis=1)
+    fc = w([10, 8])
+    return [n.node("Gemm", [h, weight("fc_w", fc), weight("fc_b", b(10))], ["logits"], transB=1)]
+
+
+def half_cnn(dtype: int) -> onnx.ModelProto:
+    """The small CNN computed in fp16 end to end: fp16 input, weights and output (a --half export)."""
+    n = Net()
+    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype)
+    _small_cnn(n, lambda name, value: n.param(name, value.astype(np_dtype)), dtype)
+    return n.model([helper.make_tensor_value_info("x", dtype, IMAGE)],
+                   [helper.make_tensor_value_info("logits", dtype, [1, 10])], 18, ir_version=8, inits_as_inputs=False)
+
+
+def cast_weights_cnn(dtype: int) -> onnx.ModelProto:
+    """The small CNN in float32 whose weights are stored in ``dtype`` (fp16 or bf16) and Cast to float before
+    use: half the file, full-precision compute (onnxruntime's CPU provider has no bf16 kernels)."""
+    n = Net()
+
+    def stored(name, value):
+        if dtype == TensorProto.BFLOAT16:
+            # onnx rounds the float values to bfloat16 (nearest even) itself
+            n.inits.append(helper.make_tensor(f"{name}_stored", dtype, value.shape, value.ravel().tolist()))
+        else:
+            n.param(f"{name}_stored", value.astype(np.float16))
+        return n.node("Cast", [f"{name}_stored"], [name], to=TensorProto.FLOAT)
+
+    _small_cnn(n, stored, TensorProto.FLOAT)
+    return n.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, IMAGE)],
+                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], 18, ir_version=8,
+                   inits_as_inputs=False)
+
+
+def int8_weight_only_cnn() -> onnx.ModelProto:
+    """The small CNN with weight-only int8 quantization of its conv and fc weights: int8 weights Cast to float,
+    minus a per-output-channel zero point, times a per-output-channel scale, before use (biases, BN float)."""
+    n = Net()
+
+    def quantized(name, value):
+        if not name.endswith("_w"):
+            return n.param(name, value)
+        axes = tuple(range(1, value.ndim))
+        low, high = value.min(axis=axes, keepdims=True), value.max(axis=axes, keepdims=True)
+        scale = ((high - low) / 255).astype(np.float32)
+        zero = np.round(-128 - low / scale).astype(np.int8)
+        q = np.clip(np.round(value / scale) + zero, -128, 127).astype(np.int8)
+        as_float = n.node("Cast", [n.param(f"{name}_q", q)], [f"{name}_qf"], to=TensorProto.FLOAT)
+        zero_f = n.node("Cast", [n.param(f"{name}_zero", zero)], [f"{name}_zf"], to=TensorProto.FLOAT)
+        centred = n.node("Sub", [as_float, zero_f], [f"{name}_centred"])
+        return n.node("Mul", [centred, n.param(f"{name}_scale", scale)], [name])
+
+    _small_cnn(n, quantized, TensorProto.FLOAT)
+    return n.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, IMAGE)],
+                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], 18, ir_version=8,
+                   inits_as_inputs=False)
+
+
 MODELS = {
     "zoo_ir3": (lambda: zoo_net(9), "model-zoo style, IR 3, initializers also graph inputs, opset 9: "
                                     "conv-relu, conv-BN-relu + residual, maxpool, 1x1 conv, GAP, fc, softmax"),
@@ -212,6 +354,18 @@ MODELS = {
     "scalar_gain": (scalar_gain, "conv, times a scalar (rank 0) input, relu, 1x1 conv, dynamic time axis"),
     "gcn_matmul": (gcn_matmul, "GCN as MatMuls: relu(A @ X @ W + b) twice (8 -> 16 -> 12), mean readout, "
                                "MatMul classifier; x [nodes, 8], adj [nodes, nodes]"),
+    "if_convs": (if_convs, "conv-relu, an If (on the input's mean) whose branches hold two convs each on the outer "
+                           "activation (weights as Constant nodes / branch initializers), conv-relu-conv after"),
+    "loop_constant_weights": (loop_constant_weights, "conv, a Loop of 3 residual conv-relu-conv steps whose body "
+                                                     "weights are Constant nodes, conv-relu-conv after"),
+    "fp16_cnn": (lambda: half_cnn(TensorProto.FLOAT16), "a small CNN (conv-BN-relu, residual conv, 1x1 conv, GAP, "
+                                                        "fc) computed in fp16: fp16 input, weights, output"),
+    "fp16_cast_weights": (lambda: cast_weights_cnn(TensorProto.FLOAT16), "the small CNN in float32, every weight "
+                                                                         "stored fp16 and Cast to float"),
+    "bf16_cast_weights": (lambda: cast_weights_cnn(TensorProto.BFLOAT16), "the small CNN in float32, every weight "
+                                                                          "stored bf16 and Cast to float"),
+    "int8_weight_only": (int8_weight_only_cnn, "the small CNN, conv/fc weights int8: Cast, Sub a per-channel zero "
+                                               "point, Mul a per-channel scale before use"),
     **QUANTIZED,
 }
 
