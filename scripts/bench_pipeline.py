@@ -255,15 +255,8 @@ def prune(src: str, dst: Path, target: float, setting: str, calib: Path, shape: 
         report.write_text(json.dumps(data))
     data = json.loads(report.read_text())
     return {"wall_s": data.get("_wall_seconds"), "recovery_s": (data.get("recovery") or {}).get("seconds"),
-            "macs": _find(data, "macs"), "params": _find(data, "params")}
-
-
-def _find(report: dict, key: str):
-    """The before/after of a resource in the report, wherever this version keeps it."""
-    for section in ("resources", "summary", "totals"):
-        if isinstance(report.get(section), dict) and key in report[section]:
-            return report[section][key]
-    return report.get(key)
+            "macs_ratio": data.get("macs_ratio"), "params_ratio": data.get("params_ratio"),
+            "timings_s": data.get("timings_s")}
 
 
 # ------------------------------------------------------------------ main
@@ -380,7 +373,8 @@ def table(results: dict) -> str:
         r = next((r for r in runs if r["target"] == t and r["setting"] == s and r["pruned"] == "all"), None)
         if r:
             lines.append(f"MACs x{t} {s}: " + "; ".join(
-                f"{st} prune {p['wall_s']:.0f}s (recovery {p['recovery_s'] or 0:.0f}s)" for st, p in r["prune"].items()))
+                f"{st} MACs x{p['macs_ratio']:.3f}, prune {p['wall_s']:.0f}s (recovery {p['recovery_s'] or 0:.0f}s)"
+                for st, p in r["prune"].items()))
     return "\n".join(lines)
 
 

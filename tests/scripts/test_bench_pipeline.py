@@ -181,3 +181,19 @@ def test_prune_command_settings(mods):
     recommended = bench.prune_command("a.onnx", "b.onnx", 0.3, "recommended", "c.npz", (1, 3, 48, 320), "r.json")
     assert recommended[recommended.index("--calib") + 1] == "c.npz" and "--recover" in recommended
     assert recommended[recommended.index("--target-macs") + 1] == "0.3"
+
+
+def test_table_has_a_row_per_pruned_set_and_the_recovery_times(mods):
+    _, _, bench = mods
+    res = lambda a: {"char_accuracy": a, "line_exact": a, "det_recall": 1.0}  # noqa: E731
+    info = lambda s: {"wall_s": 10.0, "recovery_s": s, "macs_ratio": 0.5}  # noqa: E731
+    runs = [{"target": None, "setting": "-", "pruned": "none", "result": res(0.99)}]
+    for setting, rec in (("default", None), ("recommended", 7.0)):
+        for key, acc in (("det", 0.98), ("cls", 0.97), ("rec", 0.9), ("all", 0.8)):
+            runs.append({"target": 0.5, "setting": setting, "pruned": key, "result": res(acc),
+                         "prune": {s: info(rec) for s in bench.STAGES if key in (s, "all")}})
+    text = bench.table({"runs": runs})
+    rows = text.splitlines()
+    assert rows[0] == "| pruned | MACs x0.5 default | MACs x0.5 recommended |"
+    assert rows[2].startswith("| none | 0.990") and rows[6].startswith("| all three | 0.800")
+    assert "rec MACs x0.500, prune 10s (recovery 7s)" in text
