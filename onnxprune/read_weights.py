@@ -38,10 +38,12 @@ def score_ends(dg: DependencyGraph, group: Group) -> list[End]:
     """The group's weights to score: parameters read as they are, and the weights layers read
     where the stored ones are only converted (one end per tensor and axes)."""
     graph, seen, ends = dg.graph, set(), []
+    decoded = {e.tensor for e in group.ends if e.kind == EndKind.PARAM and dg.stored(e.tensor) is not None}
     for end in group.ends:
-        if end.kind == EndKind.PARAM and not storage_only(graph, end.tensor):
-            wanted = end
-        elif end.kind == EndKind.OP and read_as_weight(graph, end.tensor):
+        if end.kind == EndKind.PARAM and (end.tensor in decoded or not storage_only(graph, end.tensor)):
+            wanted = end  # read as it is, or decoded by its reader's rule (DependencyGraph.real_value)
+        elif end.kind == EndKind.OP and read_as_weight(graph, end.tensor) \
+                and not decoded.intersection(graph.producers[end.tensor][0].inputs):
             wanted = end
         else:
             continue
