@@ -12,7 +12,10 @@ SymDim never equals a plain int, so a stand-in cannot pass for a channel count.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -154,13 +157,33 @@ def _symbolic_inputs(model: onnx.ModelProto) -> dict[str, list]:
     return shapes
 
 
+_SYMBOLIC_MODULE = "onnxprune._ort_symbolic_shape_infer"
+
+
+def _symbolic_shape_inference():
+    """onnxruntime's SymbolicShapeInference class, its module loaded from its file alone: importing
+    ``onnxruntime.tools.symbolic_shape_infer`` runs ``onnxruntime.tools``' __init__, which imports torch
+    where it is installed (7-13 s of every load that needs symbolic shapes, for nothing)."""
+    module = sys.modules.get(_SYMBOLIC_MODULE)
+    if module is None:
+        spec = importlib.util.find_spec("onnxruntime")
+        path = Path(spec.origin).parent / "tools" / "symbolic_shape_infer.py"
+        if not path.is_file():
+            raise ImportError(f"no {path}")
+        loader = importlib.util.spec_from_file_location(_SYMBOLIC_MODULE, path)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)  # raises ImportError without sympy
+        sys.modules[_SYMBOLIC_MODULE] = module
+        logging.getLogger(_SYMBOLIC_MODULE).setLevel(logging.CRITICAL)
+    return module.SymbolicShapeInference
+
+
 def _ort_infer(model: onnx.ModelProto):
     """(model with value_info, known values of small int tensors) from onnxruntime, or None."""
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        SymbolicShapeInference = _symbolic_shape_inference()
     except ImportError:  # needs sympy
         return None
-    logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.CRITICAL)
     try:
         # the loop of SymbolicShapeInference.infer_shapes, without its debug file on failure
         engine = SymbolicShapeInference(2**31 - 1, True, True, 0)

@@ -47,3 +47,20 @@ def test_a_symbol_has_one_stand_in_in_every_input():
     s = shapes.SEQUENCE_STAND_IN
     assert shapes.stand_ins(model, None) == {"x": [s, 8], "adj": [s, s], "ids": [1, s, s]}
     assert shapes.stand_ins(model, {"x": [5, 8]}) == {"x": [5, 8], "adj": [5, 5], "ids": [1, s, s]}
+
+
+def test_symbolic_inference_does_not_import_torch():
+    """onnxruntime.tools' __init__ imports torch where installed (7-13 s a load): the symbolic
+    inference module is loaded from its file alone. Run in a fresh interpreter (the suite may hold torch)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    bert = Path(__file__).resolve().parents[1] / "models" / "bert_ts.onnx"
+    code = ("import sys, onnx\nfrom onnxprune import onnx_in, shapes\ncalls = []\nreal = shapes._ort_infer\n"
+            "shapes._ort_infer = lambda m: calls.append(1) or real(m)\n"
+            f"onnx_in.from_model(onnx.load({str(bert)!r}))\n"
+            "assert calls, 'symbolic inference did not run'\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
