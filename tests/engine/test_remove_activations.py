@@ -27,7 +27,7 @@ def _chain(seed: int = 3):
     A's input is mostly above zero (a BN shift of two deviations): removing A changes little; B's
     input is centred: removing B changes much."""
     b = GraphBuilder(seed=seed)
-    x = b.input("x", [2, 3, 10, 10])
+    x = b.input("x", [1, 3, 10, 10])
     h = b.conv(x, 16, k=3, pad=1)
     c = 16
     gamma = b.param(np.full(c, 0.5, np.float32))
@@ -105,9 +105,11 @@ def test_a_padded_pair_is_refused_with_its_reason():
 def test_greedy_choice_removes_the_activation_that_changes_the_outputs_least():
     model = _chain()
     pruner = Pruner.from_model(model)
-    (record,) = pruner.remove_activations(1, _calib(model))
+    done = pruner.remove_activations(1, _calib(model))
+    (record,) = done["removed"]
     first, second, _ = _relus(model)
-    assert record["node"] == first and record["candidates"] == 2 and record["output_change"] < 0.05
+    assert record["node"] == first and done["candidates"] == 2 and record["output_change"] < 0.05
+    assert done["merged"] == 1 and not done["refused"]
     fused = pruner.to_model()
     assert ops(fused).count("Conv") == 2 and ops(fused).count("Relu") == 2
     assert_exact(_as_identity(model, first), fused, rtol=1e-4, atol=1e-4)
@@ -119,7 +121,7 @@ def test_greedy_choice_removes_the_activation_that_changes_the_outputs_least():
 def test_a_fraction_of_the_candidates_and_a_node_that_is_none():
     model = _chain()
     pruner = Pruner.from_model(model)
-    assert len(pruner.remove_activations(0.5, _calib(model))) == 1
+    assert len(pruner.remove_activations(0.5, _calib(model))["removed"]) == 1
     with pytest.raises(PlanError, match="no activation between two linear layers"):
         Pruner.from_model(model).remove_activation_nodes(["Conv_0"])
 
@@ -130,6 +132,7 @@ def test_recovery_refits_the_merged_layer_without_making_held_out_fidelity_worse
     pruner = Pruner.from_model(model)
     pruner.remove_activations(2, data)
     assert ops(pruner.to_model()).count("Conv") == 1
+    assert data.n_samples == 96 and not data.whole
     result = pruner.recover(data)
     before, after = (max(o.rel_l2 for o in f.outputs) for f in (result.fidelity_before, result.fidelity_after))
     assert result.kept and after < before, (before, after)

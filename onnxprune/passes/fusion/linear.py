@@ -164,13 +164,14 @@ def _composed(scope: Scope, first: Layer, second: Layer) -> Merge | str:
     if np.any(low > 0) or np.any(-low != np.asarray([b for b, _ in f1.pads])):
         return f"{first.node.name}'s kernel does not start at its padding"
     kernel = taps.max(axis=0) - low + 1
+    size = m2.shape[0] * m2.shape[1] * m1.shape[2] * int(np.prod(kernel))  # before computing it: it may be large
+    reason = _costs(scope, first, second, size, scope.rows(second))
+    if reason:
+        return reason
     place = np.zeros((len(taps), int(np.prod(kernel))))
     place[np.arange(len(taps)), np.ravel_multi_index(tuple((taps - low).T), tuple(kernel))] = 1.0
     w = np.einsum("goau,gact->gocut", m2, m1).reshape(m2.shape[0], m2.shape[1], m1.shape[2], -1) @ place
     matrix = w.reshape(w.shape[0], w.shape[1], -1)
-    reason = _costs(scope, first, second, matrix.size, scope.rows(second))
-    if reason:
-        return reason
     b1, b2 = first.bias(), second.bias()
     bias = None if b1 is None and b2 is None else \
         (np.einsum("goau,ga->go", m2, b1.reshape(m2.shape[0], -1)).reshape(-1) if b1 is not None else 0.0) \
