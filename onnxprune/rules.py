@@ -330,6 +330,10 @@ class OpSpec:
     # for compute layers whose channel counts decide which kernels run (Conv, Gemm, MatMul with a
     # constant weight): what kind of layer the node is; None where the node is no such layer
     layer: Callable[[NodeView], Layer | None] | None = None
+    # the node's outputs are those of one of its subgraphs, chosen at run time (If): bodies.py analyses
+    # it flattened, the subgraphs' nodes beside it and their outputs appended to its inputs (one run of
+    # outputs per subgraph), so that ``couple`` ties each output to every subgraph's
+    selects_body: bool = False
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"
