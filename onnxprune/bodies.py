@@ -40,6 +40,8 @@ class BodyReport:
     """What was pruned inside subgraphs: per subgraph (``node.attr``), groups pruned and channels removed."""
 
     pruned: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # tensors of the enclosing graph that lost channels (If channels crossing into a branch): axis -> kept
+    kept: dict = field(default_factory=dict)
 
     @property
     def channels(self) -> int:
@@ -199,6 +201,8 @@ def _prune_flattened(graph: Graph, registry: Registry, options: PruneOptions, re
     owners = sorted({name for name, _ in flat.bodies})
     report.pruned[prefix + ", ".join(owners)] = (len(plan.decisions), plan.removed_channels)
     kept = kept_per_axis(flat.graph, removed_per_dim(dg, plan))
+    if not prefix:  # the enclosing graph's own tensors: what the pass's map says they kept
+        report.kept.update((k, v) for k, v in kept.items() if not flat.in_body(k))
     return unflatten(flat, apply_plan(dg, plan, kept), kept)
 
 
@@ -286,9 +290,12 @@ class BodyPruning:
         new, report = prune_bodies(graph, self.registry, self.options)
         if new is graph:
             return PassResult(self.name, graph)
-        touched = {n.name for old, n in zip(graph.nodes, new.nodes) if old is not n}
-        names = same_names(graph, new)
-        edits = dataclasses.replace(names, changed=frozenset(downstream(new, touched)))
+        from .passes.layers import changed_values
+        before = graph.node_by_name
+        touched = {n.name for n in new.nodes if n.name in before and any(
+            n.attrs[a] is not before[n.name].attrs.get(a) for a in onnx_in.bodies(n))}
+        changed = downstream(new, touched) | changed_values(new, report.kept, self.registry)
+        edits = dataclasses.replace(same_names(graph, new), kept=report.kept, changed=frozenset(changed))
         note = report.note()
         return PassResult(self.name, new, report.channels, (note,) if note else (), edits=edits)
 

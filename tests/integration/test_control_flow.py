@@ -187,3 +187,15 @@ def test_the_command_line_says_what_it_removed_inside_subgraphs(tmp_path):
     pruned, original = onnx.load(str(out)), _load("if_convs")
     for sign in (1, -1):
         assert run(pruned, _feeds(sign))[0].shape == run(original, _feeds(sign))[0].shape
+
+
+def test_the_pass_map_says_which_channels_the_enclosing_graph_kept():
+    """Channels crossing into the If prune in the outer activation too: the pass's map says which stayed,
+    and that everything after the If holds other values, so recovery and reports follow it."""
+    pruner = Pruner.from_model(_load("if_convs"))
+    pruner.prune(ratio=0.5, round_to=1)
+    kept = pruner.kept["c1_1"][1]
+    assert len(kept) == 8 and set(kept) < set(range(16))
+    assert pruner.graph.values["c1_1"].shape[1] == 8
+    last = pruner.passes[-1]
+    assert last.name == "subgraph pruning" and {"branch_y", "c4_1"} <= last.edits.changed
