@@ -1,13 +1,24 @@
-"""Pruning inside subgraphs (If branches, Loop and Scan bodies), each analysed as a graph of its own.
+"""Pruning inside subgraphs (If branches, Loop and Scan bodies).
 
-A body's channels that live entirely inside it (a conv feeding a conv, with the
-body's own initializers or Constant nodes as weights) prune there, by the same
-rules, scores and ratio as the enclosing graph. What crosses the boundary (the
-body's inputs and outputs, tensors it reads from the enclosing scope) is a graph
-input or output of the body: never pruned, so the node that holds the body keeps
-every shape it had, and the enclosing graph around it prunes as before (the
-dependency graph blocks outer tensors a body reads, naming the subgraph).
-Nested bodies are pruned first, from the inside out.
+Loop and Scan bodies are analysed each as a graph of its own: channels that
+live entirely inside one (a conv feeding a conv, with the body's own
+initializers or Constant nodes as weights) prune there, by the same rules,
+scores and ratio as the enclosing graph. What crosses their boundary is a graph
+input or output of the body, never pruned, so the node keeps every shape it had.
+
+The branches of a node whose rule ``selects_body`` (If) are analysed flattened
+into the enclosing graph (:func:`flatten`): the branch nodes beside the node,
+their local names prefixed, each branch's outputs appended to the node's
+inputs so its rule ties output k to every branch's output k. Channels inside a
+branch and channels that cross into it or come out of it (pruned when every
+branch agrees: one group holds them all) prune there; the flat graph is then
+folded back into subgraph attributes (:func:`unflatten`).
+
+The enclosing graph's own groups are pruned by the main plan (there, a tensor a
+body reads is a barrier that names the subgraph); this pass prunes only groups
+with channels in a body. Nested bodies are pruned first, from the inside out.
+Weights only: data-driven criteria cannot observe a body's tensors, so bodies are
+scored by l2 when the enclosing graph is scored on data.
 """
 from __future__ import annotations
 
@@ -20,7 +31,8 @@ from .ir import Graph
 from .options import PruneOptions
 from .plan import make_plan
 from .registry import Registry
-from .rewrite import apply_plan
+from .importance import CRITERIA
+from .rewrite import apply_plan, kept_per_axis, removed_per_dim
 
 
 @dataclass
@@ -28,6 +40,8 @@ class BodyReport:
     """What was pruned inside subgraphs: per subgraph (``node.attr``), groups pruned and channels removed."""
 
     pruned: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # tensors of the enclosing graph that lost channels (If channels crossing into a branch): axis -> kept
+    kept: dict = field(default_factory=dict)
 
     @property
     def channels(self) -> int:
@@ -44,21 +58,152 @@ def prune_bodies(graph: Graph, registry: Registry, options: PruneOptions, report
                  prefix: str = "") -> tuple[Graph, BodyReport]:
     """``graph`` with every subgraph pruned inside (a new Graph; nodes without bodies are shared)."""
     report = report if report is not None else BodyReport()
+    if CRITERIA[options.criterion].data_driven:
+        options = options.with_(criterion="l2")
     nodes, changed = [], False
     for node in graph.nodes:
         attrs = dict(node.attrs)
+        flattened = _selects_body(graph, node, registry)
         for attr in onnx_in.bodies(node):
             body, formal = onnx_in.body_graph(node, attr, graph)
             where = f"{prefix}{node.name}.{attr}"
             pruned, _ = prune_bodies(body, registry, options, report, prefix=f"{where}/")
-            pruned = _prune_channels(pruned, registry, options, report, where)
+            if not flattened:  # a flattened body's own channels prune with the enclosing graph, below
+                pruned = _prune_channels(pruned, registry, options, report, where)
             if pruned is not body:
                 attrs[attr] = onnx_out.body_proto(pruned, formal)
         if attrs != node.attrs:
             node = dataclasses.replace(node, attrs=attrs)
             changed = True
         nodes.append(node)
-    return (dataclasses.replace(graph, nodes=nodes) if changed else graph), report
+    graph = dataclasses.replace(graph, nodes=nodes) if changed else graph
+    return _prune_flattened(graph, registry, options, report, prefix), report
+
+
+def _selects_body(graph: Graph, node, registry: Registry) -> bool:
+    spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+    return spec is not None and spec.selects_body and bool(onnx_in.bodies(node))
+
+
+@dataclass(frozen=True)
+class Flattened:
+    """A graph with the bodies of its ``selects_body`` nodes beside them (see :func:`flatten`)."""
+
+    graph: Graph
+    original: Graph
+    # (node, attr) -> (the body as read, its formal inputs, the prefix of its local names in the flat graph)
+    bodies: dict[tuple[str, str], tuple[Graph, tuple[str, ...], str]]
+
+    def in_body(self, name: str) -> bool:
+        """Whether a flat node or tensor name belongs to a body."""
+        return any(name.startswith(p) for _, _, p in self.bodies.values())
+
+
+def flatten(graph: Graph, registry: Registry) -> Flattened | None:
+    """``graph`` with every ``selects_body`` node's subgraphs beside it, or None where it has none.
+
+    A body's own names (node outputs, parameters, nodes) get the prefix ``node.attr::``; the
+    tensors it reads from the enclosing scope keep theirs, so the dependency graph joins them.
+    """
+    nodes, params, values = [], dict(graph.params), dict(graph.values)
+    bodies: dict[tuple[str, str], tuple[Graph, tuple[str, ...], str]] = {}
+    for node in graph.nodes:
+        if not _selects_body(graph, node, registry):
+            nodes.append(node)
+            continue
+        read = [onnx_in.body_graph(node, attr, graph) for attr in onnx_in.bodies(node)]
+        if any(formal for _, formal in read) or any(len(b.outputs) != len(node.outputs) for b, _ in read):
+            nodes.append(node)  # not the shape a selecting node's bodies have: left as it is (a barrier)
+            continue
+        extra = []
+        for attr, (body, formal) in zip(onnx_in.bodies(node), read):
+            prefix = f"{node.name}.{attr}::"
+            local = {o for n in body.nodes for o in n.outputs if o} | set(body.params)
+            rename = {name: prefix + name for name in local}
+            nodes.extend(_renamed(n, rename, prefix) for n in body.nodes)
+            params.update((rename[k], v) for k, v in body.params.items())
+            values.update((rename[k], dataclasses.replace(v, name=rename[k])) for k, v in body.values.items()
+                          if k in rename)
+            extra += [rename.get(v.name, v.name) for v in body.outputs]
+            bodies[(node.name, attr)] = (body, formal, prefix)
+        nodes.append(dataclasses.replace(node, inputs=list(node.inputs) + extra, implicit_inputs=[], read_inside={}))
+    if not bodies:
+        return None
+    return Flattened(dataclasses.replace(graph, nodes=nodes, params=params, values=values), graph, bodies)
+
+
+def _renamed(node, rename: dict[str, str], prefix: str):
+    r = lambda name: rename.get(name, name)  # noqa: E731
+    return dataclasses.replace(node, name=prefix + node.name, inputs=[r(t) for t in node.inputs],
+                               outputs=[r(t) for t in node.outputs], implicit_inputs=[r(t) for t in node.implicit_inputs],
+                               read_inside={r(k): v for k, v in node.read_inside.items()})
+
+
+def unflatten(flat: Flattened, new: Graph, kept) -> Graph:
+    """A flat graph after a rewrite (``kept``: flat tensor -> axis -> kept indices) folded back: the
+    bodies' nodes and parameters back into their subgraph attributes, with their own names."""
+    originals = flat.original.node_by_name
+    attrs_of: dict[str, dict] = {}
+    for (node_name, attr), (body, formal, prefix) in flat.bodies.items():
+        strip = lambda name: name[len(prefix):] if name.startswith(prefix) else name  # noqa: E731
+        unrename = {t: strip(t) for n in new.nodes if n.name.startswith(prefix)
+                    for t in list(n.inputs) + list(n.outputs) + list(n.implicit_inputs) if t.startswith(prefix)}
+        body_nodes = [_renamed(dataclasses.replace(n, name=strip(n.name)), unrename, "")
+                      for n in new.nodes if n.name.startswith(prefix)]
+        body_params = {strip(k): v for k, v in new.params.items() if k.startswith(prefix)}
+        flat_name = lambda name: prefix + name if prefix + name in flat.graph.values or prefix + name in             flat.graph.params else name  # noqa: E731
+        rebuilt = dataclasses.replace(body, nodes=body_nodes, params=body_params,
+                                      outputs=[_resized(v, kept.get(flat_name(v.name))) for v in body.outputs],
+                                      declared={k: _resized(v, kept.get(flat_name(k))) for k, v in body.declared.items()})
+        attrs_of.setdefault(node_name, dict(originals[node_name].attrs))[attr] = onnx_out.body_proto(rebuilt, formal)
+    nodes = []
+    for node in new.nodes:
+        if flat.in_body(node.name):
+            continue
+        if node.name in attrs_of:
+            before = originals[node.name]
+            node = dataclasses.replace(node, inputs=list(before.inputs), implicit_inputs=list(before.implicit_inputs),
+                                       read_inside=dict(before.read_inside), attrs=attrs_of[node.name])
+        nodes.append(node)
+    params = {k: v for k, v in new.params.items() if not flat.in_body(k)}
+    values = {k: v for k, v in new.values.items() if not flat.in_body(k)}
+    return dataclasses.replace(new, nodes=nodes, params=params, values=values)
+
+
+def _resized(value, kept_axes):
+    if not kept_axes or value.shape is None:
+        return value
+    shape = list(value.shape)
+    for axis, keep in kept_axes.items():
+        shape[axis] = len(keep)
+    return dataclasses.replace(value, shape=tuple(shape))
+
+
+def body_groups(flat: Flattened, dg: DependencyGraph) -> list:
+    """Prunable groups of a flat graph with channels in a body (the others are the enclosing graph's)."""
+    return [g for g in dg.prunable_groups()
+            if any(flat.in_body(e.node) if e.node else flat.in_body(e.tensor) for e in g.ends)]
+
+
+def _prune_flattened(graph: Graph, registry: Registry, options: PruneOptions, report: BodyReport,
+                     prefix: str) -> Graph:
+    flat = flatten(graph, registry)
+    if flat is None:
+        return graph
+    dg = DependencyGraph(flat.graph, registry)
+    wanted = {g.id for g in body_groups(flat, dg)}
+    if not wanted:
+        return graph
+    plan = make_plan(dg, options)
+    plan = dataclasses.replace(plan, decisions=tuple(d for d in plan.decisions if d.group in wanted and d.removed))
+    if not plan.decisions:
+        return graph
+    owners = sorted({name for name, _ in flat.bodies})
+    report.pruned[prefix + ", ".join(owners)] = (len(plan.decisions), plan.removed_channels)
+    kept = kept_per_axis(flat.graph, removed_per_dim(dg, plan))
+    if not prefix:  # the enclosing graph's own tensors: what the pass's map says they kept
+        report.kept.update((k, v) for k, v in kept.items() if not flat.in_body(k))
+    return unflatten(flat, apply_plan(dg, plan, kept), kept)
 
 
 def _prune_channels(body: Graph, registry: Registry, options: PruneOptions, report: BodyReport,
@@ -94,9 +239,19 @@ def _bodies_of(graph: Graph):
 
 
 def prunable_inside(graph: Graph, registry: Registry) -> int:
-    """Prunable groups inside the graph's subgraphs, nested ones included."""
-    return sum(len(DependencyGraph(body, registry).prunable_groups()) + prunable_inside(body, registry)
-               for body in _bodies_of(graph))
+    """Prunable groups with channels in the graph's subgraphs, nested ones included (as prune_bodies
+    finds them: a Loop or Scan body alone, If branches flattened into the graph)."""
+    count = 0
+    for node in graph.nodes:
+        for attr in onnx_in.bodies(node):
+            body = onnx_in.body_graph(node, attr, graph)[0]
+            count += prunable_inside(body, registry)
+            if not _selects_body(graph, node, registry):
+                count += len(DependencyGraph(body, registry).prunable_groups())
+    flat = flatten(graph, registry) if count or has_bodies(graph) else None
+    if flat is not None:
+        count += len(body_groups(flat, DependencyGraph(flat.graph, registry)))
+    return count
 
 
 def params_inside(graph: Graph) -> int:
@@ -135,9 +290,12 @@ class BodyPruning:
         new, report = prune_bodies(graph, self.registry, self.options)
         if new is graph:
             return PassResult(self.name, graph)
-        touched = {n.name for old, n in zip(graph.nodes, new.nodes) if old is not n}
-        names = same_names(graph, new)
-        edits = dataclasses.replace(names, changed=frozenset(downstream(new, touched)))
+        from .passes.layers import changed_values
+        before = graph.node_by_name
+        touched = {n.name for n in new.nodes if n.name in before and any(
+            n.attrs[a] is not before[n.name].attrs.get(a) for a in onnx_in.bodies(n))}
+        changed = downstream(new, touched) | changed_values(new, report.kept, self.registry)
+        edits = dataclasses.replace(same_names(graph, new), kept=report.kept, changed=frozenset(changed))
         note = report.note()
         return PassResult(self.name, new, report.channels, (note,) if note else (), edits=edits)
 

@@ -218,8 +218,11 @@ class DependencyGraph:
             if slot < 0:
                 end = End(EndKind.OP, tensor, axes, node.name, Port(Side.IN, -1))
                 bodies = ", ".join(f"{node.name}.{a}" for a in node.read_inside.get(tensor, ())) or node.name
-                self._block(end, f"{tensor} crosses into subgraph {bodies} ({node.op_type}): channels crossing a "
-                                 f"subgraph boundary are not pruned")
+                spec = self.spec(node.name)
+                why = ("left to subgraph pruning, which prunes it where every branch agrees"
+                       if spec is not None and spec.selects_body
+                       else "channels crossing a subgraph boundary are not pruned")
+                self._block(end, f"{tensor} crosses into subgraph {bodies} ({node.op_type}): {why}")
             else:
                 end = End(EndKind.OP, tensor, axes, node.name, Port(Side.IN, slot))
             ends.append(end)

@@ -370,6 +370,10 @@ class OpSpec:
     # for ops that read a constant input as quantized codes (DequantizeLinear, QLinearConv, packed
     # int4 weights): how, per input slot (see Stored); None where that input is not one
     stored: Callable[[NodeView, int], Stored | None] | None = None
+    # the node's outputs are those of one of its subgraphs, chosen at run time (If): bodies.py analyses
+    # it flattened, the subgraphs' nodes beside it and their outputs appended to its inputs (one run of
+    # outputs per subgraph), so that ``couple`` ties each output to every subgraph's
+    selects_body: bool = False
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"
