@@ -242,10 +242,11 @@ class RecoveryOptions:
     undo_if_worse: bool = True  # keep the unrecovered model if held-out fidelity got worse
     seed: int = 0
     provider: str = "cpu"
-    # passes over the data for the fits that run front to back (least squares, BN re-estimation):
-    # the levels of layers are cut into this many runs of levels, each run fitted from one pass
-    # (both models, every needed tensor at once); 0: one pass per level (the exact sequential fit)
-    passes: int = 2
+    # passes over the data for the fits that run front to back: 0, one per level of layers (the
+    # sequential fit); P > 0: least squares fits every layer at once from the original's inputs, then
+    # re-fits the last P-1 levels on the pruned model's, and BN re-estimation measures its levels in
+    # P runs (faster; less faithful on deep models: see passes/lstsq.py)
+    passes: int = 0
     # statistics held at once (X^T X, X^T Y per layer), MiB: a pass is cut where they would exceed it
     statistics_mib: int = 1024
     refit_shifted: bool = True  # least squares also on layers whose inputs changed though they kept every channel
