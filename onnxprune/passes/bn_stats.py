@@ -51,7 +51,8 @@ class ReestimateBatchNorm:
         sites = {node.name: stats for node, stats in running_stats(graph, self.registry)
                  if node.inputs[stats.input_slot] in affected and node.inputs[stats.input_slot] not in self.fitted}
         changed = 0
-        for level in progress_bar(in_passes(front_to_back(graph, sites), self.options.passes), self.name, self.progress):
+        runs = in_passes(front_to_back(graph, sites), self.options.passes)
+        for level in progress_bar(runs, self.name, self.progress):
             inputs = {name: graph.node_by_name[name].inputs[sites[name].input_slot] for name in level}
             got = {name: ChannelStats(sites[name].axis) for name in level}
             ref = {name: ChannelStats(sites[name].axis) for name in level}
