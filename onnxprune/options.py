@@ -254,6 +254,19 @@ def _check_regex(option: str, pattern: str) -> None:
 RECOVERY_METHODS = ("bias", "lstsq", "bn")  # the order they run in
 
 
+class RowWeighting(str, Enum):
+    """How least squares weighs its rows (output positions; see passes/weights.py).
+
+    AUTO: rows at positions that do not matter weigh ``RecoveryOptions.background_weight``:
+    padding, where the model has an attention-mask input (an integer or boolean input of rank 2
+    whose name holds "mask"), and positions where the original model's sequence output
+    ([N, T, classes] scores) picks the class most positions of the batch pick (CTC's blank).
+    NONE: every row weighs 1."""
+
+    AUTO = "auto"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class RecoveryOptions:
     """How recovery re-fits a pruned model to the original on calibration data."""
@@ -270,8 +283,23 @@ class RecoveryOptions:
     undo_if_worse: bool = True  # keep the unrecovered model if held-out fidelity got worse
     seed: int = 0
     provider: str = "cpu"
+    # passes over the data for the fits that run front to back: 0, one per level of layers (the
+    # sequential fit); P > 0: least squares fits every layer at once from the original's inputs, then
+    # re-fits the last P-1 levels on the pruned model's, and BN re-estimation measures its levels in
+    # P runs (faster; less faithful on deep models: see passes/lstsq.py)
+    passes: int = 0
+    # statistics held at once (X^T X, X^T Y per layer), MiB: a pass is cut where they would exceed it
+    statistics_mib: int = 1024
+    refit_shifted: bool = True  # least squares also on layers whose inputs changed though they kept every channel
+    weighting: RowWeighting = RowWeighting.AUTO
+    background_weight: float = 0.1  # a row's weight at a position that does not matter (see RowWeighting)
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "weighting", RowWeighting(self.weighting))
+        except ValueError:
+            raise OptionError(f"recovery weighting: unknown {self.weighting!r} "
+                              f"(choose from {', '.join(w.value for w in RowWeighting)})") from None
         if isinstance(self.methods, str):
             object.__setattr__(self, "methods", tuple(m.strip() for m in self.methods.split(",") if m.strip()))
         else:
@@ -288,6 +316,10 @@ class RecoveryOptions:
             raise OptionError("recovery max_rows and batch_size must be >= 1")
         if not 0.0 <= self.holdout < 1.0:
             raise OptionError(f"recovery holdout must be in [0, 1), got {self.holdout}")
+        if self.passes < 0 or self.statistics_mib < 1:
+            raise OptionError("recovery passes must be >= 0 and statistics_mib >= 1")
+        if not 0.0 <= self.background_weight <= 1.0:
+            raise OptionError(f"recovery background_weight must be in [0, 1], got {self.background_weight}")
         return self
 
     @property
@@ -297,6 +329,7 @@ class RecoveryOptions:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["methods"] = list(self.ordered)
+        data["weighting"] = self.weighting.value
         return data
 
 

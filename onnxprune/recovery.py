@@ -60,10 +60,14 @@ def worst_rel_l2(fidelity: Fidelity) -> float:
 
 
 def make_pass(method: str, original: Graph, data: CalibrationSet, edits: EditMap, registry: Registry,
-              options: RecoveryOptions, progress: bool = False, fitted: frozenset[str] = frozenset()):
-    """The pass of one method; ``fitted``: tensors earlier passes already matched to the original."""
+              options: RecoveryOptions, progress: bool = False, fitted: frozenset[str] = frozenset(),
+              graph: Graph | None = None):
+    """The pass of one method on ``graph``; ``fitted``: tensors earlier passes already matched to the original."""
     if method == "bias":
-        return BiasCompensation(original, data, edits, registry, options)
+        refitted = frozenset()
+        if "lstsq" in options.methods and graph is not None:  # their bias would be overwritten
+            refitted = frozenset(LeastSquaresRefit(original, data, edits, registry, options).targets(graph))
+        return BiasCompensation(original, data, edits, registry, options, refitted)
     if method == "lstsq":
         return LeastSquaresRefit(original, data, edits, registry, options, progress)
     return ReestimateBatchNorm(data, edits, registry, options, original, progress, fitted)
@@ -83,7 +87,8 @@ def recover(original: Graph, pruned: Graph, edits: EditMap, data: CalibrationSet
     graph, fitted = pruned, frozenset()
     for method in options.ordered:  # bias, lstsq, bn
         t0 = time.perf_counter()
-        outcome: PassResult = make_pass(method, original, fit, edits, registry, options, progress, fitted).run(graph)
+        outcome: PassResult = make_pass(method, original, fit, edits, registry, options, progress, fitted,
+                                             graph).run(graph)
         notes = list(outcome.notes)
         if all(np.all(np.isfinite(v)) for v in outcome.graph.params.values() if v.dtype.kind == "f"):
             graph, fitted = outcome.graph, fitted | outcome.fitted

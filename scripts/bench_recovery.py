@@ -2,6 +2,12 @@
 
     python scripts/bench_recovery.py                        # digits CNN at --ratio 0.3 and 0.45 (MACs ~x0.5, ~x0.3)
     python scripts/bench_recovery.py --models models/resnet_small.onnx models/mobilenetv2_small.onnx
+    python scripts/bench_recovery.py --ratios '' --sets digits orientation --variants per-level passes=2
+
+``--sets`` (model sets of scripts/bench_accuracy.py: labelled held-out data) compares
+recovery variants (RecoveryOptions fields, ``per-level`` = one pass per level of layers, the
+sequential fit) side by side in one run: held-out accuracy, fidelity and recovery time, on the
+same pruned model per target MACs.
 
 On the digits CNN (models/digits: trained, with calibration and held-out splits)
 it prints held-out task accuracy for no recovery, each method alone and all
@@ -70,6 +76,39 @@ def model_table(paths, ratio: float, samples: int) -> None:
                   flush=True)
 
 
+VARIANTS = {"per-level": dict(passes=0, refit_shifted=False), "per-level+shifted": dict(passes=0),
+            "passes=1": dict(passes=1), "passes=2": dict(passes=2), "passes=3": dict(passes=3),
+            "passes=2-unshifted": dict(passes=2, refit_shifted=False), "unweighted": dict(weighting="none")}
+
+
+def variants_table(names, targets, variants) -> None:
+    """Recovery variants side by side on labelled model sets, each on the same pruned model."""
+    import copy
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_accuracy import EXACT, ModelSet  # noqa: E402
+    from onnxprune.options import PruneOptions  # noqa: E402
+    print(f"\n{'set':<12} {'target':>6} {'MACs':>6} {'variant':<20} {'accuracy':>8} {'cosine':>7} {'rel L2':>7} "
+          f"{'fit s':>7}")
+    for mset in ModelSet.find(names):
+        x, y = mset.arrays("heldout")
+        base = Pruner.load(mset.model_path, input_shapes=mset.input_shapes)
+        calib = base.load_calibration(mset.folder / "calib.npz")
+        heldout = base.load_calibration(mset.folder / "heldout.npz").take(64)
+        macs0 = base.macs()
+        for target in targets:
+            pruned = copy.deepcopy(base)
+            pruned.prune(PruneOptions(target_macs=target, **EXACT), data=calib)
+            for name in variants:
+                p = copy.deepcopy(pruned)
+                if name != "none":
+                    r = p.recover(calib, **VARIANTS[name])
+                fid = p.fidelity(heldout)
+                acc = mset.accuracy(p.to_model().SerializeToString(), x, y)
+                fit = "-" if name == "none" else f"{r.seconds:.2f}" + ("" if r.kept else " undone")
+                print(f"{mset.name:<12} {target:>6} {p.macs() / macs0:>6.3f} {name:<20} {acc:>8.4f} "
+                      f"{fid.cosine:>7.4f} {fid.outputs[0].rel_l2:>7.4f} {fit:>7}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ratios", default="0.3,0.45", help="digits: --ratio values (0.3 ~ MACs x0.5)")
@@ -77,12 +116,18 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=[], help="other models, random-input calibration")
     parser.add_argument("--ratio", type=float, default=0.3, help="ratio for --models")
     parser.add_argument("--samples", type=int, default=32, help="random calibration samples for --models")
+    parser.add_argument("--sets", nargs="*", default=[], help="labelled model sets (digits, orientation, ...)")
+    parser.add_argument("--targets", nargs="*", type=float, default=[0.5, 0.3], help="MACs targets for --sets")
+    parser.add_argument("--variants", nargs="*", default=["none", "per-level", "passes=2"],
+                        help=f"recovery variants for --sets: none, {', '.join(VARIANTS)}")
     args = parser.parse_args()
     np.set_printoptions(precision=4)
     if args.ratios:
         digits_table([float(r) for r in args.ratios.split(",")], args.criterion)
     if args.models:
         model_table(args.models, args.ratio, args.samples)
+    if args.sets:
+        variants_table(args.sets, args.targets, args.variants)
 
 
 if __name__ == "__main__":

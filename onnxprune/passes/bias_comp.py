@@ -6,7 +6,9 @@ For each linear layer that lost input channels, the mean of every unfolded input
 removed channels still exist; ``sum_k W[:, k] * E[x_k]`` over the removed columns is
 added to the bias. A channel that is constant on the data (a dead ReLU's bias, a
 saturated unit) is thereby removed exactly, wherever no padding cuts its window. Layers
-that cannot take a bias (MatMul) are left as they are and named in the notes.
+that cannot take a bias (MatMul) are left as they are and named in the notes, and so are
+layers least squares re-fits afterwards (``refitted``): its solution does not depend on the
+weights it starts from, so compensating them first would only cost a pass over the data.
 """
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ class BiasCompensation:
     name = "bias compensation"
 
     def __init__(self, original: Graph, data, edits: EditMap, registry: Registry,
-                 options: RecoveryOptions | None = None):
+                 options: RecoveryOptions | None = None, refitted: frozenset[str] = frozenset()):
         self.original, self.data, self.edits, self.registry = original, data, edits, registry
+        self.refitted = refitted
         self.options = options or RecoveryOptions()
 
     def run(self, graph: Graph) -> PassResult:
         layers, notes = [], []
         for layer in linear_layers(graph, self.registry):
-            if not self.edits.lost_channels(layer.input, layer.form.in_axis):
+            if not self.edits.lost_channels(layer.input, layer.form.in_axis) or layer.node.name in self.refitted:
                 continue
             original = original_layer(self.original, self.registry, self.edits, layer)
             if original is None:

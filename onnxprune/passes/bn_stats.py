@@ -3,8 +3,9 @@ model: removing channels shifts and shrinks what later normalizations see, and s
 statistics then mis-scale every channel after them (adaptive BN, as in EagleEye).
 
 Front to back: a normalization's input depends on the statistics of earlier ones, so
-each level of normalizations that do not feed each other is measured in one pass over
-the data, after the levels before it were updated. Only normalizations whose input is
+levels of normalizations that do not feed each other are measured after the levels before
+them were updated; the levels are cut into ``options.passes`` runs (0: one per level), each
+measured in one pass over the data. Only normalizations whose input is
 changed by pruning are touched; the rest keep their trained statistics. So are those
 whose input an earlier pass (least squares) has ``fitted`` to the original's values: their
 trained statistics describe those values, and re-measuring them on a small calibration set
@@ -27,7 +28,7 @@ from ..options import RecoveryOptions
 from ..registry import Registry
 from ..rules import NodeView, Updates
 from . import PassResult
-from .layers import front_to_back, paired_batches, progress_bar, running_stats, with_updates
+from .layers import front_to_back, in_passes, paired_batches, progress_bar, running_stats, with_updates
 
 
 class ReestimateBatchNorm:
@@ -50,7 +51,8 @@ class ReestimateBatchNorm:
         sites = {node.name: stats for node, stats in running_stats(graph, self.registry)
                  if node.inputs[stats.input_slot] in affected and node.inputs[stats.input_slot] not in self.fitted}
         changed = 0
-        for level in progress_bar(front_to_back(graph, sites), self.name, self.progress):
+        runs = in_passes(front_to_back(graph, sites), self.options.passes)
+        for level in progress_bar(runs, self.name, self.progress):
             inputs = {name: graph.node_by_name[name].inputs[sites[name].input_slot] for name in level}
             got = {name: ChannelStats(sites[name].axis) for name in level}
             ref = {name: ChannelStats(sites[name].axis) for name in level}

@@ -141,6 +141,29 @@ def front_to_back(graph: Graph, targets: Iterable[str]) -> list[list[str]]:
     return [level for level in levels if level]
 
 
+def in_passes(levels: list[list[str]], passes: int, size=None, budget: float | None = None) -> list[list[str]]:
+    """Levels cut into at most ``passes`` runs of consecutive levels (0: one run per level), each
+    run fitted from one pass over the data; a run is also cut where the sizes of its targets
+    (``size(name)``) would add up past ``budget``. Within a run, later levels are measured before
+    earlier ones are fitted: fewer passes, less exact where fits feed each other."""
+    if not levels:
+        return []
+    count = len(levels) if passes <= 0 else min(passes, len(levels))
+    bounds = [round(i * len(levels) / count) for i in range(count + 1)]
+    runs: list[list[str]] = []
+    for start, stop in zip(bounds, bounds[1:]):
+        run, held = [], 0.0
+        for level in levels[start:stop]:
+            cost = sum(size(name) for name in level) if size is not None else 0.0
+            if run and budget is not None and held + cost > budget:
+                runs.append(run)
+                run, held = [], 0.0
+            run.extend(level)
+            held += cost
+        runs.append(run)
+    return runs
+
+
 def changed_values(graph: Graph, kept: Kept, registry: Registry) -> set[str]:
     """Tensors whose remaining channels no longer hold the original's values.
 

@@ -198,8 +198,11 @@ def test_matmul_layers_are_refitted_without_an_intercept():
     names = {x["name"]: x for x in result.passes}
     assert names["least-squares refit"]["changed"] == 1
     assert any("no bias" in note for note in names["least-squares refit"]["notes"])
-    assert any("no bias" in note for note in names["bias compensation"]["notes"])
+    assert names["bias compensation"]["changed"] == 0  # least squares re-fits the layer whole
     assert worse_or_equal(result) and result.kept
+    p, data = _pruner(model, arrays)
+    p.prune_group(p.group_of("MatMul_0"), [1, 6])
+    assert any("no bias" in note for note in p.recover(data, methods="bias").passes[0]["notes"])
 
 
 def worse_or_equal(result):
@@ -292,9 +295,13 @@ def _attention_mlp_model():
     return b.build()
 
 
-def test_least_squares_restores_a_transformer_block_when_removed_heads_and_mlp_channels_are_redundant():
+@pytest.mark.parametrize("options, changed", [(dict(refit_shifted=False), 2), (dict(passes=0), 3), (dict(passes=3), 3),
+                                              (dict(passes=2), 2), (dict(), 3)])
+def test_least_squares_restores_a_transformer_block_when_removed_heads_and_mlp_channels_are_redundant(options, changed):
     """Removing a duplicated head and MLP channels that are combinations of kept ones loses nothing
-    the output projection and the MLP's down projection (MatMul + bias Add) cannot re-fit."""
+    the output projection and the MLP's down projection (MatMul + bias Add) cannot re-fit; the
+    MLP's up projection, reading the shifted residual stream, is re-fitted too where its level is
+    fitted on the pruned model's inputs (every level with passes=0, the default; the last two with passes=3)."""
     model = _attention_mlp_model()
     arrays = _data(model, n=24, shape=(5, 16))
     p, data = _pruner(model, arrays)
@@ -305,8 +312,8 @@ def test_least_squares_restores_a_transformer_block_when_removed_heads_and_mlp_c
     p.prune_group(p.group_of(mlp[0].root.node), [8, 9, 10, 11])
     expected = _outputs(model, arrays)
     assert not np.allclose(_outputs(p.to_model(), arrays), expected, rtol=1e-2, atol=1e-2)
-    result = p.recover(data, methods="lstsq", ridge=1e-10)
-    assert result.kept and result.passes[0]["changed"] == 2 and not result.passes[0]["notes"]
+    result = p.recover(data, methods="lstsq", ridge=1e-10, **options)
+    assert result.kept and result.passes[0]["changed"] == changed and not result.passes[0]["notes"]
     np.testing.assert_allclose(_outputs(p.to_model(), arrays), expected, rtol=1e-3, atol=1e-3)
     check(p.to_model())  # the fitted biases went into the Adds' constants, as vectors
     assert all(p.graph.params[n.inputs[1]].ndim == 1 for n in p.graph.nodes

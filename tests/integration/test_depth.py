@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from onnxprune import Pruner
 from onnxprune.calibration import CalibrationSet
-from onnxprune.options import PruneOptions
+from onnxprune.options import PruneOptions, RecoveryOptions
 from onnxprune.passes.bn_stats import ReestimateBatchNorm
 from onnxprune.passes.lstsq import LeastSquaresRefit
 from onnxprune.recipe import Recipe
@@ -72,8 +72,12 @@ def test_edit_map_of_a_removed_block_and_what_recovery_touches():
     relu = next(n for n in graph.nodes if block.skip in n.inputs and n.op_type == "Relu")
     after = {c.name for c, _ in graph.consumers[relu.outputs[0]] if c.op_type == "Conv"}
     data = _calib(model)
-    lstsq = LeastSquaresRefit(original, data, edits, pruner.registry)
+    lstsq = LeastSquaresRefit(original, data, edits, pruner.registry, RecoveryOptions(refit_shifted=False))
     assert set(lstsq.targets(graph)) == after and len(after) == 2
+    # with shifted layers too: also every layer reading a value the removal changed, and only those
+    shifted = LeastSquaresRefit(original, data, edits, pruner.registry).targets(graph)
+    layers = {n.name: n for n in graph.nodes if n.op_type in ("Conv", "Gemm")}
+    assert set(shifted) == after | {name for name, n in layers.items() if n.inputs[0] in edits.changed}
     # every BatchNorm after the removed block reads a changed tensor: plain re-estimation touches them
     bns = [n for n in graph.nodes if n.op_type == "BatchNormalization" and n.inputs[0] in edits.changed]
     assert bns and ReestimateBatchNorm(data, edits, pruner.registry).run(graph).changed == len(bns)

@@ -90,9 +90,10 @@ def assert_valid_at_both_lengths(exported, pruned: onnx.ModelProto) -> None:
         assert all(np.isfinite(a).all() for a in after)
 
 
-def refit_without_duplicate(pruner, tensor: str, channel: int, samples: int = 40, seed: int = 0):
+def refit_without_duplicate(pruner, tensor: str, channel: int, samples: int = 40, seed: int = 0, **options):
     """Remove the group channel that sits at ``channel`` of ``tensor`` (a duplicate of a kept one) and
-    re-fit by least squares alone, without ridge: recovery must then restore the original exactly."""
+    re-fit by least squares alone, without ridge: recovery must then restore the original exactly.
+    ``options``: more RecoveryOptions fields."""
     from onnxprune.calibration import CalibrationSet
     group = pruner.group_of(tensor)
     k = next(k for k, chans in enumerate(group.channels)
@@ -103,4 +104,4 @@ def refit_without_duplicate(pruner, tensor: str, channel: int, samples: int = 40
     data = CalibrationSet.from_arrays({pruner.original_graph.inputs[0].name:
                                        rng.standard_normal((samples, *shape)).astype(np.float32)},
                                       pruner.original_graph.inputs)
-    return pruner.recover(data, methods=("lstsq",), ridge=0.0)
+    return pruner.recover(data, methods=("lstsq",), ridge=0.0, **options)
