@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 
 import numpy as np
 import onnx
@@ -154,10 +155,24 @@ def _symbolic_inputs(model: onnx.ModelProto) -> dict[str, list]:
     return shapes
 
 
+def _symbolic_inference():
+    """onnxruntime's SymbolicShapeInference, imported without torch: ``onnxruntime.tools`` imports
+    torch whenever it is installed (for helpers we never call), which costs seconds and 150 MB."""
+    if "torch" in sys.modules:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        return SymbolicShapeInference
+    sys.modules["torch"] = None  # find_spec("torch") is then None: onnxruntime.tools skips it
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    finally:
+        del sys.modules["torch"]
+    return SymbolicShapeInference
+
+
 def _ort_infer(model: onnx.ModelProto):
     """(model with value_info, known values of small int tensors) from onnxruntime, or None."""
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        SymbolicShapeInference = _symbolic_inference()
     except ImportError:  # needs sympy
         return None
     logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.CRITICAL)

@@ -200,7 +200,7 @@ def runnable_stand_ins(original, model: onnx.ModelProto, input_shapes: dict | No
     return None, dims
 
 
-def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider: str = "cpu",
+def validate(original: onnx.ModelProto | Path, pruned: onnx.ModelProto | Graph, feeds, provider: str = "cpu",
              runs: int = 20, reference: Reference | None = None,
              latency: LatencyOptions | None = None) -> ValidationResult:
     """Checker, onnxruntime, output shapes; then, unless ``runs`` is 0, latency of both side by side.
@@ -210,7 +210,7 @@ def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider
     from . import latency as timing  # late: onnxprune.latency makes its sessions with this module's session()
     settings = latency or LatencyOptions(min_runs=runs)
     result = ValidationResult(provider=provider)
-    check(pruned)
+    check(pruned if isinstance(pruned, onnx.ModelProto) else onnx_out.to_model(pruned, onnx_out.Weights.EXTERNAL))
     result.checker = True
     reference = reference or run_reference(original, feeds, provider, settings.threads if runs > 0 else None)
     try:
