@@ -10,6 +10,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .files import Outputs, atomic_outputs
+from . import weights
 from .ir import Graph, Node, Value
 from .shapes import is_skeleton_weight
 
@@ -165,7 +166,11 @@ def _write_external(stream, tensor: onnx.TensorProto, array, location: str) -> N
 
 
 def _write_array(stream, array) -> int:
-    """Write ``array``'s bytes (little-endian, row-major) block by block; return how many."""
+    """Write ``array``'s bytes (little-endian, row-major) block by block; return how many.
+
+    A mapped weight's pages are given back after each block (:func:`weights.release`), and a block
+    of zero bytes is skipped over rather than written (the file reads the same, and a model of
+    zeros, as in the tests, stays sparse on disk)."""
     array = np.asarray(array) if not isinstance(array, np.ndarray) else array
     little = array.dtype.newbyteorder("<")
     if array.ndim == 0:
@@ -173,9 +178,15 @@ def _write_array(stream, array) -> int:
     rows = max(1, WRITE_BLOCK // max(1, array[0].nbytes if array.shape[0] else 1))
     written = 0
     for start in range(0, array.shape[0], rows):
-        block = np.ascontiguousarray(array[start:start + rows], dtype=little)
-        stream.write(memoryview(block).cast("B"))
+        part = array[start:start + rows]
+        block = np.ascontiguousarray(part, dtype=little)
+        if block.view(np.uint8).any():
+            stream.write(memoryview(block).cast("B"))
+        else:
+            stream.seek(block.nbytes, os.SEEK_CUR)
         written += block.nbytes
+        weights.release(part)
+    stream.truncate()  # a file that ends in skipped zeros still has its full length
     return written
 
 
@@ -225,6 +236,29 @@ def _external_placeholder(name: str, dtype: int, shape: list[int]) -> onnx.Tenso
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return tensor
+
+
+def reference_files(model: onnx.ModelProto, graph: Graph) -> tuple[str | None, set[str]]:
+    """Point the placeholders of ``model`` (``Weights.EXTERNAL``) whose weights are mapped unchanged
+    from a file (:func:`weights.file_extent`) at that file, so onnxruntime maps them itself instead of
+    copying them. Returns (the folder their locations are relative to, their names); the folder is
+    onnxruntime's ``session.model_external_initializers_file_folder_path``."""
+    extents = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.name in graph.params:
+            extent = weights.file_extent(graph.params[tensor.name])
+            if extent is not None:
+                extents[tensor.name] = (tensor, *extent)
+    if not extents:
+        return None, set()
+    folder = os.path.commonpath([os.path.dirname(file) for _, file, _, _ in extents.values()])
+    for tensor, file, offset, length in extents.values():
+        del tensor.external_data[:]
+        for key, value in (("location", os.path.relpath(file, folder)), ("offset", str(offset)),
+                           ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return folder, set(extents)
 
 
 def left_out_weights(graph: Graph) -> list[str]:

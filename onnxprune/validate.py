@@ -127,7 +127,9 @@ def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu",
 
     A graph's large weights reach onnxruntime as the graph's own arrays
     (``add_external_initializers``), not through protobuf: no copy of them is
-    serialized and parsed again, so a session costs a fraction of the memory.
+    serialized and parsed again, so a session costs a fraction of the memory;
+    weights still mapped unchanged from the input's data are references to its file,
+    which onnxruntime maps rather than copies (:func:`onnx_out.reference_files`).
     """
     name = check_provider(provider)
     options = ort.SessionOptions()
@@ -137,11 +139,14 @@ def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu",
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     in_place = []
     if isinstance(model, Graph):
-        names = onnx_out.left_out_weights(model)
-        in_place = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(model.params[n])) for n in names]
+        graph, model = model, onnx_out.to_model(model, onnx_out.Weights.EXTERNAL)
+        folder, in_files = onnx_out.reference_files(model, graph)
+        if folder is not None:  # weights mapped unchanged from the input's data: onnxruntime maps them too
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        names = [n for n in onnx_out.left_out_weights(graph) if n not in in_files]
+        in_place = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(graph.params[n])) for n in names]
         if names:
             options.add_external_initializers(names, in_place)
-        model = onnx_out.to_model(model, onnx_out.Weights.EXTERNAL)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     created = ort.InferenceSession(source, options, providers=[name])
     created.onnxprune_weights = in_place  # the arrays onnxruntime reads live as long as the session
