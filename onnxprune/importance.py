@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import weights
 from .depgraph import DependencyGraph, End, EndKind, Group
 from .rules import Side
 from .scoring import Collect, Need, ScoringContext, index_rows, linear_form, unfolded_need
@@ -52,7 +53,10 @@ class Criterion:
 # ------------------------------------------------------------------ helpers
 def _param_rows(graph, end: End) -> np.ndarray:
     """The parameter as a 2D array: one row per index of the end's (flattened) axes."""
-    return index_rows(graph.params[end.tensor], end.axes)
+    param = graph.params[end.tensor]
+    rows = index_rows(param, end.axes)
+    weights.release(param)  # a mapped weight's pages, read once for its score, go back
+    return rows
 
 
 def _per_channel(group: Group, end: End, per_index: np.ndarray) -> np.ndarray:
