@@ -80,7 +80,7 @@ def prune_child(checkout: Path, model: Path, out: Path, validate: bool) -> dict:
             "--round-to", "8"]
     args += ["--runs", "0"] if validate else ["--no-validate"]
     env = dict(os.environ, PYTHONPATH=str(checkout), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], env=env,
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], env=env, cwd=out.parent,  # not this checkout
                           capture_output=True, text=True)
     lines = done.stderr.strip().splitlines()
     try:
