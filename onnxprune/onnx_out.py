@@ -110,8 +110,11 @@ def external_data_path(path: str | os.PathLike) -> Path:
     return path.parent / f"{path.name}.data"
 
 
-# Offsets of external tensors are multiples of this, so onnxruntime can map them from the file
+# Offsets of external tensors are multiples of DATA_ALIGNMENT, and of MAP_ALIGNMENT from MAP_MIN_BYTES on
+# (as onnx aligns them): onnxruntime maps such data from the file instead of copying it
 DATA_ALIGNMENT = 4096
+MAP_ALIGNMENT = 1 << 16  # the allocation granularity of every platform onnxruntime runs on
+MAP_MIN_BYTES = 1 << 20
 # Weights are written in blocks of at most this many bytes: a lazily read (mapped) weight is
 # then read, and a sliced one materialised, one block at a time
 WRITE_BLOCK = 1 << 26
@@ -156,7 +159,9 @@ def write_graph(graph: Graph, path: str | os.PathLike, external_data: bool = Fal
 
 def _write_external(stream, tensor: onnx.TensorProto, array, location: str) -> None:
     """Append ``array`` to the data file at the next aligned offset; point ``tensor`` at it."""
-    offset = -(-stream.tell() // DATA_ALIGNMENT) * DATA_ALIGNMENT
+    nbytes = int(np.prod(tensor.dims, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+    align = MAP_ALIGNMENT if nbytes >= MAP_MIN_BYTES else DATA_ALIGNMENT
+    offset = -(-stream.tell() // align) * align
     stream.write(bytes(offset - stream.tell()))
     length = _write_array(stream, array)
     del tensor.external_data[:]

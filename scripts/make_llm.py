@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+ALIGNMENT = 1 << 16
 DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
 
 
@@ -82,7 +83,9 @@ class Writer:
         self.initializers: list[TensorProto] = []
 
     def weight(self, name: str, shape: tuple[int, ...], scale: float) -> str:
-        """Uniform random values of standard deviation ``scale`` (written row block by row block)."""
+        """Uniform random values of standard deviation ``scale`` (written row block by row block), at an
+        offset aligned to 64 KiB as onnx writes large tensors (onnxruntime then maps them)."""
+        self.stream.write(bytes(-self.stream.tell() % ALIGNMENT))
         rows = shape[0]
         step = max(1, (1 << 24) // max(1, math.prod(shape[1:])))
         half = scale * math.sqrt(3.0)
