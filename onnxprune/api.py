@@ -20,11 +20,11 @@ from .depth import DepthScore, ScoredBlock, choose, default_score, influence_sco
 from .errors import ShapeError
 from .depgraph import DependencyGraph, Group
 from .fidelity import Fidelity, measure
-from .files import PathPlan
+from .files import Outputs, PathPlan, atomic_outputs
 from .importance import CRITERIA
 from .ir import Graph
 from .metrics import count_macs, count_params
-from .options import BudgetMode, FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions
+from .options import BudgetMode, FuseOptions, LatencyOptions, PruneOptions, RecoveryOptions, SaveOptions
 from .edits import EditMap, Kept
 from .passes import GraphPass, PassResult, run_passes
 from .passes.fold_shapes import FoldShapeArithmetic
@@ -79,6 +79,7 @@ class Pruner:
         self.input_shapes = input_shapes or {}
         self.original = source
         self.source_path: Path | None = None  # where the original runs from when its proto lacks weights
+        self.external_input = False  # the input kept its weights in external data (so does the output)
         graph, self._copies = unshare_params(graph)
         self._set(graph)
         self.original_graph = graph
@@ -114,6 +115,7 @@ class Pruner:
                                 analysis=analysis)
         if model_file.mapped:  # the proto lacks those weights' data: onnxruntime reads them from the files
             pruner.source_path = model_file.path
+        pruner.external_input = bool(model_file.external)
         return pruner
 
     @classmethod
@@ -573,7 +575,24 @@ class Pruner:
 
     # --- output
     def to_model(self) -> onnx.ModelProto:
-        return onnx_out.to_model(reshare_params(self.graph, self._copies))
+        return onnx_out.to_model(self.output_graph())
+
+    def output_graph(self) -> Graph:
+        """The current graph as it is written (shared weights shared again); weights by reference."""
+        return reshare_params(self.graph, self._copies)
+
+    def check(self) -> None:
+        """onnx.checker on the current model, its large weights left out (they are arrays of their
+        declared type and shape by construction: nothing of them is copied to check it)."""
+        check(onnx_out.to_model(self.output_graph(), onnx_out.Weights.EXTERNAL))
+
+    def stage(self, out: Outputs, path: str | os.PathLike, options: SaveOptions | None = None) -> None:
+        """Stage the current model for ``path`` in ``out`` (see :mod:`onnxprune.files`), each weight
+        streamed to the file straight from its array (:func:`onnx_out.write_graph`): external
+        data next to it when the input had it, when it passes 2 GB, or when ``options`` say so."""
+        graph = self.output_graph()
+        external = (options or SaveOptions()).external(self.external_input, onnx_out.needs_external_data(graph))
+        onnx_out.stage_graph(out, graph, path, external)
 
     def feeds(self, inputs: str | None = None, seed: int = 0) -> dict:
         """Validation inputs: the arrays of an .npz file, or random ones (seeded) of the analysed shapes."""
@@ -591,7 +610,7 @@ class Pruner:
         (``runs``: at least that many interleaved rounds, 0: not timed; ``latency``: how, see
         onnxprune.latency). ``result.latency.warning()`` is set when the pruned model is not faster."""
         feeds = self.feeds(inputs) if feeds is None else feeds
-        return validate(self._original_model(), self.to_model(), feeds, provider, runs, reference, latency)
+        return validate(self._original_model(), self.output_graph(), feeds, provider, runs, reference, latency)
 
     # --- data
     def load_calibration(self, path: str | os.PathLike) -> CalibrationSet:
@@ -628,11 +647,12 @@ class Pruner:
                                    blocks=blocks, provider=provider, progress=progress, grid=grid, only=only, refit=refit,
                                    to_model_graph=lambda g: reshare_params(g, self._copies))
 
-    def save(self, path: str | os.PathLike, check_model: bool = True) -> None:
-        model = self.to_model()
+    def save(self, path: str | os.PathLike, check_model: bool = True, external_data: bool = False) -> None:
+        """Check and write the current model (external data: see :meth:`stage`)."""
         if check_model:
-            check(model)
-        onnx_out.save(model, path)
+            self.check()
+        with atomic_outputs() as out:
+            self.stage(out, path, SaveOptions(external_data))
 
 
 def _speed_check(options: PruneOptions) -> bool:

@@ -31,7 +31,7 @@ from .files import PathPlan, atomic_outputs
 from .plan import Plan
 from .importance import CRITERIA
 from .options import (FUSIONS, MIN_COSINE, RECOVERY_METHODS, TARGET_METRICS, BudgetMode, FuseOptions,
-                      LatencyOptions, default_budget, default_criterion, parse_shapes)
+                      LatencyOptions, SaveOptions, default_budget, default_criterion, parse_shapes)
 from .progress import Progress
 from .recovery import recovery_report
 from .depth import DEPTH_SCORES, DepthScore
@@ -95,6 +95,12 @@ def _common(parser: argparse.ArgumentParser, pruning: bool = True) -> None:
                             help="attention prunes head_dim (the same dims of every head) instead of whole heads")
 
 
+def _save_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--external-data", action="store_true",
+                        help="write the weights to OUTPUT.data next to the model (default: when the input has "
+                             "external data or the output passes 2 GB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__  # late: the package imports the engine first
     parser = _Parser(prog="onnxprune", description=DESCRIPTION)
@@ -103,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="prune channels and write a smaller model (default command)")
     _common(prune)
     prune.add_argument("output", help="where to write the pruned model (never the input)")
+    _save_args(prune)
     prune.add_argument("--ratio", type=float, help="fraction of each group's channels to remove "
                        "(default 0.5; 0 with --depth)")
     prune.add_argument("--depth", type=int, default=0, metavar="N",
@@ -177,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("plan", metavar="PLAN.json", help="a plan written by 'onnxprune ... --save-plan'")
     _common(apply)
     apply.add_argument("output", help="where to write the pruned model (never the input)")
+    _save_args(apply)
     apply.add_argument("--seed", type=int, default=0, help="seed for random validation inputs")
     _validation(apply)
     return parser
@@ -220,6 +228,7 @@ def _fuse_parser(sub) -> None:
                                        "consecutive linear layers, drop Identity/Dropout: exact, no data")
     _common(fuse, pruning=False)
     fuse.add_argument("output", help="where to write the fused model (never the input)")
+    _save_args(fuse)
     fuse.add_argument("--kinds", default=",".join(FUSIONS), metavar="K[,K]",
                       help=f"which fusions ({', '.join(FUSIONS)}; default: all)")
     fuse.add_argument("--no-validate", action="store_true", help="skip the onnxruntime comparison")
@@ -623,22 +632,21 @@ def _run_original(args, pruner: Pruner, feeds, memory_limit, report: Report, pro
     return feeds, reference
 
 
-def _checked_model(pruner: Pruner):
-    """The edited model, through onnx.checker (a failure the input shares is blamed on the input)."""
-    model = pruner.to_model()
+def _check_edited(pruner: Pruner) -> None:
+    """The edited model through onnx.checker, its weights by reference (a failure the input shares is
+    blamed on the input)."""
     try:
-        check(model)
+        pruner.check()
     except ValidationError:
         _blame_the_input_if_it_fails_the_checker(pruner)
         raise
-    return model
 
 
 def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, data, plan, progress: Progress):
     """The pruned model through the checker, onnxruntime and the fidelity check; then every output at once."""
     save_plan = getattr(args, "save_plan", None)
     with progress.stage("check") as stage:
-        model = _checked_model(pruner)
+        _check_edited(pruner)
     report.timings_s["rewrite"] = stage.seconds
     if pruner.recoveries:
         report.timings_s["recover"] = sum(r.seconds + r.fidelity_seconds for r in pruner.recoveries)
@@ -670,7 +678,7 @@ def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, dat
             report.warnings.append(warning)
     report.output = args.output
     with atomic_outputs() as out:
-        onnx_out.stage_model(out, model, args.output)
+        pruner.stage(out, args.output, SaveOptions(args.external_data))
         if save_plan:  # every edit, each on the graph of its time: re-applies to the input
             out.stage(save_plan, lambda staged: staged.write_text(pruner.recipe.to_json()))
         if args.report:
@@ -705,7 +713,7 @@ def run_fuse(args, progress: Progress) -> Report:
             feeds = pruner.feeds(seed=args.seed) if feeds is None else feeds
             reference = pruner.run_original(feeds, args.provider, args.threads if args.runs else None)
     _fuse(pruner, options, report, progress)
-    model = _checked_model(pruner)
+    _check_edited(pruner)
     report.valid["checker"] = True
     report.params_after, report.macs_after = pruner.params(), pruner.macs()
     if reference is not None:
@@ -724,7 +732,7 @@ def run_fuse(args, progress: Progress) -> Report:
                                   "a bug in onnxprune; nothing written")
     report.output = args.output
     with atomic_outputs() as out:
-        onnx_out.stage_model(out, model, args.output)
+        pruner.stage(out, args.output, SaveOptions(args.external_data))
         if args.report:
             out.stage(args.report, lambda staged: staged.write_text(report.to_json()))
     if not args.json:

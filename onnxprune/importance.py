@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import weights
 from .depgraph import DependencyGraph, End, EndKind, Group
 from .read_weights import WeightValues, score_ends
 from .rules import Side
@@ -54,13 +55,18 @@ class Criterion:
 def _param_rows(dg: DependencyGraph, end: End) -> np.ndarray:
     """The parameter as a 2D array: one row per index of the end's (flattened) axes; quantized
     codes as the values their reader computes with (a channel's scale counts, its zero point not)."""
-    return index_rows(dg.real_value(end.tensor), end.axes)
+    return index_rows(_read(dg, None, end.tensor), end.axes)
 
 
-def _read(dg: DependencyGraph, values: WeightValues, tensor: str) -> np.ndarray:
+def _read(dg: DependencyGraph, values: WeightValues | None, tensor: str) -> np.ndarray:
     """A weight as its layer computes with it: a parameter decoded by its reader (quantized codes),
-    or a tensor computed from parameters alone (a cast, a dequantization) evaluated."""
-    return dg.real_value(tensor) if tensor in dg.graph.params else values(tensor)
+    or a tensor computed from parameters alone (a cast, a dequantization) evaluated. A mapped
+    parameter's pages, read once for its score, go back."""
+    if tensor not in dg.graph.params:
+        return values(tensor)
+    value = dg.real_value(tensor)
+    weights.release(dg.graph.params[tensor])
+    return value
 
 
 def _scored_params(dg: DependencyGraph, group: Group) -> list[End]:

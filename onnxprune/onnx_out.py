@@ -5,10 +5,12 @@ import os
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from .files import Outputs, atomic_outputs
+from . import weights
 from .ir import Graph, Node, Value
 from .shapes import is_skeleton_weight
 
@@ -101,10 +103,138 @@ def stage_model(out: Outputs, model: onnx.ModelProto, path: str | os.PathLike, e
     out.stage(path, lambda staged: _write(model, staged, external_data))
 
 
+def stage_graph(out: Outputs, graph: Graph, path: str | os.PathLike, external_data: bool = False) -> None:
+    """Stage ``graph`` for ``path`` written by streaming (:func:`write_graph`); external data
+    (``<name>.data``) when asked or when the model would pass protobuf's 2 GB limit."""
+    out.stage(path, lambda staged: write_graph(graph, staged, external_data or needs_external_data(graph)))
+
+
+def needs_external_data(graph: Graph) -> bool:
+    """Whether ``graph``'s weights alone pass protobuf's 2 GB limit (the rest is small)."""
+    return sum(int(graph.params[n].nbytes) for n in _referenced_names(graph) if n in graph.params) > PROTO_LIMIT
+
+
 def external_data_path(path: str | os.PathLike) -> Path:
     """Where :func:`save` puts a model's external data (a destination to check, like the model)."""
     path = Path(path)
     return path.parent / f"{path.name}.data"
+
+
+# Offsets of external tensors are multiples of DATA_ALIGNMENT, and of MAP_ALIGNMENT from MAP_MIN_BYTES on
+# (as onnx aligns them): onnxruntime maps such data from the file instead of copying it
+DATA_ALIGNMENT = 4096
+MAP_ALIGNMENT = 1 << 16  # the allocation granularity of every platform onnxruntime runs on
+MAP_MIN_BYTES = 1 << 20
+# Weights are written in blocks of at most this many bytes: a lazily read (mapped) weight is
+# then read, and a sliced one materialised, one block at a time
+WRITE_BLOCK = 1 << 26
+
+
+def write_graph(graph: Graph, path: str | os.PathLike, external_data: bool = False) -> None:
+    """Write ``graph`` to ``path`` without ever holding its serialized weights in memory.
+
+    The model without its large weights (:func:`to_model`, ``Weights.EXTERNAL``) is serialized
+    first; each large weight follows, in the graph's order, straight from its array: into
+    ``<name>.data`` (``external_data``) or into the model file itself as one more
+    ``graph.initializer`` (protobuf merges a repeated message field across occurrences, so the
+    file parses as the one model :func:`to_model` would give, tensor for tensor).
+    """
+    path = Path(path)
+    model = to_model(graph, Weights.EXTERNAL)
+    order = {name: k for k, name in enumerate(graph.params)}
+    tensors = []
+    for tensor in sorted(model.graph.initializer, key=lambda t: order.get(t.name, len(order))):
+        tensors.append(onnx.TensorProto())
+        tensors[-1].CopyFrom(tensor)  # placeholders and small tensors only
+    del model.graph.initializer[:]
+    large = {t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL}
+    if external_data:
+        data = external_data_path(path)
+        with open(data, "wb") as stream:
+            for tensor in tensors:
+                if tensor.name in large:
+                    _write_external(stream, tensor, graph.params[tensor.name], data.name)
+        model.graph.initializer.extend(tensors)
+        with open(path, "wb") as stream:
+            stream.write(model.SerializeToString())
+        return
+    with open(path, "wb") as stream:
+        stream.write(model.SerializeToString())
+        for tensor in tensors:
+            if tensor.name in large:
+                _write_inline(stream, tensor, graph.params[tensor.name])
+            else:
+                stream.write(_as_initializer(tensor.SerializeToString()))
+
+
+def _write_external(stream, tensor: onnx.TensorProto, array, location: str) -> None:
+    """Append ``array`` to the data file at the next aligned offset; point ``tensor`` at it."""
+    nbytes = int(np.prod(tensor.dims, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+    align = MAP_ALIGNMENT if nbytes >= MAP_MIN_BYTES else DATA_ALIGNMENT
+    offset = -(-stream.tell() // align) * align
+    stream.write(bytes(offset - stream.tell()))
+    length = _write_array(stream, array)
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def _write_array(stream, array) -> int:
+    """Write ``array``'s bytes (little-endian, row-major) block by block; return how many.
+
+    A mapped weight's pages are given back after each block (:func:`weights.release`), and a block
+    of zero bytes is skipped over rather than written (the file reads the same, and a model of
+    zeros, as in the tests, stays sparse on disk)."""
+    array = np.asarray(array) if not isinstance(array, np.ndarray) else array
+    little = array.dtype.newbyteorder("<")
+    if array.ndim == 0:
+        array = array.reshape(1)
+    rows = max(1, WRITE_BLOCK // max(1, array[0].nbytes if array.shape[0] else 1))
+    written = 0
+    for start in range(0, array.shape[0], rows):
+        part = array[start:start + rows]
+        block = np.ascontiguousarray(part, dtype=little)
+        if block.view(np.uint8).any():
+            stream.write(memoryview(block).cast("B"))
+        else:
+            stream.seek(block.nbytes, os.SEEK_CUR)
+        written += block.nbytes
+        weights.release(part)
+    stream.truncate()  # a file that ends in skipped zeros still has its full length
+    return written
+
+
+# Wire-format tags (field number << 3 | 2: length-delimited) of the fields written by hand
+_TAG_GRAPH = 7 << 3 | 2  # ModelProto.graph
+_TAG_INITIALIZER = 5 << 3 | 2  # GraphProto.initializer
+_TAG_RAW_DATA = 9 << 3 | 2  # TensorProto.raw_data
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _as_initializer(tensor_bytes: bytes, tail: int = 0) -> bytes:
+    """The header of ``ModelProto{graph{initializer{<tensor_bytes> + tail more bytes}}}``."""
+    size = len(tensor_bytes) + tail
+    inner = bytes([_TAG_INITIALIZER]) + _varint(size)
+    return bytes([_TAG_GRAPH]) + _varint(len(inner) + size) + inner + tensor_bytes
+
+
+def _write_inline(stream, placeholder: onnx.TensorProto, array) -> None:
+    """One initializer with its data in the model file: the tensor's fields, then raw_data streamed."""
+    header = onnx.TensorProto(name=placeholder.name, data_type=placeholder.data_type, dims=placeholder.dims)
+    nbytes = int(np.prod(placeholder.dims, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+    raw = bytes([_TAG_RAW_DATA]) + _varint(nbytes)
+    stream.write(_as_initializer(header.SerializeToString() + raw, nbytes))
+    if _write_array(stream, array) != nbytes:
+        raise AssertionError(f"tensor {placeholder.name}: wrote a size other than its dims say")
 
 
 def _write(model: onnx.ModelProto, staged: Path, external_data: bool) -> None:
@@ -121,6 +251,29 @@ def _external_placeholder(name: str, dtype: int, shape: list[int]) -> onnx.Tenso
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return tensor
+
+
+def reference_files(model: onnx.ModelProto, graph: Graph) -> tuple[str | None, set[str]]:
+    """Point the placeholders of ``model`` (``Weights.EXTERNAL``) whose weights are mapped unchanged
+    from a file (:func:`weights.file_extent`) at that file, so onnxruntime maps them itself instead of
+    copying them. Returns (the folder their locations are relative to, their names); the folder is
+    onnxruntime's ``session.model_external_initializers_file_folder_path``."""
+    extents = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.name in graph.params:
+            extent = weights.file_extent(graph.params[tensor.name])
+            if extent is not None:
+                extents[tensor.name] = (tensor, *extent)
+    if not extents:
+        return None, set()
+    folder = os.path.commonpath([os.path.dirname(file) for _, file, _, _ in extents.values()])
+    for tensor, file, offset, length in extents.values():
+        del tensor.external_data[:]
+        for key, value in (("location", os.path.relpath(file, folder)), ("offset", str(offset)),
+                           ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return folder, set(extents)
 
 
 def left_out_weights(graph: Graph) -> list[str]:

@@ -333,6 +333,18 @@ class RecoveryOptions:
         return data
 
 
+@dataclass(frozen=True)
+class SaveOptions:
+    """How the output model is written: weights in ``<output>.data`` next to it when the input had
+    external data, when the output passes protobuf's 2 GB limit, or always (``external_data``:
+    ``--external-data``)."""
+
+    external_data: bool = False
+
+    def external(self, input_external: bool, over_proto_limit: bool) -> bool:
+        return self.external_data or input_external or over_proto_limit
+
+
 FUSIONS = ("passthrough", "affine", "parallel", "linear")  # the order they run in
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from . import weights
 from .depgraph import DependencyGraph
 from .edits import EditMap
 from .errors import PlanError
@@ -88,6 +89,7 @@ def apply_plan(dg: DependencyGraph, plan: Plan, kept=None) -> Graph:
             value = params[name]
             for axis, keep in axes.items():
                 value = np.take(value, keep, axis=axis)
+            weights.release(params[name])  # a mapped weight, read once to slice it: its pages go back
             params[name] = value
     nodes, new_inputs, upstream = [], {}, []
     for node in graph.nodes:

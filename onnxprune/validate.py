@@ -127,23 +127,40 @@ def session(model: onnx.ModelProto | Graph | str | Path, provider: str = "cpu",
 
     A graph's large weights reach onnxruntime as the graph's own arrays
     (``add_external_initializers``), not through protobuf: no copy of them is
-    serialized and parsed again, so a session costs a fraction of the memory.
+    serialized and parsed again, so a session costs a fraction of the memory;
+    weights still mapped unchanged from the input's data are references to its file,
+    which onnxruntime maps rather than copies (:func:`onnx_out.reference_files`).
     """
     name = check_provider(provider)
+    if isinstance(model, Graph):
+        try:
+            return _graph_session(model, name, threads, by_file=True)
+        except Exception:  # noqa: BLE001 - an onnxruntime without the folder option: every weight in place
+            return _graph_session(model, name, threads, by_file=False)
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, _options(threads), providers=[name])
+
+
+def _options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures come back as exceptions; ORT's own log would add stderr lines
     if threads is not None:
         options.intra_op_num_threads = options.inter_op_num_threads = threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    in_place = []
-    if isinstance(model, Graph):
-        names = onnx_out.left_out_weights(model)
-        in_place = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(model.params[n])) for n in names]
-        if names:
-            options.add_external_initializers(names, in_place)
-        model = onnx_out.to_model(model, onnx_out.Weights.EXTERNAL)
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    created = ort.InferenceSession(source, options, providers=[name])
+    return options
+
+
+def _graph_session(graph: Graph, provider: str, threads: int | None, by_file: bool) -> ort.InferenceSession:
+    options = _options(threads)
+    model = onnx_out.to_model(graph, onnx_out.Weights.EXTERNAL)
+    folder, in_files = onnx_out.reference_files(model, graph) if by_file else (None, set())
+    if folder is not None:  # weights mapped unchanged from the input's data: onnxruntime maps them too
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+    names = [n for n in onnx_out.left_out_weights(graph) if n not in in_files]
+    in_place = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(graph.params[n])) for n in names]
+    if names:
+        options.add_external_initializers(names, in_place)
+    created = ort.InferenceSession(model.SerializeToString(), options, providers=[provider])
     created.onnxprune_weights = in_place  # the arrays onnxruntime reads live as long as the session
     return created
 
@@ -200,7 +217,7 @@ def runnable_stand_ins(original, model: onnx.ModelProto, input_shapes: dict | No
     return None, dims
 
 
-def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider: str = "cpu",
+def validate(original: onnx.ModelProto | Path, pruned: onnx.ModelProto | Graph, feeds, provider: str = "cpu",
              runs: int = 20, reference: Reference | None = None,
              latency: LatencyOptions | None = None) -> ValidationResult:
     """Checker, onnxruntime, output shapes; then, unless ``runs`` is 0, latency of both side by side.
@@ -210,7 +227,7 @@ def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds, provider
     from . import latency as timing  # late: onnxprune.latency makes its sessions with this module's session()
     settings = latency or LatencyOptions(min_runs=runs)
     result = ValidationResult(provider=provider)
-    check(pruned)
+    check(pruned if isinstance(pruned, onnx.ModelProto) else onnx_out.to_model(pruned, onnx_out.Weights.EXTERNAL))
     result.checker = True
     reference = reference or run_reference(original, feeds, provider, settings.threads if runs > 0 else None)
     try:
