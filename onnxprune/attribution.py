@@ -62,8 +62,9 @@ def items(stage: Stage, registry: Registry) -> list[dict]:
     total = sum(before.values()) or 1
     if kind == BLOCKS:
         blocks = find_blocks(stage.before, registry).by_key()
-        return [{"join": b["join"], "skip": b["skip"], "macs_share": blocks[(b["join"], b["skip"])].macs / total
-                 if (b["join"], b["skip"]) in blocks else None} for b in stage.step.payload["blocks"]]
+        found = [blocks.get((b["join"], b["residual"])) for b in stage.step.payload["blocks"]]
+        return [{"join": b.join, "skip": b.skip, "residual": b.residual, "macs_share": b.macs / total}
+                for b in found if b is not None]
     if kind == CHANNELS:
         rows: dict[str, dict] = {}
         for node, macs in before.items():

@@ -63,7 +63,7 @@ class Candidate:
         return " + ".join(p for p in (depth, width) if p) or "nothing"
 
     def to_dict(self) -> dict:
-        return {"depth": self.depth, "blocks": [{"join": j, "skip": s} for j, s in self.blocks],
+        return {"depth": self.depth, "blocks": [{"join": j, "residual": r} for j, r in self.blocks],
                 "what": self.label(), "width_level": self.search.level, "channels": self.search.plan.removed_channels,
                 "latency_searched": self.search.reached, "macs": self.macs, "cosine": self.cosine,
                 "latency_ratio": self.latency.to_dict() if self.latency else None}
