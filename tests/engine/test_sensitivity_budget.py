@@ -203,8 +203,8 @@ def test_a_latency_target_is_met_on_measured_latency(monkeypatch):
     ScriptedTimings(lambda k, n: 1e-3 if k == 0 else (0.2 + 0.8 * current[-1] / base) * 1e-3).install(monkeypatch)
     real_fraction = pruner._fraction
 
-    def fraction(metric, options, provider="cpu"):
-        measure = real_fraction(metric, options, provider)
+    def fraction(metric, options, provider="cpu", graph_latency=None):
+        measure = real_fraction(metric, options, provider, graph_latency)
         return lambda graph: (current.append(count_macs(graph, pruner.registry)), measure(graph))[1]
     monkeypatch.setattr(pruner, "_fraction", fraction)
     pruner.prune(PruneOptions(budget="sensitivity", target_latency=0.7, latency=LatencyOptions(min_runs=5, warmup=1),
