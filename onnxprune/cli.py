@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import files, onnx_in, onnx_out
 from .api import Pruner, PruneOptions, RecoveryOptions
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, has_batch_axis
 from .errors import (EXIT_FIDELITY, EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, FidelityError, InputError, Interrupted,
                      NothingToPrune, OnnxPruneError, OptionError, PlanError, RuleError, UsageError, ValidationError)
 from .files import PathPlan, atomic_outputs
@@ -663,7 +663,7 @@ def _check_and_write(args, pruner: Pruner, report: Report, feeds, reference, dat
         report.provider = args.provider
         if result.latency is not None:
             report.record_latency(result.latency)
-        sample = _fidelity_sample(pruner, data, args)
+        sample = _fidelity_sample(pruner, data, args, feeds)
         with progress.stage("fidelity") as stage:
             report.fidelity = pruner.fidelity(sample, args.provider).to_dict()
         report.timings_s["fidelity"] = stage.seconds
@@ -817,13 +817,17 @@ def _attribution(pruner: Pruner, args, feeds, sample: CalibrationSet, summary) -
                      lambda graph: pruner.fidelity_of(graph, sample, args.provider).cosine)
 
 
-def _fidelity_sample(pruner: Pruner, data: CalibrationSet | None, args) -> CalibrationSet:
+def _fidelity_sample(pruner: Pruner, data: CalibrationSet | None, args, feeds=None) -> CalibrationSet:
     """Where output agreement with the original is measured: the held-out part of the calibration
-    samples (which neither the criteria nor recovery saw), else a few random samples, else the
-    validation inputs."""
+    samples (which neither the criteria nor recovery saw), else the user's own ``--inputs`` (random
+    inputs say little of a model of text or images), else a few random samples, else the validation
+    inputs."""
     if data is not None:
         sample = data.split(HOLDOUT, args.seed)[1]
         sample = CalibrationSet(sample.arrays, "held-out calibration samples")
+    elif getattr(args, "inputs", None) and feeds is not None:
+        sample = CalibrationSet(feeds, "inputs from --inputs",
+                                whole=not has_batch_axis(pruner.original_graph.inputs))
     else:
         try:
             sample = pruner.random_inputs(8, args.seed)

@@ -318,3 +318,17 @@ def test_symbolic_dims_need_no_input_shape_and_input_shape_still_fixes_them(tmp_
     assert code == 0, err
     dims = onnx.load("out.onnx").graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, "H", "W"]
+
+
+def test_fidelity_is_measured_on_the_users_inputs_when_given(small, capfd, monkeypatch):
+    """--inputs without --calib: the summary's fidelity line is about the user's own data, not random
+    samples (random inputs say little of how a model of text or images reads real ones)."""
+    monkeypatch.chdir(small.parent)
+    rng = np.random.default_rng(0)
+    np.savez("feeds.npz", input=rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    code, _, _ = call(capfd, ["-q", "small.onnx", "out.onnx", "--inputs", "feeds.npz", "--report", "r.json"])
+    assert code == 0
+    fidelity = json.loads(Path("r.json").read_text())["fidelity"]
+    assert fidelity["data"] == "inputs from --inputs" and fidelity["samples"] == 1
+    code, _, _ = call(capfd, ["-q", "small.onnx", "out2.onnx", "--report", "r2.json"])
+    assert code == 0 and "random" in json.loads(Path("r2.json").read_text())["fidelity"]["data"]
