@@ -238,10 +238,31 @@ def _infer(model: onnx.ModelProto):
         return onnx_shapes, {}
     inferred, known = result
     shapes = _value_shapes(inferred)
+    for name in _unknown_op_outputs(model, onnx_shapes):
+        shapes.pop(name, None)  # onnxruntime's fallback types them float of rank 0: a guess, left a hole
     for name, (elem, dims) in onnx_shapes.items():
         elem_o, ort_dims = shapes.get(name, (0, None))
         shapes[name] = (elem or elem_o, _prefer_static(dims, ort_dims))
     return shapes, known
+
+
+def _unknown_op_outputs(model: onnx.ModelProto, onnx_shapes) -> list[str]:
+    """Outputs of ops in other domains that neither onnx nor onnxruntime's symbolic inference knows
+    (com.microsoft QLinearConcat, ...): the latter then reports float scalars, which they are not, and
+    infers what reads them from that guess. They are left as holes (observed by running the model)."""
+    custom = [node for node in model.graph.node if node.domain not in ("", "ai.onnx")]
+    if not custom:
+        return []
+    try:
+        known = set(_symbolic_shape_inference()(2**31 - 1, True, True, 0).dispatcher_)
+    except Exception:  # another onnxruntime version's internals: trust what it gave
+        return []
+    guessed = {name for node in custom if node.op_type not in known
+               for name in node.output if name and onnx_shapes.get(name, (0, None))[1] is None}
+    for node in model.graph.node:  # and what it inferred from those guesses, in topological order
+        if guessed.intersection(node.input):
+            guessed.update(name for name in node.output if name)
+    return sorted(guessed)
 
 
 def _complete(model: onnx.ModelProto, shapes) -> bool:

@@ -256,6 +256,39 @@ def dynamic_quantize_lstm() -> onnx.ModelProto:
                    [helper.make_tensor_value_info("chars", TensorProto.FLOAT, [seq, 1, 20])], contrib=True)
 
 
+def qlinear_contrib() -> onnx.ModelProto:
+    """onnxruntime's QOperator format around the convolutions, as its static quantizer writes a mobile CNN:
+    QLinearConv 3->16 -> squeeze-excite (QLinearGlobalAveragePool, QLinearConv 16->8->16, QLinearSigmoid,
+    QLinearMul) -> QLinearConv 16->16 -> QLinearAdd (residual) -> QLinearLeakyRelu -> QLinearConcat with a
+    QLinearConv 16->8 of the residual sum -> QLinearAveragePool -> dequantize. uint8 activations, one scale and
+    zero point per tensor; int8 weights per output channel."""
+    n = QNet(7)
+    act = (n.param("act_scale", np.float32(0.05)), n.param("act_zero_point", np.uint8(128)))
+    gate = (n.param("gate_scale", np.float32(1 / 255)), n.param("gate_zero_point", np.uint8(0)))
+
+    def conv(x, name, cin, cout, k=3, out=act):
+        w = n.float_weight([cout, cin, k, k], cin * k * k)
+        q, s, z, scale = n.int8_per_channel(f"{name}_w", w, 0)
+        bias = np.round(0.1 * n.rng.standard_normal(cout) / (0.05 * scale)).astype(np.int32)
+        return n.node("QLinearConv", [x, *act, q, s, z, *out, n.param(f"{name}_b", bias)], [name],
+                      pads=[k // 2] * 4)
+
+    h = conv(n.node("QuantizeLinear", ["image", *act], ["image_quantized"]), "stem", 3, 16)
+    pooled = n.node("QLinearGlobalAveragePool", [h, *act, *act], ["se_pool"], domain=MS, channels_last=0)
+    squeeze = conv(pooled, "se_reduce", 16, 8, k=1)
+    excite = n.node("QLinearSigmoid", [conv(squeeze, "se_expand", 8, 16, k=1), *act, *gate], ["se_gate"], domain=MS)
+    h2 = n.node("QLinearMul", [h, *act, excite, *gate, *act], ["se_out"], domain=MS)
+    h3 = n.node("QLinearAdd", [conv(h2, "body", 16, 16), *act, h, *act, *act], ["residual"], domain=MS)
+    h3 = n.node("QLinearLeakyRelu", [h3, *act, *act], ["residual_act"], domain=MS, alpha=0.1)
+    joined = n.node("QLinearConcat", [*act, h3, *act, conv(h3, "side", 16, 8, k=1), *act], ["joined"],
+                    domain=MS, axis=1)
+    pooled = n.node("QLinearAveragePool", [joined, *act, *act], ["pool"], domain=MS, kernel_shape=[2, 2],
+                    strides=[2, 2])
+    n.node("DequantizeLinear", [conv(pooled, "head", 24, 10, k=1), *act], ["features"])
+    return n.model([_image_input()], [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 10, 8, 8])],
+                   contrib=True)
+
+
 QUANTIZED = {
     "qdq_conv": (qdq_conv, "QDQ (TensorRT style): int8 per-channel conv weights, uint8 per-tensor activations; "
                            "3 convs, GAP, fc"),
@@ -264,6 +297,9 @@ QUANTIZED = {
                                                    "ConvInteger x2, MatMulInteger, Cast, scale Mul, bias Add"),
     "qlinear_conv": (qlinear_conv, "QOperator: QLinearConv (per-channel scales, int32 bias, a depthwise one), "
                                    "QLinearMatMul head"),
+    "qlinear_contrib": (qlinear_contrib, "QOperator around the convs: QLinearGlobalAveragePool, QLinearSigmoid, "
+                                         "QLinearMul (squeeze-excite), QLinearAdd, QLinearLeakyRelu, QLinearConcat, "
+                                         "QLinearAveragePool"),
     "matmul_nbits": (matmul_nbits, "int4 com.microsoft MatMulNBits gated MLP 64 -> 256 -> 64, blocks of 32, "
                                    "packed zero points"),
     "dynamic_quantize_lstm": (dynamic_quantize_lstm, "OCR-style tail: MatMul, bidirectional com.microsoft "

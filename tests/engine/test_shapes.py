@@ -64,3 +64,18 @@ def test_symbolic_inference_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_ops_no_inference_knows_are_observed_not_guessed():
+    """onnxruntime's symbolic inference types outputs of com.microsoft ops it has no handler for (QLinearConcat,
+    QLinearAveragePool) as float scalars, and infers what reads them from that; those are holes, observed by
+    running the model."""
+    import os
+
+    import onnx
+    from support.exported import MODELS_DIR
+    model = onnx.load(os.path.join(MODELS_DIR, "realworld", "qlinear_contrib.onnx"))
+    found, _ = shapes.analysis_shapes(model)
+    assert found["joined"] == (onnx.TensorProto.UINT8, (1, 24, 16, 16))
+    assert found["pool"] == (onnx.TensorProto.UINT8, (1, 24, 8, 8))
+    assert found["features"] == (onnx.TensorProto.FLOAT, (1, 10, 8, 8))

@@ -1,6 +1,7 @@
 """Quantized graphs as the quantizers write them (issue 17), committed by scripts/build_realworld_models.py:
 QDQ per-channel conv and matmul, onnxruntime's dynamic quantization (ConvInteger, MatMulInteger,
-DynamicQuantizeLinear), its static QOperator format (QLinearConv, QLinearMatMul), int4 MatMulNBits and
+DynamicQuantizeLinear), its static QOperator format (QLinearConv, QLinearMatMul, and com.microsoft's
+QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearConcat, QLinear pools), int4 MatMulNBits and
 DynamicQuantizeLSTM.
 
 Each: every prunable group matches the zeroed-channels oracle through onnxruntime's integer kernels (removing
@@ -27,6 +28,9 @@ MODELS = {
     "qdq_matmul": ([128], 0.5),  # the residual stream is the graph's input and output
     "conv_integer_dynamic": ([16, 32], 0.272),
     "qlinear_conv": ([16, 32], 0.334),  # the depthwise conv's channels are the first conv's
+    # the stem's 16 run through squeeze-excite, the residual QLinearAdd and QLinearConcat; the side conv's 8
+    # follow the concatenation by offset
+    "qlinear_contrib": ([16, 8, 8], 0.293),
     "matmul_nbits": ([8], 0.5),  # hidden 256 in blocks of 32 (down's K blocks); the residual stays
     "dynamic_quantize_lstm": ([32, 48], 0.281),
 }

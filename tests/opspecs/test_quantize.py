@@ -151,3 +151,29 @@ def test_int4_blocked_weights_prune_in_whole_blocks():
     model.ir_version = 10
     dg = assert_all_groups_oracle(model, min_groups=1)
     assert [g.size for g in dg.prunable_groups()] == [4]
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_weights_quantized_in_the_graph_score_and_prune(opset):
+    """onnxruntime's quantizer, on an opset-11 model whose weights are Constant nodes (the real PaddleOCR
+    direction classifier), leaves each float weight in place and quantizes it in the graph: QuantizeLinear then
+    DequantizeLinear-10, which onnx's reference evaluator has no kernel for. Scoring evaluates that chain
+    through onnxruntime instead (it was an internal error)."""
+    from onnxprune import Pruner
+    b = GraphBuilder(opset=opset, seed=7)
+    rng = np.random.default_rng(7)
+    x = b.input("x", [1, 3, 8, 8])
+
+    def weight(shape):
+        w = b.const((0.2 * rng.standard_normal(shape)).astype(np.float32), prefix="w")
+        scale, zero = b.const(np.float32(0.004), prefix="s"), b.const(np.uint8(128), prefix="z")
+        return b.op("DequantizeLinear", [b.op("QuantizeLinear", [w, scale, zero]), scale, zero])
+
+    y = b.op("Relu", [b.op("Conv", [x, weight([8, 3, 3, 3]), b.param([8])], pads=[1, 1, 1, 1])])
+    b.output(b.op("Conv", [y, weight([4, 8, 1, 1])]))
+    model = b.build()
+    pruner = Pruner.from_model(model)
+    pruner.prune(ratio=0.5)
+    weights = [t for t in pruner.to_model().graph.initializer if len(t.dims) == 4]
+    assert sorted(tuple(t.dims) for t in weights) == [(4, 3, 3, 3), (4, 4, 1, 1)]
+    assert_all_groups_oracle(model, min_groups=1)
