@@ -13,7 +13,7 @@ import onnx
 
 from . import onnx_in, onnx_out
 from .blocks import BlockKey, Discovery, find_blocks
-from .bodies import BodyPruning, has_bodies, prunable_inside
+from .bodies import BodyPruning, Planner, has_bodies, planner_from, prunable_inside, prune_inside
 from .calibration import CalibrationSet, has_batch_axis
 from .depth import DepthScore, ScoredBlock, choose, default_score, influence_scores, output_scores, record, scored, \
     weight_scores
@@ -31,7 +31,7 @@ from .passes.fold_shapes import FoldShapeArithmetic
 from .passes.fold_weights import FoldConstantWeights
 from .passes.remove_blocks import check_removed, remove_blocks
 from .plan import GroupDecision, Plan, make_plan
-from .recipe import ACTIVATIONS, BLOCKS, CHANNELS, FUSE, Recipe
+from .recipe import ACTIVATIONS, BLOCKS, CHANNELS, FUSE, SUBGRAPHS, Recipe, subgraphs_payload
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval, apply_plan
@@ -190,8 +190,10 @@ class Pruner:
         limits = {"max_evaluations": 12, "close_enough": TOLERANCE / 2} if metric == "latency" else {}
 
         def run(opts: PruneOptions, widths: WidthGrid | None) -> SearchResult:
+            inside = (lambda level: planner_from(_body_options(opts, level), widths)) if has_bodies(self.graph) \
+                else None  # the subgraphs pruned at each level, counted in the fraction
             return search(self.depgraph, opts, metric, target, fraction, history, data, provider, grid=widths,
-                          sensitivity=measured, **limits)
+                          sensitivity=measured, subgraphs=inside, **limits)
         result, grid = _on_the_finest_grid_needed(run, options, grid)
         if metric != "latency" and _speed_check(options):
             latency = plan_latency or self._plan_latency(options, provider)
@@ -249,6 +251,26 @@ class Pruner:
         self.plans.append(plan)
         if plan.decisions:  # an empty plan changes nothing: no step to save
             self.recipe.add(CHANNELS, plan)
+
+    def prune_subgraphs(self, planner: Planner) -> PassResult:
+        """Prune inside the model's If/Loop/Scan bodies (see bodies.py), each analysis planned by
+        ``planner``; the plans it made are recorded in the recipe."""
+        graph_pass = BodyPruning(self.registry, planner)
+        result = self.run_pass(graph_pass)
+        self.body_notes.extend(result.notes)
+        if graph_pass.report.plans:
+            self.recipe.add(SUBGRAPHS, subgraphs_payload(graph_pass.report.plans))
+        return result
+
+    def _prune_subgraphs_after(self, options: PruneOptions) -> None:
+        """The subgraphs, after the enclosing graph's rounds: at the options' ratio, or with a target
+        as the last search counted them (at its level, on its widths)."""
+        if not has_bodies(self.graph):
+            return
+        planner = planner_from(options) if options.target is None else \
+            (self.searches[-1].subgraphs if self.searches else None)
+        if planner is not None:
+            self.prune_subgraphs(planner)
 
     def replay(self, recipe: Recipe) -> None:
         """Re-apply a saved recipe (or plan) made on this model: every step, in order."""
@@ -397,6 +419,7 @@ class Pruner:
             plan = self.search_depth_and_width(options, data, provider, graph_latency)
             if plan.decisions:
                 self.apply(plan)
+            self._prune_subgraphs_after(options)
             if after_step is not None:
                 after_step(self, 1)
             return plan
@@ -410,10 +433,8 @@ class Pruner:
             rounds.append(plan)
             if after_step is not None:
                 after_step(self, step)
-        if options.target is None and has_bodies(self.graph):  # a size target counts the enclosing graph only
-            result = self.run_pass(BodyPruning(self.registry, options))
-            self.body_notes.extend(result.notes)
         plan = rounds[0] if len(rounds) == 1 else self._composed(lineage, rounds)
+        self._prune_subgraphs_after(options)  # after the composed channel step: a recipe replays in order
         if options.remove_activations:  # last: what it merges no later round could prune
             self.remove_activations(options.remove_activations, data, provider)
         return plan
@@ -495,7 +516,10 @@ class Pruner:
                 if not k:
                     return None
                 plan, result = depth_only.plan, depth_only  # the blocks alone; the final timing judges them
-            graphs[k] = graph = apply_plan(fork.depgraph, plan) if plan.decisions else fork.graph
+            graph = apply_plan(fork.depgraph, plan) if plan.decisions else fork.graph
+            if result.subgraphs is not None:  # timed as it will be written: the subgraphs pruned too
+                graph = prune_inside(graph, self.registry, result.subgraphs)[0]
+            graphs[k] = graph
             cosine = fork.fidelity_of(graph, sample, provider).cosine if sample is not None else None
             return depthwidth.Candidate(k, tuple(item.block.key for item in chosen), result,
                                         count_macs(graph, self.registry) / macs0, cosine)
@@ -653,6 +677,14 @@ class Pruner:
             self.check()
         with atomic_outputs() as out:
             self.stage(out, path, SaveOptions(external_data))
+
+
+def _body_options(options: PruneOptions, level: float) -> PruneOptions:
+    """Subgraphs pruned at a target search's level: the level as their ratio (a sensitivity budget's
+    measurements cover the enclosing graph only: uniform there)."""
+    budget = options.budget_mode if options.budget_mode is not BudgetMode.SENSITIVITY else BudgetMode.UNIFORM
+    return options.with_(ratio=min(level, 1.0 - 1e-9), target_macs=None, target_params=None, target_latency=None,
+                         steps=1, budget=budget.value, global_rank=budget is BudgetMode.GLOBAL)
 
 
 def _speed_check(options: PruneOptions) -> bool:

@@ -766,6 +766,7 @@ def run_apply(args, progress: Progress) -> Report:
     report.timings_s["plan"] = stage.seconds
     only = recipe.steps[0].payload if len(recipe.steps) == 1 and first.kind == CHANNELS else None
     record_plan(only, report, original, pruner.plans)
+    report.subgraphs = list(pruner.body_notes)
     return _check_and_write(args, pruner, report, feeds, reference, None, only, progress)
 
 

@@ -199,3 +199,89 @@ def test_the_pass_map_says_which_channels_the_enclosing_graph_kept():
     assert pruner.graph.values["c1_1"].shape[1] == 8
     last = pruner.passes[-1]
     assert last.name == "subgraph pruning" and {"branch_y", "c4_1"} <= last.edits.changed
+
+
+# ----------------------------------------------------------------------------- saved plans and targets
+
+def _written(tmp_path, capfd, name, options):
+    """Prune ``name`` from the command line with ``options`` and --save-plan, then apply the plan:
+    (the pruned file's bytes, the applied file's bytes, the recipe's JSON, the prune's stdout)."""
+    from support.cli import call
+    source = os.path.join(REALWORLD, f"{name}.onnx")
+    code, out, err = call(capfd, [source, tmp_path / "pruned.onnx", *options, "--runs", "0",
+                                  "--save-plan", tmp_path / "plan.json"])
+    assert code == 0, err
+    code, _, err = call(capfd, ["-q", "apply", tmp_path / "plan.json", source, tmp_path / "applied.onnx", "--runs", "0"])
+    assert code == 0, err
+    return ((tmp_path / "pruned.onnx").read_bytes(), (tmp_path / "applied.onnx").read_bytes(),
+            (tmp_path / "plan.json").read_text(), out)
+
+
+@pytest.mark.parametrize("options", [["--ratio", "0.5", "--round-to", "1"], ["--target-macs", "0.5"],
+                                     ["--ratio", "0.5", "--steps", "2", "--round-to", "1"]])
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_a_saved_plan_re_applies_the_pruning_inside_subgraphs_byte_identically(tmp_path, capfd, name, options):
+    import json
+    pruned, applied, recipe, out = _written(tmp_path, capfd, name, options)
+    assert "inside subgraphs: " in out
+    steps = json.loads(recipe)["steps"]
+    assert [s["kind"] for s in steps][-1] == "subgraphs"
+    (inside,) = [s["payload"]["subgraphs"] for s in steps if s["kind"] == "subgraphs"]
+    node, _ = BODIES[name]
+    assert all(e["where"].startswith(node) and e["plan"]["decisions"] for e in inside)
+    assert applied == pruned  # the bodies as the prune left them, not re-planned and not left unpruned
+    model = onnx.load_from_string(pruned)
+    onnx.checker.check_model(model, full_check=True)
+    body = next(n for n in model.graph.node if n.op_type in ("If", "Loop"))
+    assert any(t.dims[0] < 16 for a in body.attribute for t in a.g.initializer if len(t.dims) == 4)
+
+
+def _body_macs(model) -> int:
+    from onnxprune.bodies import macs_inside
+    pruner = Pruner.from_model(model)
+    return macs_inside(pruner.graph, pruner.registry)
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_a_macs_target_counts_and_prunes_the_macs_inside_subgraphs(tmp_path, capfd, name):
+    """--target-macs 0.5 is met with the bodies' MACs counted (they are most of these models' MACs):
+    the bodies are pruned at the level the search found, and the model's total MACs land on the target."""
+    original = _load(name)
+    pruned_bytes, _, _, out = _written(tmp_path, capfd, name, ["--target-macs", "0.5"])
+    pruned = onnx.load_from_string(pruned_bytes)
+    before, after = Pruner.from_model(original).macs(), Pruner.from_model(pruned).macs()
+    assert _body_macs(original) > before / 2  # without the bodies the target is out of reach
+    assert abs(after / before - 0.5) <= 0.02, (after, before)
+    assert _body_macs(pruned) < _body_macs(original)
+    assert "target    macs x0.500 asked" in out
+    for sign in (1, -1):
+        assert [a.shape for a in run(pruned, _feeds(sign))] == [a.shape for a in run(original, _feeds(sign))]
+
+
+def test_the_api_search_result_carries_how_it_pruned_the_subgraphs():
+    pruner = Pruner.from_model(_load("if_convs"))
+    macs = pruner.macs()
+    pruner.prune(target_macs=0.4, round_to=1)
+    search = pruner.searches[-1]
+    assert search.subgraphs is not None and search.met
+    assert pruner.macs() / macs == pytest.approx(search.reached)  # what the search measured is what was written
+    assert pruner.recipe.steps[-1].kind == "subgraphs"
+
+
+def test_a_subgraph_step_that_does_not_fit_the_model_is_one_line(tmp_path, capfd):
+    import json
+    from support.cli import call
+    _written(tmp_path, capfd, "loop_constant_weights", ["--ratio", "0.5", "--round-to", "1"])
+    recipe = json.loads((tmp_path / "plan.json").read_text())
+    (step,) = [s for s in recipe["steps"] if s["kind"] == "subgraphs"]
+    step["payload"]["subgraphs"][0]["plan"]["decisions"][0]["size"] = 99
+    (tmp_path / "bad.json").write_text(json.dumps(recipe))
+    code, out, err = call(capfd, ["apply", tmp_path / "bad.json", os.path.join(REALWORLD, "loop_constant_weights.onnx"),
+                                  tmp_path / "bad.onnx", "--runs", "0"])
+    assert code != 0 and not (tmp_path / "bad.onnx").exists()
+    assert len(err.strip().splitlines()) == 1 and "subgraph loop.body" in err and "99 channels" in err, err
+    step["payload"]["subgraphs"][0]["where"] = "nowhere.body"
+    (tmp_path / "bad.json").write_text(json.dumps(recipe))
+    code, out, err = call(capfd, ["apply", tmp_path / "bad.json", os.path.join(REALWORLD, "loop_constant_weights.onnx"),
+                                  tmp_path / "bad.onnx", "--runs", "0"])
+    assert code != 0 and "nowhere.body" in err and len(err.strip().splitlines()) == 1, err
