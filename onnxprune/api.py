@@ -400,14 +400,16 @@ class Pruner:
 
         With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
         the width rounds run on the shallower model; with ``options.remove_activations``, the
-        activations go last (:meth:`remove_activations`; recover after it). With ``--target-latency`` in
-        one step and no ``options.depth``, how many blocks go is searched with the width
-        (:meth:`search_depth_and_width`).
+        activations go last (:meth:`remove_activations`; recover after it). With ``--target-latency`` and
+        no ``options.depth``, how many blocks go is searched with the width
+        (:meth:`search_depth_and_width`), in each round: round i of K aims at i/K of the way from the
+        original's latency to the target (as every target does with steps), measured against the original.
 
         Each round re-scores the model the previous one left. ``after_step(pruner, step)`` runs after every
         round (1-based): the place for recovery, so the next round scores the recovered weights. The
         returned plan re-applied to the original model gives the same structure (None in the rare case
-        that a group could not be followed across rounds; ``self.plans`` then holds each round's plan).
+        that a group could not be followed across rounds, or blocks went between rounds; ``self.plans``
+        then holds each round's plan, and the recipe each round's steps).
         """
         options = (options or PruneOptions()).with_(**kwargs).check()
         if options.remove_activations and data is None:
@@ -415,25 +417,26 @@ class Pruner:
         if options.depth:
             self.remove_blocks(options.depth, data, options.depth_score, provider)
         self._analyse_for(options)
-        if options.target_latency is not None and options.depth_search and not options.depth and options.steps == 1:
-            plan = self.search_depth_and_width(options, data, provider, graph_latency)
-            if plan.decisions:
-                self.apply(plan)
-            self._prune_subgraphs_after(options)
-            if after_step is not None:
-                after_step(self, 1)
-            return plan
-        lineage, rounds = Lineage(self.depgraph), []
+        depth_width = options.target_latency is not None and options.depth_search and not options.depth
+        lineage, rounds, deeper = Lineage(self.depgraph), [], False
         for step in range(1, options.steps + 1):
-            plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,
-                             history=lineage.history(self.depgraph), plan_latency=plan_latency,
-                             graph_latency=graph_latency, progress=progress, refit=refit)
+            this_round = round_options(options, step, options.steps)
+            if depth_width:  # blocks removed here, each round: its recipe steps stay one per round
+                blocks = len(self.removed_blocks)
+                plan = self.search_depth_and_width(this_round, data, provider, graph_latency, lineage)
+                deeper = deeper or len(self.removed_blocks) > blocks
+            else:
+                plan = self.plan(this_round, data=data, provider=provider, history=lineage.history(self.depgraph),
+                                 plan_latency=plan_latency, graph_latency=graph_latency, progress=progress,
+                                 refit=refit)
             lineage.record(self.depgraph, plan)
-            self.apply(plan)
+            if plan.decisions or not depth_width:
+                self.apply(plan)
             rounds.append(plan)
             if after_step is not None:
                 after_step(self, step)
-        plan = rounds[0] if len(rounds) == 1 else self._composed(lineage, rounds)
+        # the rounds as one channel step on the original graph, where no round removed blocks between them
+        plan = rounds[0] if len(rounds) == 1 else None if deeper else self._composed(lineage, rounds)
         self._prune_subgraphs_after(options)  # after the composed channel step: a recipe replays in order
         if options.remove_activations:  # last: what it merges no later round could prune
             self.remove_activations(options.remove_activations, data, provider)
@@ -442,8 +445,11 @@ class Pruner:
     def _composed(self, lineage: Lineage, rounds: list[Plan]) -> Plan | None:
         composed = lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
         if composed is not None:  # one step on the graph the rounds started from, not one per round
-            del self.recipe.steps[-len(rounds):]
-            self.recipe.add(CHANNELS, composed)
+            saved = sum(1 for r in rounds if r.decisions)  # an empty round saved no step
+            if saved:
+                del self.recipe.steps[-saved:]
+            if composed.decisions:
+                self.recipe.add(CHANNELS, composed)
         return composed
 
     def prune_group(self, group: Group, channels) -> None:
@@ -480,13 +486,15 @@ class Pruner:
         return list(timing.compare(models, feeds, provider, options=options).ratios)
 
     def search_depth_and_width(self, options: PruneOptions, data: CalibrationSet | None = None,
-                               provider: str = "cpu", graph_latency: GraphLatency | None = None) -> Plan:
+                               provider: str = "cpu", graph_latency: GraphLatency | None = None,
+                               lineage: Lineage | None = None) -> Plan:
         """``--target-latency`` over depth and width together (see :mod:`onnxprune.depthwidth`):
         remove the chosen blocks from this model and return the width plan to apply after them.
 
         Each depth is explored on a copy of the model; the blocks chosen are then removed here
         (recorded in the recipe, so a saved plan re-applies them), and the returned plan was made
-        on the graph they leave."""
+        on the graph they leave. ``lineage``: what earlier rounds of ``--steps`` removed (caps count
+        original channels)."""
         by = DepthScore(options.depth_score) if options.depth_score else default_score(data is not None)
         if by.data_driven and data is None:
             raise PlanError(f"the {by.value} score of blocks is measured on calibration data: give data")
@@ -510,7 +518,8 @@ class Pruner:
                 if alone is not None and alone <= options.target_latency + TOLERANCE:  # depth alone does it
                     plan, result = depth_only.plan, depth_only
                 else:
-                    plan = fork.plan(width, data=data, provider=provider, graph_latency=graph_latency)
+                    plan = fork.plan(width, data=data, provider=provider, graph_latency=graph_latency,
+                                     history=lineage.history(fork.depgraph) if lineage is not None else None)
                     result = fork.searches[-1]
             except PlanError:
                 if not k:
