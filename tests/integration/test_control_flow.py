@@ -314,3 +314,22 @@ def test_a_subgraph_step_that_does_not_fit_the_model_is_one_line(tmp_path, capfd
     code, out, err = call(capfd, ["apply", tmp_path / "bad.json", os.path.join(REALWORLD, "loop_constant_weights.onnx"),
                                   tmp_path / "bad.onnx", "--runs", "0"])
     assert code != 0 and "nowhere.body" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_latency_target_counts_the_subgraphs_pruned_as_they_will_be_written():
+    """--target-latency with an injected provider whose latency is the MACs (bodies included): the
+    search prunes the bodies at each level, the candidates are timed with them pruned, and the model
+    written is the one timed."""
+    from onnxprune.latency import RatioSpread
+    pruner = Pruner.from_model(_load("if_convs"))
+    macs0, timed = pruner.macs(), []
+
+    def provider(graphs):
+        ratios = [Pruner(g, pruner.registry).macs() / macs0 for g in graphs]
+        timed.extend(ratios)
+        return [RatioSpread(r, (r - 0.01, r + 0.01), (r - 0.005, r + 0.005)) for r in ratios]
+    pruner.prune(target_latency=0.5, round_to=1, graph_latency=provider)
+    found = pruner.searches[-1].depth_width
+    assert found.met and found.chosen.latency.median == pytest.approx(pruner.macs() / macs0)
+    assert abs(pruner.macs() / macs0 - 0.5) <= 0.02
+    assert pruner.recipe.steps[-1].kind == "subgraphs"
