@@ -27,7 +27,8 @@ from support.exported import MODELS_DIR
 from support.oracle import assert_group_oracle, run
 
 REALWORLD = os.path.join(MODELS_DIR, "realworld")
-MACS = {"if_convs": 0.28, "loop_constant_weights": 0.53, "scan_convs": 0.60}  # at --ratio 0.5, exact widths, as measured
+# at --ratio 0.5, exact widths, as measured
+MACS = {"if_convs": 0.28, "loop_constant_weights": 0.53, "scan_convs": 0.60}
 BODIES = {"if_convs": ("if", ("then_branch", "else_branch")), "loop_constant_weights": ("loop", ("body",)),
           "scan_convs": ("scan", ("body",))}
 FRAMES = {"scan_convs": 4}  # the batch axis of models whose input is a sequence of frames (else 1)
@@ -239,7 +240,8 @@ def _written(tmp_path, capfd, name, options):
     code, out, err = call(capfd, [source, tmp_path / "pruned.onnx", *options, "--runs", "0",
                                   "--save-plan", tmp_path / "plan.json"])
     assert code == 0, err
-    code, _, err = call(capfd, ["-q", "apply", tmp_path / "plan.json", source, tmp_path / "applied.onnx", "--runs", "0"])
+    code, _, err = call(capfd, ["-q", "apply", tmp_path / "plan.json", source, tmp_path / "applied.onnx",
+                                "--runs", "0"])
     assert code == 0, err
     return ((tmp_path / "pruned.onnx").read_bytes(), (tmp_path / "applied.onnx").read_bytes(),
             (tmp_path / "plan.json").read_text(), out)
