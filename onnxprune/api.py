@@ -13,7 +13,7 @@ import onnx
 
 from . import onnx_in, onnx_out
 from .blocks import BlockKey, Discovery, find_blocks
-from .bodies import BodyPruning, has_bodies, prunable_inside
+from .bodies import BodyPruning, Planner, has_bodies, planner_from, prunable_inside, prune_inside
 from .calibration import CalibrationSet, has_batch_axis
 from .depth import DepthScore, ScoredBlock, choose, default_score, influence_scores, output_scores, record, scored, \
     weight_scores
@@ -31,7 +31,7 @@ from .passes.fold_shapes import FoldShapeArithmetic
 from .passes.fold_weights import FoldConstantWeights
 from .passes.remove_blocks import check_removed, remove_blocks
 from .plan import GroupDecision, Plan, make_plan
-from .recipe import ACTIVATIONS, BLOCKS, CHANNELS, FUSE, Recipe
+from .recipe import ACTIVATIONS, BLOCKS, CHANNELS, FUSE, SUBGRAPHS, Recipe, subgraphs_payload
 from .recovery import RecoveryResult, recover
 from .registry import Registry, builtin_registry
 from .rewrite import ChannelRemoval, apply_plan
@@ -190,8 +190,10 @@ class Pruner:
         limits = {"max_evaluations": 12, "close_enough": TOLERANCE / 2} if metric == "latency" else {}
 
         def run(opts: PruneOptions, widths: WidthGrid | None) -> SearchResult:
+            inside = (lambda level: planner_from(_body_options(opts, level), widths)) if has_bodies(self.graph) \
+                else None  # the subgraphs pruned at each level, counted in the fraction
             return search(self.depgraph, opts, metric, target, fraction, history, data, provider, grid=widths,
-                          sensitivity=measured, **limits)
+                          sensitivity=measured, subgraphs=inside, **limits)
         result, grid = _on_the_finest_grid_needed(run, options, grid)
         if metric != "latency" and _speed_check(options):
             latency = plan_latency or self._plan_latency(options, provider)
@@ -249,6 +251,26 @@ class Pruner:
         self.plans.append(plan)
         if plan.decisions:  # an empty plan changes nothing: no step to save
             self.recipe.add(CHANNELS, plan)
+
+    def prune_subgraphs(self, planner: Planner) -> PassResult:
+        """Prune inside the model's If/Loop/Scan bodies (see bodies.py), each analysis planned by
+        ``planner``; the plans it made are recorded in the recipe."""
+        graph_pass = BodyPruning(self.registry, planner)
+        result = self.run_pass(graph_pass)
+        self.body_notes.extend(result.notes)
+        if graph_pass.report.plans:
+            self.recipe.add(SUBGRAPHS, subgraphs_payload(graph_pass.report.plans))
+        return result
+
+    def _prune_subgraphs_after(self, options: PruneOptions) -> None:
+        """The subgraphs, after the enclosing graph's rounds: at the options' ratio, or with a target
+        as the last search counted them (at its level, on its widths)."""
+        if not has_bodies(self.graph):
+            return
+        planner = planner_from(options) if options.target is None else \
+            (self.searches[-1].subgraphs if self.searches else None)
+        if planner is not None:
+            self.prune_subgraphs(planner)
 
     def replay(self, recipe: Recipe) -> None:
         """Re-apply a saved recipe (or plan) made on this model: every step, in order."""
@@ -378,14 +400,16 @@ class Pruner:
 
         With ``options.depth``, the least important blocks go first (:meth:`remove_blocks`), then
         the width rounds run on the shallower model; with ``options.remove_activations``, the
-        activations go last (:meth:`remove_activations`; recover after it). With ``--target-latency`` in
-        one step and no ``options.depth``, how many blocks go is searched with the width
-        (:meth:`search_depth_and_width`).
+        activations go last (:meth:`remove_activations`; recover after it). With ``--target-latency`` and
+        no ``options.depth``, how many blocks go is searched with the width
+        (:meth:`search_depth_and_width`), in each round: round i of K aims at i/K of the way from the
+        original's latency to the target (as every target does with steps), measured against the original.
 
         Each round re-scores the model the previous one left. ``after_step(pruner, step)`` runs after every
         round (1-based): the place for recovery, so the next round scores the recovered weights. The
         returned plan re-applied to the original model gives the same structure (None in the rare case
-        that a group could not be followed across rounds; ``self.plans`` then holds each round's plan).
+        that a group could not be followed across rounds, or blocks went between rounds; ``self.plans``
+        then holds each round's plan, and the recipe each round's steps).
         """
         options = (options or PruneOptions()).with_(**kwargs).check()
         if options.remove_activations and data is None:
@@ -393,27 +417,27 @@ class Pruner:
         if options.depth:
             self.remove_blocks(options.depth, data, options.depth_score, provider)
         self._analyse_for(options)
-        if options.target_latency is not None and options.depth_search and not options.depth and options.steps == 1:
-            plan = self.search_depth_and_width(options, data, provider, graph_latency)
-            if plan.decisions:
-                self.apply(plan)
-            if after_step is not None:
-                after_step(self, 1)
-            return plan
-        lineage, rounds = Lineage(self.depgraph), []
+        depth_width = options.target_latency is not None and options.depth_search and not options.depth
+        lineage, rounds, deeper = Lineage(self.depgraph), [], False
         for step in range(1, options.steps + 1):
-            plan = self.plan(round_options(options, step, options.steps), data=data, provider=provider,
-                             history=lineage.history(self.depgraph), plan_latency=plan_latency,
-                             graph_latency=graph_latency, progress=progress, refit=refit)
+            this_round = round_options(options, step, options.steps)
+            if depth_width:  # blocks removed here, each round: its recipe steps stay one per round
+                blocks = len(self.removed_blocks)
+                plan = self.search_depth_and_width(this_round, data, provider, graph_latency, lineage)
+                deeper = deeper or len(self.removed_blocks) > blocks
+            else:
+                plan = self.plan(this_round, data=data, provider=provider, history=lineage.history(self.depgraph),
+                                 plan_latency=plan_latency, graph_latency=graph_latency, progress=progress,
+                                 refit=refit)
             lineage.record(self.depgraph, plan)
-            self.apply(plan)
+            if plan.decisions or not depth_width:
+                self.apply(plan)
             rounds.append(plan)
             if after_step is not None:
                 after_step(self, step)
-        if options.target is None and has_bodies(self.graph):  # a size target counts the enclosing graph only
-            result = self.run_pass(BodyPruning(self.registry, options))
-            self.body_notes.extend(result.notes)
-        plan = rounds[0] if len(rounds) == 1 else self._composed(lineage, rounds)
+        # the rounds as one channel step on the original graph, where no round removed blocks between them
+        plan = rounds[0] if len(rounds) == 1 else None if deeper else self._composed(lineage, rounds)
+        self._prune_subgraphs_after(options)  # after the composed channel step: a recipe replays in order
         if options.remove_activations:  # last: what it merges no later round could prune
             self.remove_activations(options.remove_activations, data, provider)
         return plan
@@ -421,8 +445,11 @@ class Pruner:
     def _composed(self, lineage: Lineage, rounds: list[Plan]) -> Plan | None:
         composed = lineage.plan(rounds[-1].criterion, rounds[-1].ratio, rounds[0].skipped)
         if composed is not None:  # one step on the graph the rounds started from, not one per round
-            del self.recipe.steps[-len(rounds):]
-            self.recipe.add(CHANNELS, composed)
+            saved = sum(1 for r in rounds if r.decisions)  # an empty round saved no step
+            if saved:
+                del self.recipe.steps[-saved:]
+            if composed.decisions:
+                self.recipe.add(CHANNELS, composed)
         return composed
 
     def prune_group(self, group: Group, channels) -> None:
@@ -459,13 +486,15 @@ class Pruner:
         return list(timing.compare(models, feeds, provider, options=options).ratios)
 
     def search_depth_and_width(self, options: PruneOptions, data: CalibrationSet | None = None,
-                               provider: str = "cpu", graph_latency: GraphLatency | None = None) -> Plan:
+                               provider: str = "cpu", graph_latency: GraphLatency | None = None,
+                               lineage: Lineage | None = None) -> Plan:
         """``--target-latency`` over depth and width together (see :mod:`onnxprune.depthwidth`):
         remove the chosen blocks from this model and return the width plan to apply after them.
 
         Each depth is explored on a copy of the model; the blocks chosen are then removed here
         (recorded in the recipe, so a saved plan re-applies them), and the returned plan was made
-        on the graph they leave."""
+        on the graph they leave. ``lineage``: what earlier rounds of ``--steps`` removed (caps count
+        original channels)."""
         by = DepthScore(options.depth_score) if options.depth_score else default_score(data is not None)
         if by.data_driven and data is None:
             raise PlanError(f"the {by.value} score of blocks is measured on calibration data: give data")
@@ -489,13 +518,17 @@ class Pruner:
                 if alone is not None and alone <= options.target_latency + TOLERANCE:  # depth alone does it
                     plan, result = depth_only.plan, depth_only
                 else:
-                    plan = fork.plan(width, data=data, provider=provider, graph_latency=graph_latency)
+                    plan = fork.plan(width, data=data, provider=provider, graph_latency=graph_latency,
+                                     history=lineage.history(fork.depgraph) if lineage is not None else None)
                     result = fork.searches[-1]
             except PlanError:
                 if not k:
                     return None
                 plan, result = depth_only.plan, depth_only  # the blocks alone; the final timing judges them
-            graphs[k] = graph = apply_plan(fork.depgraph, plan) if plan.decisions else fork.graph
+            graph = apply_plan(fork.depgraph, plan) if plan.decisions else fork.graph
+            if result.subgraphs is not None:  # timed as it will be written: the subgraphs pruned too
+                graph = prune_inside(graph, self.registry, result.subgraphs)[0]
+            graphs[k] = graph
             cosine = fork.fidelity_of(graph, sample, provider).cosine if sample is not None else None
             return depthwidth.Candidate(k, tuple(item.block.key for item in chosen), result,
                                         count_macs(graph, self.registry) / macs0, cosine)
@@ -653,6 +686,14 @@ class Pruner:
             self.check()
         with atomic_outputs() as out:
             self.stage(out, path, SaveOptions(external_data))
+
+
+def _body_options(options: PruneOptions, level: float) -> PruneOptions:
+    """Subgraphs pruned at a target search's level: the level as their ratio (a sensitivity budget's
+    measurements cover the enclosing graph only: uniform there)."""
+    budget = options.budget_mode if options.budget_mode is not BudgetMode.SENSITIVITY else BudgetMode.UNIFORM
+    return options.with_(ratio=min(level, 1.0 - 1e-9), target_macs=None, target_params=None, target_latency=None,
+                         steps=1, budget=budget.value, global_rank=budget is BudgetMode.GLOBAL)
 
 
 def _speed_check(options: PruneOptions) -> bool:

@@ -19,20 +19,75 @@ body reads is a barrier that names the subgraph); this pass prunes only groups
 with channels in a body. Nested bodies are pruned first, from the inside out.
 Weights only: data-driven criteria cannot observe a body's tensors, so bodies are
 scored by l2 when the enclosing graph is scored on data.
+
+Each analysis (a Loop/Scan body alone, or one graph's If branches flattened) asks a
+:data:`Planner` for its plan, by where it is (``node.attr`` path; flattened or not):
+:func:`planner_from` makes them from the options, :class:`Recorded` re-applies plans saved
+in a recipe (the report keeps every plan made, for the recipe), so a saved plan rebuilds
+the same bodies without scoring again.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import onnx_in, onnx_out
 from .depgraph import DependencyGraph
+from .errors import PlanError
 from .ir import Graph
 from .options import PruneOptions
-from .plan import make_plan
+from .plan import Plan, make_plan
 from .registry import Registry
 from .importance import CRITERIA
 from .rewrite import apply_plan, kept_per_axis, removed_per_dim
+from .widthgrid import WidthGrid
+
+Where = tuple[str, bool]  # a subgraph analysis: (its node.attr path, or the If owners at that path; flattened)
+# (where, its dependency graph, the groups it may prune) -> the plan (only decisions that remove channels)
+Planner = Callable[[Where, DependencyGraph, set[int]], Plan]
+
+
+def planner_from(options: PruneOptions, grid: WidthGrid | None = None) -> Planner:
+    """Plans by the options (their ratio and budget; bodies by l2 where the options score on data)."""
+    if CRITERIA[options.criterion].data_driven:
+        options = options.with_(criterion="l2")
+
+    def plan(where: Where, dg: DependencyGraph, wanted: set[int]) -> Plan:
+        made = make_plan(dg, options, grid=grid)
+        return dataclasses.replace(made, decisions=tuple(d for d in made.decisions if d.removed and d.group in wanted))
+    return plan
+
+
+class Recorded:
+    """A Planner that re-applies saved plans (see BodyReport.plans), each checked against the group it
+    names; :meth:`check_used` says when a saved plan found no subgraph to go to."""
+
+    def __init__(self, plans: dict[Where, Plan]):
+        self.plans, self.used = dict(plans), set()
+
+    def __call__(self, where: Where, dg: DependencyGraph, wanted: set[int]) -> Plan:
+        plan = self.plans.get(where)
+        if plan is None:
+            return Plan(())
+        for d in plan.decisions:
+            group = dg.groups[d.group] if 0 <= d.group < len(dg.groups) else None
+            problem = ("it has no such group" if group is None else
+                       f"its group {d.group} is {group.size} channels at {group.root}"
+                       if (group.size, str(group.root)) != (d.size, d.root) else
+                       f"its group {d.group} cannot be pruned there" if d.group not in wanted else
+                       "the channels are out of range or all of them"
+                       if any(not 0 <= c < d.size for c in d.removed) or len(set(d.removed)) >= d.size else None)
+            if problem:
+                raise PlanError(f"subgraph {where[0]}: the plan prunes group {d.group} ({d.size} channels at "
+                                f"{d.root}), {problem}")
+        self.used.add(where)
+        return plan
+
+    def check_used(self) -> None:
+        missing = sorted(w for w, _ in set(self.plans) - self.used)
+        if missing:
+            raise PlanError(f"the plan prunes inside subgraph {', '.join(missing)}, which the model does not have")
 
 
 @dataclass
@@ -40,6 +95,7 @@ class BodyReport:
     """What was pruned inside subgraphs: per subgraph (``node.attr``), groups pruned and channels removed."""
 
     pruned: dict[str, tuple[int, int]] = field(default_factory=dict)
+    plans: dict[Where, Plan] = field(default_factory=dict)  # every plan that removed channels, by where
     # tensors of the enclosing graph that lost channels (If channels crossing into a branch): axis -> kept
     kept: dict = field(default_factory=dict)
 
@@ -54,12 +110,11 @@ class BodyReport:
         return f"inside subgraphs: {self.channels} channels removed in {where}"
 
 
-def prune_bodies(graph: Graph, registry: Registry, options: PruneOptions, report: BodyReport | None = None,
+def prune_bodies(graph: Graph, registry: Registry, planner: Planner, report: BodyReport | None = None,
                  prefix: str = "") -> tuple[Graph, BodyReport]:
-    """``graph`` with every subgraph pruned inside (a new Graph; nodes without bodies are shared)."""
+    """``graph`` with every subgraph pruned inside, each analysis planned by ``planner`` (a new Graph;
+    nodes without bodies are shared)."""
     report = report if report is not None else BodyReport()
-    if CRITERIA[options.criterion].data_driven:
-        options = options.with_(criterion="l2")
     nodes, changed = [], False
     for node in graph.nodes:
         attrs = dict(node.attrs)
@@ -67,9 +122,9 @@ def prune_bodies(graph: Graph, registry: Registry, options: PruneOptions, report
         for attr in onnx_in.bodies(node):
             body, formal = onnx_in.body_graph(node, attr, graph)
             where = f"{prefix}{node.name}.{attr}"
-            pruned, _ = prune_bodies(body, registry, options, report, prefix=f"{where}/")
+            pruned, _ = prune_bodies(body, registry, planner, report, prefix=f"{where}/")
             if not flattened:  # a flattened body's own channels prune with the enclosing graph, below
-                pruned = _prune_channels(pruned, registry, options, report, where)
+                pruned = _prune_channels(pruned, registry, planner, report, where)
             if pruned is not body:
                 attrs[attr] = onnx_out.body_proto(pruned, formal)
         if attrs != node.attrs:
@@ -77,7 +132,7 @@ def prune_bodies(graph: Graph, registry: Registry, options: PruneOptions, report
             changed = True
         nodes.append(node)
     graph = dataclasses.replace(graph, nodes=nodes) if changed else graph
-    return _prune_flattened(graph, registry, options, report, prefix), report
+    return _prune_flattened(graph, registry, planner, report, prefix), report
 
 
 def _selects_body(graph: Graph, node, registry: Registry) -> bool:
@@ -185,7 +240,7 @@ def body_groups(flat: Flattened, dg: DependencyGraph) -> list:
             if any(flat.in_body(e.node) if e.node else flat.in_body(e.tensor) for e in g.ends)]
 
 
-def _prune_flattened(graph: Graph, registry: Registry, options: PruneOptions, report: BodyReport,
+def _prune_flattened(graph: Graph, registry: Registry, planner: Planner, report: BodyReport,
                      prefix: str) -> Graph:
     flat = flatten(graph, registry)
     if flat is None:
@@ -194,28 +249,38 @@ def _prune_flattened(graph: Graph, registry: Registry, options: PruneOptions, re
     wanted = {g.id for g in body_groups(flat, dg)}
     if not wanted:
         return graph
-    plan = make_plan(dg, options)
-    plan = dataclasses.replace(plan, decisions=tuple(d for d in plan.decisions if d.group in wanted and d.removed))
+    owners = prefix + ", ".join(sorted({name for name, _ in flat.bodies}))
+    plan = planner((owners, True), dg, wanted)
     if not plan.decisions:
         return graph
-    owners = sorted({name for name, _ in flat.bodies})
-    report.pruned[prefix + ", ".join(owners)] = (len(plan.decisions), plan.removed_channels)
+    report.pruned[owners] = (len(plan.decisions), plan.removed_channels)
+    report.plans[(owners, True)] = plan
     kept = kept_per_axis(flat.graph, removed_per_dim(dg, plan))
     if not prefix:  # the enclosing graph's own tensors: what the pass's map says they kept
         report.kept.update((k, v) for k, v in kept.items() if not flat.in_body(k))
     return unflatten(flat, apply_plan(dg, plan, kept), kept)
 
 
-def _prune_channels(body: Graph, registry: Registry, options: PruneOptions, report: BodyReport,
+def _prune_channels(body: Graph, registry: Registry, planner: Planner, report: BodyReport,
                     where: str) -> Graph:
     dg = DependencyGraph(body, registry)
-    if not dg.prunable_groups():
+    wanted = {g.id for g in dg.prunable_groups()}
+    if not wanted:
         return body
-    plan = make_plan(dg, options)
+    plan = planner((where, False), dg, wanted)
     if not plan.removed_channels:
         return body
-    report.pruned[where] = (sum(1 for d in plan.decisions if d.removed), plan.removed_channels)
+    report.pruned[where] = (len(plan.decisions), plan.removed_channels)
+    report.plans[(where, False)] = plan
     return apply_plan(dg, plan)
+
+
+def prune_inside(graph: Graph, registry: Registry, planner: Planner) -> tuple[Graph, tuple]:
+    """``graph`` with its subgraphs pruned by ``planner``, and what was removed (hashable: equal when the
+    same channels went)."""
+    new, report = prune_bodies(graph, registry, planner)
+    return new, tuple(sorted((where, tuple((d.group, d.removed) for d in plan.decisions))
+                             for where, plan in report.plans.items()))
 
 
 def has_bodies(graph: Graph) -> bool:
@@ -277,17 +342,20 @@ def downstream(graph: Graph, nodes: set[str]) -> set[str]:
 
 
 class BodyPruning:
-    """The pass: prune every subgraph inside (see :func:`prune_bodies`). Names are kept; the outputs
-    of the nodes whose bodies changed, and everything after them, hold other values."""
+    """The pass: prune every subgraph inside (see :func:`prune_bodies`), planned by ``planner``. Names
+    are kept; the outputs of the nodes whose bodies changed, and everything after them, hold other
+    values. ``report`` (after :meth:`run`): what was pruned, and the plans, for a recipe."""
 
     name = "subgraph pruning"
 
-    def __init__(self, registry: Registry, options: PruneOptions):
-        self.registry, self.options = registry, options
+    def __init__(self, registry: Registry, planner: Planner):
+        self.registry, self.planner = registry, planner
+        self.report = BodyReport()
 
     def run(self, graph: Graph):
         from .passes import PassResult, same_names  # late: passes import the engine
-        new, report = prune_bodies(graph, self.registry, self.options)
+        self.report = BodyReport()
+        new, report = prune_bodies(graph, self.registry, self.planner, self.report)
         if new is graph:
             return PassResult(self.name, graph)
         from .passes.layers import changed_values

@@ -607,7 +607,7 @@ def run_prune(args, progress: Progress) -> Report:
         report.timings_s["activations"] = stage.seconds
         if recover_round is not None:  # the merged layers re-fitted to the tensors they stand for
             recover_round(pruner, options.steps + 1)
-    for search in pruner.searches:
+    for search in pruner.searches[-1:]:  # with --steps, the last round's target is the one asked for
         if search.depth_width is not None and not search.depth_width.met:
             report.warnings.append(f"--target-latency {search.target:g} not met: the fastest plan found (of "
                                    f"{len(search.depth_width.candidates)} depths with the width) is "
@@ -766,6 +766,7 @@ def run_apply(args, progress: Progress) -> Report:
     report.timings_s["plan"] = stage.seconds
     only = recipe.steps[0].payload if len(recipe.steps) == 1 and first.kind == CHANNELS else None
     record_plan(only, report, original, pruner.plans)
+    report.subgraphs = list(pruner.body_notes)
     return _check_and_write(args, pruner, report, feeds, reference, None, only, progress)
 
 

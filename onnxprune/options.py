@@ -61,7 +61,7 @@ class PruneOptions:
     # UPDP: replace this many activations between two linear layers by the identity (a fraction of
     # the candidates where < 1), those that change the outputs least on --calib, so the layers merge
     remove_activations: float = 0.0
-    # --target-latency (without --depth, in one step): search how many blocks go together with the
+    # --target-latency (without --depth; in each round of --steps): search how many blocks go together with the
     # width (onnxprune.depthwidth); False: width only
     depth_search: bool = True
 

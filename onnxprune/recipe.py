@@ -23,6 +23,8 @@ CHANNELS = "channels"
 FUSE = "fuse"
 BLOCKS = "blocks"  # payload: {"blocks": [{"join": node, "residual": tensor}, ...]} of the graph of its time
 ACTIVATIONS = "activations"  # payload: {"nodes": [activation node, ...]} of the graph of its time
+# payload: {"subgraphs": [{"where": path, "flattened": bool, "plan": plan}, ...]}, see bodies.Recorded
+SUBGRAPHS = "subgraphs"
 FORMAT = "onnxprune-recipe"
 
 
@@ -110,6 +112,30 @@ def _replay_activations(pruner: "Pruner", payload: dict) -> None:
     pruner.remove_activation_nodes(payload["nodes"])
 
 
+def subgraphs_payload(plans: dict) -> dict:
+    """The plans a subgraph pruning made (bodies.BodyReport.plans) as a recipe step's payload."""
+    return {"subgraphs": [{"where": where, "flattened": flattened, "plan": _plan_to_dict(plan)}
+                          for (where, flattened), plan in plans.items()]}
+
+
+def subgraphs_plans(payload: Any) -> dict:
+    """(where, flattened) -> Plan, from a subgraphs step's payload."""
+    try:
+        return {(str(e["where"]), bool(e["flattened"])): Plan.from_json(json.dumps(e["plan"]))
+                for e in payload["subgraphs"]}
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise PlanError("plan step 'subgraphs': expected {\"subgraphs\": [{\"where\": ..., \"flattened\": ..., "
+                        "\"plan\": ...}]}") from None
+
+
+def _replay_subgraphs(pruner: "Pruner", payload: dict) -> None:
+    from .bodies import Recorded  # late: bodies imports the engine
+    recorded = Recorded(subgraphs_plans(payload))
+    pruner.prune_subgraphs(recorded)
+    recorded.check_used()
+
+
 # kind -> how to re-apply it; passes that can be saved register here
 REPLAYERS: dict[str, Callable[["Pruner", Any], None]] = {CHANNELS: _replay_channels, FUSE: _replay_fuse,
-                                                        BLOCKS: _replay_blocks, ACTIVATIONS: _replay_activations}
+                                                        BLOCKS: _replay_blocks, ACTIVATIONS: _replay_activations,
+                                                        SUBGRAPHS: _replay_subgraphs}

@@ -10,6 +10,10 @@ plans around the target. Where many groups change at the same level (equal
 sizes under a uniform ratio), the groups between the two plans take their
 next step one by one, least important channels first, again bisected; the
 plan closest to the target wins.
+
+A model with subgraphs (If branches, Loop and Scan bodies) is measured with them pruned
+at the same level (``subgraphs``: level -> the planner that prunes them, see bodies.py),
+so the fraction reached counts the MACs inside them; the result carries that planner.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .rewrite import apply_plan
 from .widthgrid import WidthGrid
 
 if TYPE_CHECKING:
+    from .bodies import Planner
     from .depthwidth import DepthWidthSearch
     from .sensitivity import Sensitivity
     from .speed import SpeedCheck
@@ -52,6 +57,8 @@ class SearchResult:
     grid: str = ""  # the widths it kept to (WidthGrid.describe, or the --round-to multiple)
     speed: "SpeedCheck | None" = None  # the plan's latency against the original's (see speed.never_slower)
     depth_width: "DepthWidthSearch | None" = None  # --target-latency: the depths tried with width (depthwidth.py)
+    # how the subgraphs were pruned at the plan's level, counted in ``reached`` (None: no subgraphs)
+    subgraphs: "Planner | None" = None
 
     @property
     def met(self) -> bool:
@@ -71,10 +78,13 @@ class SearchResult:
 def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: float, fraction: Fraction,
            history: dict[int, tuple[int, int]] | None = None, data: CalibrationSet | None = None,
            provider: str = "cpu", max_evaluations: int = 40, close_enough: float = CLOSE_ENOUGH,
-           grid: WidthGrid | None = None, sensitivity: "Sensitivity | None" = None) -> SearchResult:
+           grid: WidthGrid | None = None, sensitivity: "Sensitivity | None" = None,
+           subgraphs: "Callable[[float], Planner] | None" = None) -> SearchResult:
     """The plan whose measured ``fraction`` is closest to ``target`` (bisection over the level).
 
     ``sensitivity``: the measurements a sensitivity budget (``--budget sensitivity``) allocates by.
+    ``subgraphs``: level -> how to prune inside subgraphs at it; each candidate is measured with them
+    pruned so.
 
     Raises PlanError when even the largest level leaves more than the target
     (blocked or protected groups hold the rest) or the fixed ratios alone
@@ -89,9 +99,15 @@ def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: floa
         counts = allocation(level) if counts is None else counts
         plan = plan_for_counts(dg, budgets, options, counts, level, skipped)
         key = tuple((d.group, d.removed) for d in plan.decisions)
-        if key not in measured:
-            measured[key] = fraction(apply_plan(dg, plan))
-        return plan, measured[key]
+        if subgraphs is None:
+            if key not in measured:
+                measured[key] = fraction(apply_plan(dg, plan))
+            return plan, measured[key]
+        from .bodies import prune_inside  # late: bodies imports the planner
+        graph, inside = prune_inside(apply_plan(dg, plan), dg.registry, subgraphs(level))
+        if (key, inside) not in measured:
+            measured[(key, inside)] = fraction(graph)
+        return plan, measured[(key, inside)]
 
     flag = f"--target-{metric} {target:g}"
     lo, hi = 0.0, 1.0 - 1e-9
@@ -121,7 +137,8 @@ def search(dg: DependencyGraph, options: PruneOptions, metric: str, target: floa
     value, plan = best
     widths = f"multiples of {options.round_to}" if options.round_to is not None else (
         grid.describe() if grid is not None else "default grid")
-    return SearchResult(plan, metric, target, value, plan.ratio, len(measured), time.perf_counter() - start, widths)
+    return SearchResult(plan, metric, target, value, plan.ratio, len(measured), time.perf_counter() - start, widths,
+                        subgraphs=subgraphs(plan.ratio) if subgraphs is not None else None)
 
 
 def _between(evaluate, allocation, budgets, lo: float, hi: float, target: float) -> tuple[float, Plan]:

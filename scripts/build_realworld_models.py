@@ -264,6 +264,38 @@ def loop_constant_weights() -> onnx.ModelProto:
     return n.model([f("x", IMAGE)], [f("c3_1", [1, 4, 16, 16])], 18, ir_version=8, inits_as_inputs=False)
 
 
+def scan_convs() -> onnx.ModelProto:
+    """conv-relu over a sequence of 4 frames, then a Scan over the frames whose body runs two convs
+    (its own initializers) on each frame and adds the result to a carried state; after the Scan,
+    conv-relu-conv on the final state. The body's conv-to-conv width prunes inside it; the frames'
+    channels cross into the body (a barrier)."""
+    n = Net()
+    f = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
+    h = n.conv("x", "c1", 3, 8)
+    h = n.node("Relu", [h], ["r1"])
+    frames = n.node("Unsqueeze", [h, n.param("axis1", np.array([1], np.int64))], ["frames"])
+    r = n.rng
+    w = lambda shape: (r.standard_normal(shape) * np.sqrt(1 / np.prod(shape[1:]))).astype(np.float32)  # noqa: E731
+    b = lambda c: (0.1 * r.standard_normal(c)).astype(np.float32)  # noqa: E731
+    body = helper.make_graph(
+        [_conv_node("b1", "frame", "b1_w", "b1_b", "b1_y"), helper.make_node("Relu", ["b1_y"], ["b1_r"], name="b1_relu"),
+         _conv_node("b2", "b1_r", "b2_w", "b2_b", "b2_y"),
+         helper.make_node("Add", ["state", "b2_y"], ["state_next"], name="accumulate"),
+         helper.make_node("Identity", ["b2_y"], ["frame_y"], name="per_frame")],
+        "body", [f("state", [1, 8, 16, 16]), f("frame", [1, 8, 16, 16])],
+        [f("state_next", [1, 8, 16, 16]), f("frame_y", [1, 8, 16, 16])],
+        [numpy_helper.from_array(v, k) for k, v in (("b1_w", w([16, 8, 3, 3])), ("b1_b", b(16)),
+                                                   ("b2_w", w([8, 16, 3, 3])), ("b2_b", b(8)))])
+    state0 = n.param("state0", np.zeros([1, 8, 16, 16], np.float32))
+    n.nodes.append(helper.make_node("Scan", [state0, frames], ["state_final", "frames_y"], name="scan", body=body,
+                                    num_scan_inputs=1))
+    h = n.conv("state_final", "c2", 8, 16)
+    h = n.node("Relu", [h], ["r2"])
+    n.conv(h, "c3", 16, 4, k=1)
+    return n.model([f("x", [4, 3, 16, 16])], [f("c3_1", [1, 4, 16, 16]), f("frames_y", [4, 1, 8, 16, 16])], 18,
+                   ir_version=8, inits_as_inputs=False)
+
+
 # ---- half precision and weight-only int8 ----------------------------------------------------------------
 def _small_cnn(n: Net, weight, dtype: int) -> list[str]:
     """conv(3->16)-BN-relu, conv(16->16)-relu + residual, conv(16->8) 1x1, GAP, flatten, fc(8->10); every
@@ -358,6 +390,8 @@ MODELS = {
                            "activation (weights as Constant nodes / branch initializers), conv-relu-conv after"),
     "loop_constant_weights": (loop_constant_weights, "conv, a Loop of 3 residual conv-relu-conv steps whose body "
                                                      "weights are Constant nodes, conv-relu-conv after"),
+    "scan_convs": (scan_convs, "conv-relu over 4 frames, a Scan over them whose body runs conv-relu-conv (its own "
+                               "initializers) into a carried sum and a per-frame output, conv-relu-conv after"),
     "fp16_cnn": (lambda: half_cnn(TensorProto.FLOAT16), "a small CNN (conv-BN-relu, residual conv, 1x1 conv, GAP, "
                                                         "fc) computed in fp16: fp16 input, weights, output"),
     "fp16_cast_weights": (lambda: cast_weights_cnn(TensorProto.FLOAT16), "the small CNN in float32, every weight "

@@ -127,6 +127,54 @@ def test_depth_search_off_and_fixed_depth_keep_the_old_width_search():
         assert len(pruner.removed_blocks) == options.depth
 
 
+def _replayed(model, pruner):
+    again = Pruner.from_model(model)
+    again.replay(Recipe.from_json(pruner.recipe.to_json()))
+    return again.to_model().SerializeToString()
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_with_steps_each_round_searches_depth_and_width_toward_its_share_of_the_target(steps):
+    """--steps K with --target-latency: round i aims at 1 - (1 - target) * i / K of the original's latency
+    (as --target-macs does), depth and width searched together in each round on the model the last one
+    left, every candidate timed against the original; the last round meets the target."""
+    model = ARCHITECTURES["resnet_basic"]()
+    fake = LatencyModel(model, 1.5)
+    pruner = Pruner.from_model(model)
+    rounds = []
+    plan = pruner.prune(PruneOptions(target_latency=0.5, round_to=1, steps=steps), graph_latency=fake,
+                        after_step=lambda p, step: rounds.append((step, fake.ratio(p.graph))))
+    assert [s for s, _ in rounds] == list(range(1, steps + 1))
+    assert len(pruner.searches) == steps and all(s.depth_width is not None for s in pruner.searches)
+    for i, (search, (_, reached)) in enumerate(zip(pruner.searches, rounds), 1):
+        share = 1 - 0.5 * i / steps
+        assert search.target == pytest.approx(share)
+        assert search.depth_width.chosen.meets(share)
+        assert reached <= share + TOLERANCE  # the model after round i, as the fake provider times it
+        assert reached == pytest.approx(search.reached)
+    assert rounds[-2][1] > rounds[-1][1]  # each round went further
+    if steps == 2:  # depth is cheaper per MAC on this provider: the second round takes a block
+        assert [s.depth_width.chosen.depth for s in pruner.searches] == [0, 1]
+    deep = [s for s in pruner.searches if s.depth_width.chosen.depth]
+    assert len(pruner.removed_blocks) == sum(s.depth_width.chosen.depth for s in deep)
+    assert [s.kind for s in pruner.recipe.steps].count(BLOCKS) == len(deep)
+    # blocks went between rounds: no one plan on the original graph, the recipe holds each round's steps
+    assert (plan is None) == bool(deep)
+    assert _replayed(model, pruner) == pruner.to_model().SerializeToString()
+
+
+def test_with_steps_rounds_that_take_width_only_compose_into_one_plan():
+    model = ARCHITECTURES["resnet_basic"]()
+    pruner = Pruner.from_model(model)
+    plan = pruner.prune(PruneOptions(target_latency=0.5, round_to=1, steps=2), graph_latency=LatencyModel(model, 0.3))
+    assert [s.depth_width.chosen.depth for s in pruner.searches] == [0, 0] and not pruner.removed_blocks
+    assert [s.kind for s in pruner.recipe.steps] == [CHANNELS]  # the two rounds as one step on the original
+    again = Pruner.from_model(model)
+    again.apply(plan)
+    assert again.to_model().SerializeToString() == pruner.to_model().SerializeToString()
+    assert _replayed(model, pruner) == pruner.to_model().SerializeToString()
+
+
 # ----------------------------------------------------------------------------- choosing
 def _candidate(depth, latency, macs, cosine=None):
     search = SearchResult(Plan(()), "latency", 0.6, latency, 0.0, 1, 0.0)
