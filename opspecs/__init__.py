@@ -8,10 +8,11 @@ from onnxprune.registry import Registry
 
 from . import (activation, concat_split, contrib, control, conv, einsum, elementwise, expand, heads_in_batch,
                indexing, layer_bench, linear, nbits, norm, pooling, qlinear, quantize, reduce, resize, rnn, shape,
-               source)
+               source, static_targets)
 
 FAMILIES = (conv, linear, norm, activation, elementwise, pooling, concat_split, shape, resize, reduce, source, rnn,
-            indexing, expand, contrib, quantize, qlinear, nbits, einsum, layer_bench, heads_in_batch, control)
+            indexing, expand, contrib, quantize, qlinear, nbits, einsum, layer_bench, heads_in_batch, static_targets,
+            control)
 
 
 def register_all(registry: Registry) -> Registry:

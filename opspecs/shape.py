@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.mapping import IDENTITY, Overlap
+from onnxprune.mapping import IDENTITY, Inverse, Marginal, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
 from ._common import entry_value, reshape_links, rewrite_entries, runtime_sources, shape_entries, unknown_shape
@@ -32,6 +32,8 @@ def _reshape(view: NodeView, port, axes):
     answer = head_dim_answer(view, port, axes) if view.analysis.head_dim else None
     if answer is None:
         answer = _reshape_like(view, port, axes)
+        if isinstance(answer, Barrier) and len(axes) == 1:
+            answer = _from_middle_block(view, port, axes[0]) or answer
         if isinstance(answer, Barrier) or not answer:
             return answer
         link = answer[0]
@@ -50,6 +52,8 @@ def _reshape(view: NodeView, port, axes):
             if entry_value(view, entries[axis]) == 0 and not _copies_axis(port, axes, link, axis):
                 return Barrier(f"Reshape target copies (0) a pruned dim from another axis")
             others = runtime_sources(view, 1, axis) if entries[axis] is None else None
+            if others is not None and not others:
+                return Barrier(f"Reshape target computes axis {axis} at run time from constants alone")
             behind = _behind_a_layer(view.graph, view.node.inputs[0], others) if others else None
             if behind:
                 return Barrier(f"Reshape target takes axis {axis} from the shape of {behind} (before a layer) "
@@ -140,11 +144,38 @@ def _split_blocks(view: NodeView, link: Couple) -> Couple | None:
     split_port = link.port
     shape = view.shape(split_port)
     sizes = [shape[a] for a in link.axes]
-    lead = next((k for k, s in enumerate(sizes) if s > 1), None)
-    if lead is None or lead == len(sizes) - 1 or not _blocks_stay_whole(view, split_port, link.axes, lead):
+    real = [k for k, s in enumerate(sizes) if s > 1]
+    if len(real) < 2:
         return None
+    lead = real[0]
+    if not _blocks_stay_whole(view, split_port, link.axes, lead):
+        # q, k and v split at once ((3, heads, head_dim), then picked apart): the heads are the blocks
+        if len(real) < 3 or split_port.side != Side.OUT or \
+                not _picked_downstream(view.graph, view.tensor(split_port), link.axes[lead], depth=0):
+            return None
+        lead = real[1]
+        if not _blocks_stay_whole(view, split_port, link.axes, lead):
+            return None
+        return Couple(split_port, (link.axes[lead],), Marginal(tuple(int(s) for s in sizes), (lead,)))
     inner = int(np.prod(sizes[lead + 1:]))
     return Couple(split_port, (link.axes[lead],), Overlap(1, inner))
+
+
+def _from_middle_block(view: NodeView, port, axis: int) -> list | None:
+    """From the heads axis of a (3, heads, head_dim) split back to the merged axis: the inverse of the
+    coupling :func:`_split_blocks` gives from the merged side, where it gives one."""
+    other = OUT(0) if port == IN(0) else IN(0)
+    a, b = view.shape(port), view.shape(other)
+    if a is None or b is None or len(a) <= len(b):
+        return None
+    for m_axis in range(len(b)):
+        forward = reshape_links(b, a, (m_axis,), port)
+        if isinstance(forward, Barrier) or len(forward[0].axes) < 2 or axis not in forward[0].axes:
+            continue
+        block = _split_blocks(view, forward[0])
+        if block is not None and block.axes == (axis,) and isinstance(block.mapping, Marginal):
+            return [Couple(other, (m_axis,), Inverse(block.mapping))]
+    return None
 
 
 _PICKERS = {"Gather": "axis", "Slice": None, "Split": "axis"}
@@ -185,6 +216,27 @@ def _whole_downstream(graph, tensor, axes, depth) -> bool:
         if moved is not None and depth < 4 and not _whole_downstream(graph, node.outputs[0], moved, depth + 1):
             return False
     return True
+
+
+def _picked_downstream(graph, tensor, axis, depth) -> bool:
+    """Whether a Gather/Slice/Split picks ``axis`` of ``tensor`` apart (past Transposes and unit axes)."""
+    for node, slot in graph.consumers.get(tensor, []):
+        if slot != 0:
+            continue
+        if node.op_type in _PICKERS and _picks_axis(graph, node, axis):
+            return True
+        moved = None
+        if node.op_type == "Transpose":
+            rank = len(graph.shape(tensor) or ())
+            moved = [int(p) for p in node.attrs.get("perm", list(reversed(range(rank))))].index(axis)
+        elif node.op_type in ("Unsqueeze", "Squeeze"):
+            shape = graph.shape(tensor)
+            if shape is not None and shape[axis] != 1:
+                found = _unit_axes_moved(shape, graph.shape(node.outputs[0]), [axis])
+                moved = found[0] if found else None
+        if moved is not None and depth < 4 and _picked_downstream(graph, node.outputs[0], moved, depth + 1):
+            return True
+    return False
 
 
 def _unit_axes_moved(before, after, axes):
