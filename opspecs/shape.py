@@ -110,7 +110,8 @@ def _listed_axes(view: NodeView, rank: int) -> list[int] | None:
 def _behind_a_layer(graph, tensor: str, sources) -> str | None:
     """A source the reshaped ``tensor`` comes from only through a layer (a node with a constant weight
     of rank >= 2: torch's unflatten of in_proj's output reads the width of in_proj's *input*). Sources
-    reached without one (the same values broadcast or transposed, as in GQA's repeat) are fine."""
+    reached without one (the same values broadcast or transposed, as in GQA's repeat) are fine; reaching
+    a tensor's Shape (an earlier view's target) is not reaching its values."""
     direct, through, frontier = {tensor}, set(), [(tensor, False)]
     for _ in range(16):
         step = []
@@ -119,6 +120,8 @@ def _behind_a_layer(graph, tensor: str, sources) -> str | None:
             if produced is None:
                 continue
             node = produced[0]
+            if node.op_type == "Shape":  # a size read, not the values: the tensor is not reached through it
+                continue
             layer = crossed or any(i in graph.constant_derived and graph.shape(i) is not None
                                    and len(graph.shape(i)) >= 2 for i in node.inputs[1:] if i)
             for i in node.inputs:
