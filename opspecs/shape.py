@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.mapping import IDENTITY, Inverse, Marginal, Overlap
+from onnxprune.mapping import IDENTITY, Inverse, Marginal, Modulo, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
 from ._common import entry_value, reshape_links, rewrite_entries, runtime_sources, shape_entries, unknown_shape
@@ -33,12 +33,12 @@ def _reshape(view: NodeView, port, axes):
     if answer is None:
         answer = _reshape_like(view, port, axes)
         if isinstance(answer, Barrier) and len(axes) == 1:
-            answer = _from_middle_block(view, port, axes[0]) or answer
+            answer = _from_middle_block(view, port, axes[0]) or _from_group_channel(view, port, axes[0]) or answer
         if isinstance(answer, Barrier) or not answer:
             return answer
         link = answer[0]
         if len(axes) == 1 and len(link.axes) > 1 and link.mapping == IDENTITY:
-            link = _split_blocks(view, link) or link
+            link = _group_channels(view, link) or _split_blocks(view, link) or link
         answer = [link]
     elif isinstance(answer, Barrier):
         return answer
@@ -179,6 +179,74 @@ def _from_middle_block(view: NodeView, port, axis: int) -> list | None:
         if block is not None and block.axes == (axis,) and isinstance(block.mapping, Marginal):
             return [Couple(other, (m_axis,), Inverse(block.mapping))]
     return None
+
+
+def _group_channels(view: NodeView, link: Couple) -> Couple | None:
+    """C -> (groups, C / groups) for a grouped linear layer (an Einsum ``btgc,gcd->btgd`` whose weight carries
+    both the group and the channel letter): channel c of every group goes together (``Modulo``), so each
+    group's weight slice stays dense; merging (groups, D) back, the same. Elsewhere None: whole blocks."""
+    split_port = link.port
+    shape = view.shape(split_port)
+    sizes = [shape[a] for a in link.axes]
+    real = [k for k, size in enumerate(sizes) if size > 1]
+    if len(real) != 2 or any(sizes[k] != 1 for k in range(real[1] + 1, len(sizes))):
+        return None
+    group, inner = link.axes[real[0]], link.axes[real[1]]
+    if not _grouped_layer(view.graph, view.tensor(split_port), group, inner, split_port.side == Side.OUT):
+        return None
+    return Couple(split_port, (inner,), Modulo(int(sizes[real[1]])))
+
+
+def _from_group_channel(view: NodeView, port, axis: int) -> list | None:
+    """From a group's channel axis back to the merged axis: the inverse of :func:`_group_channels`."""
+    other = OUT(0) if port == IN(0) else IN(0)
+    a, b = view.shape(port), view.shape(other)
+    if a is None or b is None or len(a) <= len(b):
+        return None
+    for m_axis in range(len(b)):
+        forward = reshape_links(b, a, (m_axis,), port)
+        if isinstance(forward, Barrier) or len(forward[0].axes) < 2 or axis not in forward[0].axes:
+            continue
+        link = _group_channels(view, forward[0])
+        if link is not None and link.axes == (axis,):
+            return [Couple(other, (m_axis,), Inverse(link.mapping))]
+    return None
+
+
+def _grouped_layer(graph, tensor: str, group: int, inner: int, downstream: bool) -> bool:
+    """Whether ``tensor`` is read (downstream) or made (upstream) by an Einsum with a constant operand that
+    carries the letters of both its ``group`` and ``inner`` axes: a grouped linear layer."""
+    if downstream:
+        readers = [(node, slot) for node, slot in graph.consumers.get(tensor, [])]
+    else:
+        produced = graph.producers.get(tensor)
+        readers = [(produced[0], None)] if produced else []
+    for node, slot in readers:
+        if node.op_type != "Einsum" or node.domain or len(node.inputs) != 2:
+            continue
+        terms = _einsum_terms(node)
+        constant = [node.inputs[k] in graph.constant_derived for k in range(2)]
+        if terms is None or constant.count(True) != 1:
+            continue
+        weight = constant.index(True)
+        data = 1 - weight
+        if downstream and slot != data:
+            continue
+        mine = terms[data] if downstream else terms[2]
+        if len(mine) > max(group, inner) and mine[group] in terms[weight] and mine[inner] in terms[weight]:
+            return True
+    return False
+
+
+def _einsum_terms(node) -> list[str] | None:
+    """(first input, second input, output) letters of a two-operand Einsum without an ellipsis, or None."""
+    equation = node.attrs.get("equation", b"")
+    equation = (equation.decode() if isinstance(equation, bytes) else str(equation)).replace(" ", "")
+    if "->" not in equation or "..." in equation:
+        return None
+    lhs, rhs = equation.split("->")
+    terms = lhs.split(",")
+    return terms + [rhs] if len(terms) == 2 else None
 
 
 _PICKERS = {"Gather": "axis", "Slice": None, "Split": "axis"}

@@ -17,7 +17,9 @@ the shapes real pipelines produce and that the pruner once failed on:
 * quantized graphs (QDQ, ConvInteger + DynamicQuantizeLinear, QLinearConv, int4 MatMulNBits,
   DynamicQuantizeLSTM): see ``scripts/realworld_quantized.py``;
 * ``swin_windows`` / ``swin_windows_affine``: torchvision Swin's shifted-window block as its TorchScript
-  export lays it out: see ``scripts/realworld_windows.py``.
+  export lays it out: see ``scripts/realworld_windows.py``;
+* ``grouped_einsum``: grouped linear layers as Einsum behind channel-splitting views: see
+  ``scripts/realworld_grouped.py``.
 
     python scripts/build_realworld_models.py [--out-dir tests/models/realworld]
 
@@ -35,6 +37,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from realworld_quantized import QUANTIZED  # this script's folder is on sys.path when it runs
+from realworld_grouped import GROUPED
 from realworld_windows import WINDOWS
 
 SEED = 17
@@ -371,6 +374,7 @@ MODELS = {
                                                "point, Mul a per-channel scale before use"),
     **QUANTIZED,
     **WINDOWS,
+    **GROUPED,
 }
 
 
