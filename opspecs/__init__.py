@@ -7,11 +7,12 @@ from functools import lru_cache
 from onnxprune.registry import Registry
 
 from . import (activation, concat_split, contrib, control, conv, einsum, elementwise, expand, heads_in_batch,
-               indexing, layer_bench, linear, nbits, norm, pooling, qlinear, qlinear_contrib, quantize, reduce, resize, rnn, shape,
-               source)
+               indexing, layer_bench, linear, nbits, norm, pooling, qlinear, qlinear_contrib, quantize, reduce, resize,
+               rnn, shape, source, static_targets)
 
 FAMILIES = (conv, linear, norm, activation, elementwise, pooling, concat_split, shape, resize, reduce, source, rnn,
-            indexing, expand, contrib, quantize, qlinear, qlinear_contrib, nbits, einsum, layer_bench, heads_in_batch, control)
+            indexing, expand, contrib, quantize, qlinear, qlinear_contrib, nbits, einsum, layer_bench, heads_in_batch,
+            static_targets, control)
 
 
 def register_all(registry: Registry) -> Registry:

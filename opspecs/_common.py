@@ -269,7 +269,20 @@ def element_values(view: NodeView, slot: int) -> np.ndarray | None:
     return _elements(view.graph, name, depth=12) if name else None
 
 
-def _elements(graph, name: str, depth: int) -> np.ndarray | None:
+def static_elements(graph, name: str, depth: int = 16) -> np.ndarray | None:
+    """As :func:`element_values`, also reading the static dims of a tensor's Shape and integer arithmetic on
+    known elements (``x.size(-1) // heads``): what a model's fixed sizes make constant while its symbolic
+    dims (batch, sequence) stay run-time elements."""
+    return _elements(graph, name, depth, dims=True)
+
+
+# integer arithmetic followed elementwise by static_elements (ONNX integer Div truncates toward zero; Mod
+# without fmod takes the divisor's sign, as Python's %)
+_ARITHMETIC = {"Mod": lambda a, b: None if b == 0 else a % b, "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b,
+               "Div": lambda a, b: None if b == 0 else (abs(a) // abs(b)) * (1 if (a >= 0) == (b >= 0) else -1)}
+
+
+def _elements(graph, name: str, depth: int, dims: bool = False) -> np.ndarray | None:
     from onnxprune.onnx_in import attribute_array
     from onnxprune.shapes import is_symbolic
 
@@ -279,25 +292,43 @@ def _elements(graph, name: str, depth: int) -> np.ndarray | None:
             return None
         return np.vectorize(int, otypes=[object])(value) if value.size else value.astype(object)
     shape = graph.shape(name)
-    if shape is None or any(d is None or is_symbolic(d) for d in shape) or int(np.prod(shape)) > _TRACED_MAX:
+    if shape is None and dims:  # a piece of shape arithmetic whose length inference lost: computed below
+        unknown = None
+    elif shape is None or any(d is None or is_symbolic(d) for d in shape) or int(np.prod(shape)) > _TRACED_MAX:
         return None
-    unknown = np.full(tuple(int(d) for d in shape), None, dtype=object)
+    else:
+        unknown = np.full(tuple(int(d) for d in shape), None, dtype=object)
     produced = graph.producers.get(name)
     if produced is None or depth == 0 or produced[0].domain not in ("", "ai.onnx"):
         return unknown
     node = produced[0]
 
     def operand(i):
-        return _elements(graph, node.inputs[i], depth - 1) if i < len(node.inputs) and node.inputs[i] else None
+        return _elements(graph, node.inputs[i], depth - 1, dims) if i < len(node.inputs) and node.inputs[i] else None
 
     def const(i):
-        return graph.params.get(node.inputs[i]) if i < len(node.inputs) and node.inputs[i] else None
+        if i >= len(node.inputs) or not node.inputs[i]:
+            return None
+        if not dims:
+            return graph.params.get(node.inputs[i])
+        known = operand(i)  # slice bounds computed from constants (torch's unflatten: dim % rank + 1)
+        return None if known is None or any(v is None for v in known.reshape(-1)) else known.astype(np.int64)
 
     result, op = None, node.op_type
     try:
-        if op in ("Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"):
+        if dims and op == "Shape":
+            result = _static_dims(graph, node)
+        elif dims and op in _ARITHMETIC and not node.attrs.get("fmod"):
+            a, b = operand(0), operand(1)
+            if a is not None and b is not None:
+                result = np.frompyfunc(lambda x, y: None if x is None or y is None else _ARITHMETIC[op](x, y),
+                                       2, 1)(a, b)
+                result = np.asarray(result, dtype=object).reshape(np.broadcast_shapes(a.shape, b.shape))
+        elif op == "Cast" and dims and int(node.attrs.get("to", 7)) not in _INT_TYPES:
+            result = None
+        elif op in ("Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"):
             x = operand(0)
-            result = None if x is None else x.reshape(unknown.shape)
+            result = None if x is None or unknown is None else x.reshape(unknown.shape)
         elif op == "Concat":
             parts = [operand(i) for i in range(len(node.inputs))]
             if all(p is not None for p in parts):
@@ -309,7 +340,9 @@ def _elements(graph, name: str, depth: int) -> np.ndarray | None:
         elif op == "Gather":
             x, indices = operand(0), const(1)
             if x is not None and indices is not None:
-                result = np.take(x, np.asarray(indices, dtype=np.int64), axis=int(node.attrs.get("axis", 0)))
+                picked = np.take(x, np.asarray(indices, dtype=np.int64), axis=int(node.attrs.get("axis", 0)))
+                result = np.empty(np.shape(picked), dtype=object)  # a scalar index picks one (maybe None) element
+                result[...] = picked
         elif op == "Slice":
             x = operand(0)
             if x is not None:
@@ -317,13 +350,35 @@ def _elements(graph, name: str, depth: int) -> np.ndarray | None:
         elif op == "ConstantOfShape":
             value = node.attrs.get("value")
             fill = attribute_array(value) if value is not None else np.zeros(1, np.float32)
-            if fill is not None and np.asarray(fill).dtype.kind in "iub":
+            if fill is not None and np.asarray(fill).dtype.kind in "iub" and unknown is not None:
                 result = np.full(unknown.shape, int(np.asarray(fill).reshape(-1)[0]), dtype=object)
     except (ValueError, IndexError, TypeError):
         result = None
+    if unknown is None:
+        return result if result is not None and result.ndim == 1 and result.size <= _TRACED_MAX else None
     if result is None or result.shape != unknown.shape:
         return unknown
     return result
+
+
+# ONNX integer element types (INT8..INT64, UINT8..UINT64)
+_INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)
+
+
+def _static_dims(graph, node) -> np.ndarray | None:
+    """Shape's output: the input's static dims as ints, symbolic (or unknown) ones as None."""
+    from onnxprune.shapes import is_symbolic
+
+    dims = graph.shape(node.inputs[0])
+    if dims is None:
+        return None
+    rank = len(dims)
+    start, end = int(node.attrs.get("start", 0)), int(node.attrs.get("end", rank))
+    start, end = (max(0, min(rank, v + rank if v < 0 else v)) for v in (start, end))
+    picked = [d if isinstance(d, int) and not is_symbolic(d) and d >= 0 else None for d in dims[start:end]]
+    values = np.empty(len(picked), dtype=object)
+    values[:] = picked
+    return values
 
 
 def _slice(x: np.ndarray, node, const) -> np.ndarray | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.mapping import IDENTITY, Overlap
+from onnxprune.mapping import IDENTITY, Inverse, Marginal, Modulo, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side, Updates
 
 from ._common import entry_value, reshape_links, rewrite_entries, runtime_sources, shape_entries, unknown_shape
@@ -32,11 +32,13 @@ def _reshape(view: NodeView, port, axes):
     answer = head_dim_answer(view, port, axes) if view.analysis.head_dim else None
     if answer is None:
         answer = _reshape_like(view, port, axes)
+        if isinstance(answer, Barrier) and len(axes) == 1:
+            answer = _from_middle_block(view, port, axes[0]) or _from_group_channel(view, port, axes[0]) or answer
         if isinstance(answer, Barrier) or not answer:
             return answer
         link = answer[0]
         if len(axes) == 1 and len(link.axes) > 1 and link.mapping == IDENTITY:
-            link = _split_blocks(view, link) or link
+            link = _group_channels(view, link) or _split_blocks(view, link) or link
         answer = [link]
     elif isinstance(answer, Barrier):
         return answer
@@ -50,6 +52,8 @@ def _reshape(view: NodeView, port, axes):
             if entry_value(view, entries[axis]) == 0 and not _copies_axis(port, axes, link, axis):
                 return Barrier(f"Reshape target copies (0) a pruned dim from another axis")
             others = runtime_sources(view, 1, axis) if entries[axis] is None else None
+            if others is not None and not others:
+                return Barrier(f"Reshape target computes axis {axis} at run time from constants alone")
             behind = _behind_a_layer(view.graph, view.node.inputs[0], others) if others else None
             if behind:
                 return Barrier(f"Reshape target takes axis {axis} from the shape of {behind} (before a layer) "
@@ -106,7 +110,8 @@ def _listed_axes(view: NodeView, rank: int) -> list[int] | None:
 def _behind_a_layer(graph, tensor: str, sources) -> str | None:
     """A source the reshaped ``tensor`` comes from only through a layer (a node with a constant weight
     of rank >= 2: torch's unflatten of in_proj's output reads the width of in_proj's *input*). Sources
-    reached without one (the same values broadcast or transposed, as in GQA's repeat) are fine."""
+    reached without one (the same values broadcast or transposed, as in GQA's repeat) are fine; reaching
+    a tensor's Shape (an earlier view's target) is not reaching its values."""
     direct, through, frontier = {tensor}, set(), [(tensor, False)]
     for _ in range(16):
         step = []
@@ -115,6 +120,8 @@ def _behind_a_layer(graph, tensor: str, sources) -> str | None:
             if produced is None:
                 continue
             node = produced[0]
+            if node.op_type == "Shape":  # a size read, not the values: the tensor is not reached through it
+                continue
             layer = crossed or any(i in graph.constant_derived and graph.shape(i) is not None
                                    and len(graph.shape(i)) >= 2 for i in node.inputs[1:] if i)
             for i in node.inputs:
@@ -140,11 +147,106 @@ def _split_blocks(view: NodeView, link: Couple) -> Couple | None:
     split_port = link.port
     shape = view.shape(split_port)
     sizes = [shape[a] for a in link.axes]
-    lead = next((k for k, s in enumerate(sizes) if s > 1), None)
-    if lead is None or lead == len(sizes) - 1 or not _blocks_stay_whole(view, split_port, link.axes, lead):
+    real = [k for k, s in enumerate(sizes) if s > 1]
+    if len(real) < 2:
         return None
+    lead = real[0]
+    if not _blocks_stay_whole(view, split_port, link.axes, lead):
+        # q, k and v split at once ((3, heads, head_dim), then picked apart): the heads are the blocks
+        if len(real) < 3 or split_port.side != Side.OUT or \
+                not _picked_downstream(view.graph, view.tensor(split_port), link.axes[lead], depth=0):
+            return None
+        lead = real[1]
+        if not _blocks_stay_whole(view, split_port, link.axes, lead):
+            return None
+        return Couple(split_port, (link.axes[lead],), Marginal(tuple(int(s) for s in sizes), (lead,)))
     inner = int(np.prod(sizes[lead + 1:]))
     return Couple(split_port, (link.axes[lead],), Overlap(1, inner))
+
+
+def _from_middle_block(view: NodeView, port, axis: int) -> list | None:
+    """From the heads axis of a (3, heads, head_dim) split back to the merged axis: the inverse of the
+    coupling :func:`_split_blocks` gives from the merged side, where it gives one."""
+    other = OUT(0) if port == IN(0) else IN(0)
+    a, b = view.shape(port), view.shape(other)
+    if a is None or b is None or len(a) <= len(b):
+        return None
+    for m_axis in range(len(b)):
+        forward = reshape_links(b, a, (m_axis,), port)
+        if isinstance(forward, Barrier) or len(forward[0].axes) < 2 or axis not in forward[0].axes:
+            continue
+        block = _split_blocks(view, forward[0])
+        if block is not None and block.axes == (axis,) and isinstance(block.mapping, Marginal):
+            return [Couple(other, (m_axis,), Inverse(block.mapping))]
+    return None
+
+
+def _group_channels(view: NodeView, link: Couple) -> Couple | None:
+    """C -> (groups, C / groups) for a grouped linear layer (an Einsum ``btgc,gcd->btgd`` whose weight carries
+    both the group and the channel letter): channel c of every group goes together (``Modulo``), so each
+    group's weight slice stays dense; merging (groups, D) back, the same. Elsewhere None: whole blocks."""
+    split_port = link.port
+    shape = view.shape(split_port)
+    sizes = [shape[a] for a in link.axes]
+    real = [k for k, size in enumerate(sizes) if size > 1]
+    if len(real) != 2 or any(sizes[k] != 1 for k in range(real[1] + 1, len(sizes))):
+        return None
+    group, inner = link.axes[real[0]], link.axes[real[1]]
+    if not _grouped_layer(view.graph, view.tensor(split_port), group, inner, split_port.side == Side.OUT):
+        return None
+    return Couple(split_port, (inner,), Modulo(int(sizes[real[1]])))
+
+
+def _from_group_channel(view: NodeView, port, axis: int) -> list | None:
+    """From a group's channel axis back to the merged axis: the inverse of :func:`_group_channels`."""
+    other = OUT(0) if port == IN(0) else IN(0)
+    a, b = view.shape(port), view.shape(other)
+    if a is None or b is None or len(a) <= len(b):
+        return None
+    for m_axis in range(len(b)):
+        forward = reshape_links(b, a, (m_axis,), port)
+        if isinstance(forward, Barrier) or len(forward[0].axes) < 2 or axis not in forward[0].axes:
+            continue
+        link = _group_channels(view, forward[0])
+        if link is not None and link.axes == (axis,):
+            return [Couple(other, (m_axis,), Inverse(link.mapping))]
+    return None
+
+
+def _grouped_layer(graph, tensor: str, group: int, inner: int, downstream: bool) -> bool:
+    """Whether ``tensor`` is read (downstream) or made (upstream) by an Einsum with a constant operand that
+    carries the letters of both its ``group`` and ``inner`` axes: a grouped linear layer."""
+    if downstream:
+        readers = [(node, slot) for node, slot in graph.consumers.get(tensor, [])]
+    else:
+        produced = graph.producers.get(tensor)
+        readers = [(produced[0], None)] if produced else []
+    for node, slot in readers:
+        if node.op_type != "Einsum" or node.domain or len(node.inputs) != 2:
+            continue
+        terms = _einsum_terms(node)
+        constant = [node.inputs[k] in graph.constant_derived for k in range(2)]
+        if terms is None or constant.count(True) != 1:
+            continue
+        weight = constant.index(True)
+        data = 1 - weight
+        if downstream and slot != data:
+            continue
+        mine = terms[data] if downstream else terms[2]
+        if len(mine) > max(group, inner) and mine[group] in terms[weight] and mine[inner] in terms[weight]:
+            return True
+    return False
+
+
+def _einsum_terms(node) -> list[str] | None:
+    """(first input, second input, output) letters of a two-operand Einsum without an ellipsis, or None."""
+    equation = node.attrs.get("equation", b"")
+    equation = (equation.decode() if isinstance(equation, bytes) else str(equation)).replace(" ", "")
+    if "->" not in equation or "..." in equation:
+        return None
+    lhs, rhs = equation.split("->")
+    terms = lhs.split(",")
+    return terms + [rhs] if len(terms) == 2 else None
 
 
 _PICKERS = {"Gather": "axis", "Slice": None, "Split": "axis"}
@@ -185,6 +287,27 @@ def _whole_downstream(graph, tensor, axes, depth) -> bool:
         if moved is not None and depth < 4 and not _whole_downstream(graph, node.outputs[0], moved, depth + 1):
             return False
     return True
+
+
+def _picked_downstream(graph, tensor, axis, depth) -> bool:
+    """Whether a Gather/Slice/Split picks ``axis`` of ``tensor`` apart (past Transposes and unit axes)."""
+    for node, slot in graph.consumers.get(tensor, []):
+        if slot != 0:
+            continue
+        if node.op_type in _PICKERS and _picks_axis(graph, node, axis):
+            return True
+        moved = None
+        if node.op_type == "Transpose":
+            rank = len(graph.shape(tensor) or ())
+            moved = [int(p) for p in node.attrs.get("perm", list(reversed(range(rank))))].index(axis)
+        elif node.op_type in ("Unsqueeze", "Squeeze"):
+            shape = graph.shape(tensor)
+            if shape is not None and shape[axis] != 1:
+                found = _unit_axes_moved(shape, graph.shape(node.outputs[0]), [axis])
+                moved = found[0] if found else None
+        if moved is not None and depth < 4 and _picked_downstream(graph, node.outputs[0], moved, depth + 1):
+            return True
+    return False
 
 
 def _unit_axes_moved(before, after, axes):

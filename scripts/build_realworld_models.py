@@ -15,7 +15,11 @@ the shapes real pipelines produce and that the pruner once failed on:
 * ``scalar_gain``: a scalar (rank 0) input;
 * ``gcn_matmul``: a GCN written as MatMuls, adjacency x features x weight, over a dynamic node count;
 * quantized graphs (QDQ, ConvInteger + DynamicQuantizeLinear, QLinearConv, int4 MatMulNBits,
-  DynamicQuantizeLSTM): see ``scripts/realworld_quantized.py``.
+  DynamicQuantizeLSTM): see ``scripts/realworld_quantized.py``;
+* ``swin_windows`` / ``swin_windows_affine``: torchvision Swin's shifted-window block as its TorchScript
+  export lays it out: see ``scripts/realworld_windows.py``;
+* ``grouped_einsum``: grouped linear layers as Einsum behind channel-splitting views: see
+  ``scripts/realworld_grouped.py``.
 
     python scripts/build_realworld_models.py [--out-dir tests/models/realworld]
 
@@ -33,6 +37,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from realworld_quantized import QUANTIZED  # this script's folder is on sys.path when it runs
+from realworld_grouped import GROUPED
+from realworld_windows import WINDOWS
 
 SEED = 17
 OUT_DIR = os.path.join(os.path.dirname(__file__), "..", "tests", "models", "realworld")
@@ -401,6 +407,8 @@ MODELS = {
     "int8_weight_only": (int8_weight_only_cnn, "the small CNN, conv/fc weights int8: Cast, Sub a per-channel zero "
                                                "point, Mul a per-channel scale before use"),
     **QUANTIZED,
+    **WINDOWS,
+    **GROUPED,
 }
 
 

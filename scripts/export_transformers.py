@@ -16,7 +16,7 @@ a rerun writes the same models.
 
     python -m venv .venv-export && . .venv-export/bin/activate
     pip install torch==2.13.0 transformers onnxscript onnx onnxruntime
-    pip install --no-deps torchvision==0.28.0   # tv_vit only
+    pip install --no-deps torchvision==0.28.0   # tv_vit, tv_swin only
     python scripts/export_transformers.py [--only NAME ...] [--out-dir tests/models]
     python scripts/export_transformers.py --bench --exporters ts   # larger configs into models/extra/architectures
 
@@ -296,6 +296,24 @@ def _torchvision_vit():
     return model
 
 
+def _torchvision_swin():
+    """torchvision.models.SwinTransformer (swin_t's code) at a tiny size: window partition/reverse, the shifted
+    window's roll and mask, q/k/v from one linear split to (3, heads, head_dim), patch merging; the TorchScript
+    export reads every view's sizes from Shape at run time."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from export_models import import_torchvision_models
+    if import_torchvision_models() is None:
+        raise RuntimeError("torchvision is not usable (pip install --no-deps torchvision==0.28.0)")
+    from torchvision.models.swin_transformer import SwinTransformer
+    model = SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[2, 1], num_heads=[2, 4], window_size=[4, 4],
+                            mlp_ratio=2.0, stochastic_depth_prob=0.0, num_classes=CLASSES)
+    with torch.no_grad():  # torchvision zero-inits the biases: make channels distinguishable
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and p.abs().max() < 1e-3:
+                p.normal_(0, 0.05)
+    return model
+
+
 class CharTransformer(nn.Module):
     """A character-level language model as tutorials write it: token + learned position embeddings,
     nn.TransformerEncoder (pre-norm, causal mask, GELU), a LayerNorm and a linear head."""
@@ -323,6 +341,11 @@ TV_VIT = Spec("tv_vit", _seeded(_torchvision_vit), lambda b, n: (torch.randn(b, 
               description="ViT classifier (torchvision.models.VisionTransformer, vit_b_16's code): 16x16 image, "
                           "patch 4, hidden 32, 4 heads (nn.MultiheadAttention: heads folded into the batch axis), "
                           "MLP 128, 3 classes")
+TV_SWIN = Spec("tv_swin", _seeded(_torchvision_swin), lambda b, n: (torch.randn(b, 3, 16, 16),), ("x",), ("logits",),
+               {"x": {0: "batch"}, "logits": {0: "batch"}},
+               description="Swin classifier (torchvision.models.SwinTransformer, swin_t's code): 16x16 image, patch 2, "
+                           "embed 8, stages of 2 and 1 blocks (2 and 4 heads), window 4 (shifted in stage 1), patch "
+                           "merging, MLP ratio 2, 3 classes")
 # a fixed context (block size 16), as character models are exported: the TorchScript exporter records
 # nn.MultiheadAttention's sequence length as a constant when a mask is given
 CHAR = Spec("char_transformer", _seeded(CharTransformer), lambda b, n: (torch.randint(0, VOCAB, (b, 16)),), ("ids",),
@@ -330,7 +353,7 @@ CHAR = Spec("char_transformer", _seeded(CharTransformer), lambda b, n: (torch.ra
             description=f"character-level LM: vocabulary {VOCAB}, context 16, nn.TransformerEncoder (2 pre-norm "
                         "layers, width 32, 4 heads, MLP 128, causal mask), LayerNorm, linear head")
 
-SPECS = (BERT, VIT, GPT2, LLAMA, SWIN, LSTM, GRU, GCN_SPEC, DECOMPOSED_LN, TV_VIT, CHAR)
+SPECS = (BERT, VIT, GPT2, LLAMA, SWIN, LSTM, GRU, GCN_SPEC, DECOMPOSED_LN, TV_VIT, CHAR, TV_SWIN)
 
 
 # ------------------------------------------------------- bench-size models
@@ -521,7 +544,7 @@ def render_readme(results: list[dict]) -> str:
         "",
         "    python -m venv .venv-export && . .venv-export/bin/activate",
         "    pip install torch==2.13.0 transformers onnxscript onnx onnxruntime",
-        "    pip install --no-deps torchvision==0.28.0   # tv_vit (its C++ ops need not load)",
+        "    pip install --no-deps torchvision==0.28.0   # tv_vit, tv_swin (its C++ ops need not load)",
         "    python scripts/export_transformers.py",
         "",
         f"`_ts`: TorchScript exporter (`dynamo=False`, opset {TS_OPSET}, `dynamic_axes`); `_dynamo`:",

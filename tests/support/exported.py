@@ -35,7 +35,7 @@ class Exported:
 
 # (batch, length) pairs per architecture; images have a fixed size, so their batch varies
 SIZES = {
-    "vit": ((1, 0), (3, 0)), "swin": ((1, 0), (3, 0)), "tv_vit": ((1, 0), (3, 0)),
+    "vit": ((1, 0), (3, 0)), "swin": ((1, 0), (3, 0)), "tv_vit": ((1, 0), (3, 0)), "tv_swin": ((1, 0), (3, 0)),
     "char_transformer": ((1, 16), (3, 16)),  # a fixed context of 16 characters
     "gcn": ((1, 9), (1, 14)),
 }
