@@ -316,8 +316,10 @@ class RecoveryOptions:
             raise OptionError("recovery max_rows and batch_size must be >= 1")
         if not 0.0 <= self.holdout < 1.0:
             raise OptionError(f"recovery holdout must be in [0, 1), got {self.holdout}")
-        if self.passes < 0 or self.statistics_mib < 1:
-            raise OptionError("recovery passes must be >= 0 and statistics_mib >= 1")
+        if self.passes < 0:
+            raise OptionError(f"--recover-passes must be >= 0, got {self.passes}")
+        if self.statistics_mib < 1:
+            raise OptionError(f"recovery statistics_mib must be >= 1, got {self.statistics_mib}")
         if not 0.0 <= self.background_weight <= 1.0:
             raise OptionError(f"recovery background_weight must be in [0, 1], got {self.background_weight}")
         return self
