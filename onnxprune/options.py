@@ -291,6 +291,9 @@ class RecoveryOptions:
     # statistics held at once (X^T X, X^T Y per layer), MiB: a pass is cut where they would exceed it
     statistics_mib: int = 1024
     refit_shifted: bool = True  # least squares also on layers whose inputs changed though they kept every channel
+    # least squares also re-fits the scale and shift of normalizations whose statistics pruning changed
+    # (LayerNorm over a pruned hidden size: passes/norms.py)
+    refit_norms: bool = True
     weighting: RowWeighting = RowWeighting.AUTO
     background_weight: float = 0.1  # a row's weight at a position that does not matter (see RowWeighting)
 
