@@ -292,8 +292,10 @@ class RecoveryOptions:
     statistics_mib: int = 1024
     refit_shifted: bool = True  # least squares also on layers whose inputs changed though they kept every channel
     # least squares also re-fits the scale and shift of normalizations whose statistics pruning changed
-    # (LayerNorm over a pruned hidden size: passes/norms.py)
-    refit_norms: bool = True
+    # (LayerNorm over a pruned hidden size: passes/norms.py). Off: exact where the statistics change by a
+    # constant factor, but on the random-weight test Transformers held-out error moved by 1-2% either
+    # way (post-norm BERT: slightly worse on every seed tried)
+    refit_norms: bool = False
     weighting: RowWeighting = RowWeighting.AUTO
     background_weight: float = 0.1  # a row's weight at a position that does not matter (see RowWeighting)
 

@@ -9,8 +9,9 @@ normalization was folded into the layer, that is the normalization's output), re
 the output channels that are still there. Layers re-fitted: those that lost input channels, the
 first layers after a node an edit rewired (after a removed block: its readers read the skip
 input now), layers an edit changed themselves (their input as in the original, their output not:
-a merge across a removed activation) and, with ``refit_shifted``, every layer whose input values
-changed.
+a merge across a removed activation), with ``refit_shifted``, every layer whose input values
+changed, and with ``refit_norms``, the per-channel scale and shift of normalizations whose
+statistics a pruned hidden size changed (passes/norms.py: one more "layer" of the same statistics).
 
 Statistics are accumulators (:class:`Normal`: X^T W X, X^T W Y, the row count) that merge by
 summation, so shards of the data can be measured apart and summed. Memory: K^2 per group,

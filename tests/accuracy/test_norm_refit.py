@@ -16,8 +16,9 @@ from support.oracle import run
 HIDDEN, KEPT = 16, 12
 
 
-def _model(norm: str, opset: int, weights: dict) -> onnx.ModelProto:
-    """x [N, 5, 8] -> MatMul (HIDDEN) -> ``norm`` -> n; n + MLP(n) (a residual join) -> MatMul+Add -> output."""
+def _model(norm: str, opset: int, weights: dict, skip: str = "n") -> onnx.ModelProto:
+    """x [N, 5, 8] -> MatMul (HIDDEN) -> h -> ``norm`` -> n; ``skip`` + MLP(n) (a residual join: post-norm
+    from n, pre-norm from h) -> MatMul+Add -> output."""
     nodes = [helper.make_node("MatMul", ["x", "W0"], ["h"], name="proj"),
              helper.make_node(norm, ["h", "scale"] + (["shift"] if "shift" in weights else []), ["n"], name="norm",
                               axis=-1, epsilon=1e-12),
@@ -26,7 +27,7 @@ def _model(norm: str, opset: int, weights: dict) -> onnx.ModelProto:
              helper.make_node("Relu", ["a1"], ["u"], name="act"),
              helper.make_node("MatMul", ["u", "W2"], ["m2"], name="fc2"),
              helper.make_node("Add", ["m2", "b2"], ["v"], name="fc2_bias"),
-             helper.make_node("Add", ["n", "v"], ["r"], name="residual"),
+             helper.make_node("Add", [skip, "v"], ["r"], name="residual"),
              helper.make_node("MatMul", ["r", "W3"], ["m3"], name="head"),
              helper.make_node("Add", ["m3", "b3"], ["output"], name="head_bias")]
     value = lambda name, shape: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)  # noqa: E731
@@ -101,3 +102,15 @@ def test_layer_norm_whose_removed_channels_copy_kept_ones_stays_exact():
         assert error < 1e-4, (refit_norms, error)
     assert [n.node.name for n in changed_norms(pruner.graph, pruner.registry, pruner.edits,
                                                pruner.original_graph)] == ["norm"]
+
+
+def test_a_norm_only_re_fitted_layers_read_is_left_to_their_fit():
+    """Pre-norm: only the MLP's first layer reads the norm, and its re-fit absorbs any per-channel
+    map of its input; the norm is not re-fitted, and the result is the one without the option."""
+    weights = _weights(5, shift=True)
+    model = _model("LayerNormalization", 17, weights, skip="h")
+    errors = {}
+    for refit_norms in (False, True):
+        errors[refit_norms], pruner = _recovered_error(model, refit_norms=refit_norms)
+    assert changed_norms(pruner.graph, pruner.registry, pruner.edits, pruner.original_graph) == []
+    assert errors[True] == errors[False] and errors[False] > 0
