@@ -31,7 +31,7 @@ from .files import PathPlan, atomic_outputs
 from .plan import Plan
 from .importance import CRITERIA
 from .options import (FUSIONS, MIN_COSINE, RECOVERY_METHODS, TARGET_METRICS, BudgetMode, FuseOptions,
-                      LatencyOptions, SaveOptions, default_budget, default_criterion, parse_shapes)
+                      LatencyOptions, RowWeighting, SaveOptions, default_budget, default_criterion, parse_shapes)
 from .progress import Progress
 from .recovery import recovery_report
 from .depth import DEPTH_SCORES, DepthScore
@@ -130,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after pruning, re-fit the model to the original on --calib data (no training)")
     prune.add_argument("--recover-methods", default=",".join(RECOVERY_METHODS), metavar="M[,M]",
                        help=f"recovery methods ({', '.join(RECOVERY_METHODS)}; default: all)")
+    prune.add_argument("--recover-weighting", choices=[w.value for w in RowWeighting], default=RowWeighting.AUTO.value,
+                       help="least squares' row weights: auto (default) weighs padding (an attention-mask input) and "
+                            "the class most positions of a sequence output pick (CTC's blank) at "
+                            f"{RecoveryOptions.background_weight:g}, so the fit spends itself on the positions the "
+                            "answer is read from; none: every output position counts the same (models whose every "
+                            "position matters, or to compare)")
+    prune.add_argument("--recover-passes", type=int, default=RecoveryOptions.passes, metavar="P",
+                       help="passes over --calib for the front-to-back fits: 0 (default) one per level of layers, "
+                            "each fitted on the pruned model's own inputs (most faithful); P > 0: every layer at once "
+                            "from the original's inputs, then the last P-1 levels one by one (faster on deep models, "
+                            "less faithful where fits compound)")
     prune.add_argument("--round-to", type=int, default=None, metavar="N",
                        help="keep channel counts multiples of N (default: the provider's width grid; 1: exact)")
     prune.add_argument("--width-grid", choices=[m.value for m in GridMode], default=None,
@@ -476,7 +487,8 @@ def _recovery_options(args) -> RecoveryOptions | None:
         return None
     if not args.calib:
         raise OptionError("--recover re-fits the pruned model on calibration data: give --calib FILE.npz")
-    return RecoveryOptions(methods=args.recover_methods, seed=args.seed, provider=args.provider).check()
+    return RecoveryOptions(methods=args.recover_methods, seed=args.seed, provider=args.provider,
+                           weighting=args.recover_weighting, passes=args.recover_passes).check()
 
 
 def _latency_options(args) -> LatencyOptions:
@@ -540,6 +552,8 @@ def run_prune(args, progress: Progress) -> Report:
     recovery = _recovery_options(args)
     paths_plan = paths(args).check()
     report = Report(input=args.input, output=None, options=options.to_dict())
+    if recovery is not None:
+        report.options["recovery"] = recovery.to_dict()
     model_file, shapes = _read(args, paths_plan, report, progress)
     inputs = onnx_in.model_inputs(model_file.proto)
     feeds = read_inputs_file(args.inputs, inputs) if args.inputs else None

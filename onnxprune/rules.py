@@ -252,6 +252,20 @@ class RunningStats:
 
 
 @dataclass(frozen=True)
+class NormAffine:
+    """The node normalizes its input ``input_slot`` with statistics over the channel axis ``axis``
+    alone (LayerNorm, RMSNorm over the hidden size), then scales and shifts each channel by the
+    constants at ``scale_slot`` and ``shift_slot`` (vectors along that axis; ``shift_slot`` None:
+    the operator has no shift). Pruning channels changes the statistics of the others; recovery
+    re-fits the scale and shift to the original's outputs (passes/norms.py)."""
+
+    input_slot: int
+    axis: int  # non-negative, of the input and the output
+    scale_slot: int
+    shift_slot: int | None
+
+
+@dataclass(frozen=True)
 class Affine:
     """The node computes ``x * scale + shift`` elementwise on its input ``input_slot``, with
     constant ``scale`` and ``shift`` that broadcast against ``x`` (numpy rules, right-aligned)
@@ -350,6 +364,8 @@ class OpSpec:
     linear: Callable[[NodeView], LinearForm | None] | None = None
     # for normalizations with running statistics recovery can re-estimate
     running_stats: RunningStats | None = None
+    # for normalizations over the channel axis followed by a per-channel scale and shift (see NormAffine)
+    norm_affine: Callable[[NodeView], NormAffine | None] | None = None
     # for ops that are an elementwise affine map of one input by constants (see Affine):
     # their constants, or None where this node is not one (two activations, integer data)
     affine: Callable[[NodeView], Affine | None] | None = None

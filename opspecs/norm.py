@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from onnxprune.mapping import Overlap, compose
-from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, OpSpec, RunningStats, Trait, Updates
+from onnxprune.rules import IN, OUT, Barrier, Couple, Mark, NodeView, NormAffine, OpSpec, RunningStats, Trait, Updates
 
 from . import affine
 
@@ -58,6 +58,27 @@ def _layer_norm(view: NodeView, port, axes):
     return [Couple(other, axes)] + params + [Mark(Trait.STATISTICS, f"{view.node.op_type} statistics")]
 
 
+def _norm_affine(shift_slot: int | None):
+    """LayerNormalization's signature (X, scale, bias): statistics over [axis, rank), a scale and
+    shift per channel of the last axis; recovery re-fits them where that is one axis (the hidden
+    size) and they are constant vectors (a missing bias can be added at ``shift_slot``)."""
+
+    def norm_affine(view: NodeView) -> NormAffine | None:
+        rank = view.rank(IN(0))
+        if rank is None or int(view.attr("axis", -1)) % rank != rank - 1:
+            return None
+        scale = view.const(1)
+        if scale is None or scale.ndim != 1 or scale.dtype.kind != "f":
+            return None
+        if shift_slot is not None and view.has_input(shift_slot):
+            shift = view.const(shift_slot)
+            if shift is None or shift.shape != scale.shape:
+                return None
+        return NormAffine(input_slot=0, axis=rank - 1, scale_slot=1, shift_slot=shift_slot)
+
+    return norm_affine
+
+
 def _group_norm(view: NodeView, port, axes):
     """GroupNormalization: statistics per group of C/G channels, so removing whole groups leaves
     the others' statistics alone (exact). Channels of a group are tied together; the scale and
@@ -93,14 +114,14 @@ def register(registry) -> None:
     registry.register(OpSpec(("GroupNormalization",), _group_norm, since=21, rewrite=_rewrite_group_norm,
                              param_roles={1: "norm_scale"}, family="norm"))
     registry.register(OpSpec(("LayerNormalization",), _layer_norm, since=17, param_roles={1: "norm_scale"},
-                             exact=False, family="norm"))
+                             exact=False, norm_affine=_norm_affine(2), family="norm"))
     # RMSNorm: LayerNormalization's signature without the mean (scale only). onnxruntime's fused
     # SimplifiedLayerNormalization lives in the default domain (optimum exports write it there;
     # onnxruntime has none in com.microsoft), ONNX's own RMSNormalization came with opset 23
     registry.register(OpSpec(("SimplifiedLayerNormalization",), _layer_norm, param_roles={1: "norm_scale"},
-                             exact=False, family="norm"))
+                             exact=False, norm_affine=_norm_affine(None), family="norm"))
     registry.register(OpSpec(("RMSNormalization",), _layer_norm, since=23, param_roles={1: "norm_scale"},
-                             exact=False, family="norm"))
+                             exact=False, norm_affine=_norm_affine(None), family="norm"))
     registry.register(OpSpec(("BatchNormalization",), _per_channel(4, spatial_coupled=True),
                              running_stats=RunningStats(input_slot=0, axis=1, mean_slot=3, var_slot=4, scale_slot=1,
                                                                       shift_slot=2),

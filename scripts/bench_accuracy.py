@@ -111,6 +111,9 @@ def recovery_variants() -> dict[str, Recovery | None]:
     variants: dict[str, Recovery | None] = {"none": None}
     if hasattr(Pruner, "recover"):
         variants["recover"] = lambda pruner, calib: pruner.recover(calib)
+        # least squares' rows all weighing the same (RecoveryOptions.weighting; default: padding and
+        # the sequence output's majority class, CTC's blank, weighed down)
+        variants["recover-unweighted"] = lambda pruner, calib: pruner.recover(calib, weighting="none")
     return variants
 
 
@@ -348,6 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument("--criteria", nargs="*", help=f"default: every criterion ({', '.join(CRITERIA)})")
     ap.add_argument("--targets", nargs="*", type=float, default=list(TARGETS), help="MACs ratios")
     ap.add_argument("--no-recovery", action="store_true", help="only the 'none' recovery variant")
+    ap.add_argument("--recoveries", nargs="*", help="recovery variants by name (default: none, recover; "
+                                                    "recover-unweighted: least squares without row weights)")
     ap.add_argument("--budgets", nargs="*", default=["uniform"], choices=[m.value for m in BudgetMode],
                     help="how the target is shared out (PruneOptions.budget; sensitivity measures on calib.npz)")
     ap.add_argument("--quick", action="store_true", help="smoke test: digits only, MACs 0.5")
@@ -370,6 +375,13 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown criteria {', '.join(sorted(unknown))} (known: {', '.join(CRITERIA)})")
     recoveries = recovery_variants()
+    if args.recoveries:
+        unknown = set(args.recoveries) - set(recoveries)
+        if unknown:
+            ap.error(f"unknown recovery variants {', '.join(sorted(unknown))} (known: {', '.join(recoveries)})")
+        recoveries = {name: recoveries[name] for name in args.recoveries}
+    else:
+        recoveries.pop("recover-unweighted", None)
     if args.no_recovery:
         recoveries = {"none": None}
 

@@ -56,6 +56,9 @@ class Row:
     recover_s: float | None = None
     prune_s: float | None = None
     latency_ci95: list | None = None
+    weighting: str | None = None  # recovery's row weighting (RecoveryOptions.weighting); None: not recovered
+    hidden: bool = False  # the hidden size pruned too (--prune-hidden)
+    refit_norms: bool | None = None  # recovery re-fitted the normalizations' scale and shift (RecoveryOptions)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -113,23 +116,28 @@ class Bench:
                    float(emb_cos.mean()), float(emb_cos.min()), float(tok_cos.mean()), float(tok_cos.min()),
                    latency_ci95=list(timed.ci95), **extra)
 
-    def rows(self, criterion: str, target: float, max_ratio: float) -> list[Row]:
-        """``criterion``: a criterion name, ``:global`` after it ranks channels across groups."""
-        p = copy.deepcopy(self.base)
+    def rows(self, criterion: str, target: float, max_ratio: float, weightings=("auto",),
+             hidden: bool = False, norms=(True,)) -> list[Row]:
+        """``criterion``: a criterion name, ``:global`` after it ranks channels across groups; the
+        pruned model is recovered once per row weighting (RecoveryOptions.weighting)."""
+        pruned = copy.deepcopy(self.base)
         start = time.perf_counter()
         name, _, ranking = criterion.partition(":")
         data = self.calib if name not in ("l1", "l2", "random") else None
         ranked = {"global_rank": True, "max_ratio": max_ratio} if ranking == "global" else {}
-        p.prune(target_macs=target, criterion=name, data=data, **ranked)
+        pruned.prune(target_macs=target, criterion=name, data=data, prune_hidden=hidden, **ranked)
         prune_s = time.perf_counter() - start
-        rows = [self.measure(p, criterion, target, False, prune_s=prune_s)]
-        start = time.perf_counter()
-        result = p.recover(self.calib)
-        recover_s = time.perf_counter() - start
-        if not result.kept:
-            print(f"  {criterion} {target}: recovery made held-out calibration fidelity worse; not applied",
-                  file=sys.stderr)
-        rows.append(self.measure(p, criterion, target, True, recover_s=recover_s, prune_s=prune_s))
+        rows = [self.measure(pruned, criterion, target, False, prune_s=prune_s, hidden=hidden)]
+        for weighting, refit_norms in ((w, n) for w in weightings for n in norms):
+            p = copy.deepcopy(pruned)
+            start = time.perf_counter()
+            result = p.recover(self.calib, weighting=weighting, refit_norms=refit_norms)
+            recover_s = time.perf_counter() - start
+            if not result.kept:
+                print(f"  {criterion} {target}: recovery made held-out calibration fidelity worse; not applied",
+                      file=sys.stderr)
+            rows.append(self.measure(p, criterion, target, True, recover_s=recover_s, prune_s=prune_s,
+                                     weighting=weighting, hidden=hidden, refit_norms=refit_norms))
         return rows
 
 
@@ -138,11 +146,14 @@ def _ci(interval: list | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = ("| criterion | MACs target | recovery | MACs | params | latency | emb cos mean | emb cos min "
+    head = ("| criterion | MACs target | recovery (weighting) | MACs | params | latency | emb cos mean | emb cos min "
             "| token cos mean | token cos min | recovery s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r.criterion} | {r.target:.2f} | {'yes' if r.recovered else 'no'} | x{r.macs_ratio:.3f} "
+        recovery = "no" if not r.recovered else "yes" if not r.weighting else \
+            f"yes ({r.weighting}{', norms off' if r.refit_norms is False else ''})"
+        criterion = r.criterion + (" +hidden" if r.hidden else "")
+        lines.append(f"| {criterion} | {r.target:.2f} | {recovery} | x{r.macs_ratio:.3f} "
                      f"| x{r.params_ratio:.3f} | x{r.latency_ratio:.3f}{_ci(r.latency_ci95)} | {r.emb_cos_mean:.4f} | {r.emb_cos_min:.4f} "
                      f"| {r.tok_cos_mean:.4f} | {r.tok_cos_min:.4f} "
                      f"| {'' if r.recover_s is None else f'{r.recover_s:.1f}'} |")
@@ -158,6 +169,11 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", default="0.7,0.5")
     ap.add_argument("--runs", type=int, default=20, help="at least this many interleaved runs per model when timing")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra- and inter-op threads when timing")
+    ap.add_argument("--weighting", default="auto",
+                    help="recovery's row weightings to compare, comma-separated (auto, none; default auto)")
+    ap.add_argument("--prune-hidden", action="store_true", help="prune the hidden size too (inexact: LayerNorm)")
+    ap.add_argument("--compare-norms", action="store_true",
+                    help="recover with and without re-fitting the normalizations' scale and shift")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_transformer_fidelity.json"))
     ap.add_argument("--table-from", metavar="RESULTS.json", help="print the table of an earlier run")
     args = ap.parse_args(argv)
@@ -176,7 +192,8 @@ def main(argv=None) -> int:
     for criterion in args.criteria.split(","):
         for target in (float(t) for t in args.targets.split(",")):
             print(f"{criterion} macs {target}", file=sys.stderr)
-            rows += bench.rows(criterion, target, args.max_ratio)
+            rows += bench.rows(criterion, target, args.max_ratio, args.weighting.split(","), args.prune_hidden,
+                               (True, False) if args.compare_norms else (True,))
             out.write_text(json.dumps({"model_set": args.model_set, "source": bench.meta["source"],
                                        "heldout_sentences": len(bench.mask),
                                        "rows": [dataclasses.asdict(r) for r in rows]}, indent=1) + "\n")

@@ -9,8 +9,9 @@ normalization was folded into the layer, that is the normalization's output), re
 the output channels that are still there. Layers re-fitted: those that lost input channels, the
 first layers after a node an edit rewired (after a removed block: its readers read the skip
 input now), layers an edit changed themselves (their input as in the original, their output not:
-a merge across a removed activation) and, with ``refit_shifted``, every layer whose input values
-changed.
+a merge across a removed activation), with ``refit_shifted``, every layer whose input values
+changed, and with ``refit_norms``, the per-channel scale and shift of normalizations whose
+statistics a pruned hidden size changed (passes/norms.py: one more "layer" of the same statistics).
 
 Statistics are accumulators (:class:`Normal`: X^T W X, X^T W Y, the row count) that merge by
 summation, so shards of the data can be measured apart and summed. Memory: K^2 per group,
@@ -44,6 +45,7 @@ from ..registry import Registry
 from . import PassResult
 from .layers import (Layer, after_rewire, front_to_back, in_passes, layer_named, linear_layers, paired_batches,
                      progress_bar, rewired, sample_rows, with_updates)
+from .norms import NormLayer, changed_norms, norm_layer
 from .weights import RowWeights, layer_rows
 
 
@@ -63,6 +65,7 @@ class Normal:
     xtx: np.ndarray | None = None
     xty: np.ndarray | None = None
     rows: int = 0
+    prior: np.ndarray | None = None  # [G, O, K]: the weights the ridge pulls toward (None: zero)
 
     @property
     def nbytes(self) -> int:
@@ -120,10 +123,13 @@ class Normal:
         """(matrix [G, O, K], bias [G*O] or None) minimizing ||X W^T + b - Y||^2 + ridge ||W||^2."""
         k = self.layer.form.matrix().shape[2]
         matrices, biases = [], []
-        for gram, cross in zip(self.xtx, self.xty):
+        for g, (gram, cross) in enumerate(zip(self.xtx, self.xty)):
             scale = float(np.trace(gram[:k, :k])) / max(k, 1)
             gram = gram.copy()
             gram[np.arange(k), np.arange(k)] += ridge * scale + 1e-12
+            if self.prior is not None:
+                cross = cross.copy()
+                cross[:k] += (ridge * scale + 1e-12) * self.prior[g].T
             try:
                 solution = np.linalg.solve(gram, cross)  # [K(+1), O]
             except np.linalg.LinAlgError:  # singular (e.g. no ridge and dead columns)
@@ -153,6 +159,8 @@ class LeastSquaresRefit:
 
     def targets(self, graph: Graph) -> list[str]:
         found, after = [], after_rewire(self.original, self.edits, graph, self.registry)
+        if self.options.refit_norms:  # their statistics changed: scale and shift re-fitted (passes/norms.py)
+            found += [layer.node.name for layer in changed_norms(graph, self.registry, self.edits, self.original)]
         for layer in linear_layers(graph, self.registry):
             if self.edits.tensor_origin(layer.form.output) not in self.original.producers:
                 continue  # nothing in the original to fit to
@@ -160,7 +168,7 @@ class LeastSquaresRefit:
                     or layer.node.name in after or _edited_itself(self.edits, layer) \
                     or (self.options.refit_shifted and layer.input in self.edits.changed):
                 found.append(layer.node.name)
-        return found
+        return sorted(found, key={node.name: i for i, node in enumerate(graph.nodes)}.get)
 
     def run(self, graph: Graph) -> PassResult:
         rng = np.random.default_rng(self.options.seed)
@@ -210,7 +218,9 @@ class LeastSquaresRefit:
     def _only_shifted(self, graph: Graph, name: str, after: set[str]) -> bool:
         """Whether the layer is a target only for reading shifted values (it lost no channels and
         was not rewired): fitted from the original's inputs, it would get its own weights back."""
-        layer = layer_named(graph, self.registry, name)
+        layer = self.layer(graph, name)
+        if isinstance(layer, NormLayer):  # measured on the pruned model (no counterpart in the original)
+            return False
         return not self.edits.lost_channels(layer.input, layer.form.in_axis) and \
             not rewired(self.original, self.edits, layer) and \
             name not in after
@@ -218,12 +228,15 @@ class LeastSquaresRefit:
     def normal(self, graph: Graph, name: str, original_inputs: bool = False) -> Normal:
         """Empty statistics for the layer ``name`` of ``graph``, with X read from the pruned model
         or (``original_inputs``, where the input has a counterpart there) from the original."""
-        layer = layer_named(graph, self.registry, name)
+        layer = self.layer(graph, name)
         form = layer.form
         out_channels = form.matrix().shape[0] * form.matrix().shape[1]
         kept_out = self.edits.kept_indices(form.output, form.out_axis, out_channels)
         intercept = form.bias() is not None or form.can_add_bias
         normal = Normal(layer, self.edits.tensor_origin(form.output), kept_out, intercept, layer.input)
+        if isinstance(layer, NormLayer):  # X: its own pruned output; the ridge pulls toward the identity
+            normal.prior = form.matrix()
+            return normal
         origin = self.edits.tensor_origin(layer.input) if original_inputs else None
         value = self.original.values.get(origin) if origin is not None else None
         if origin not in self.original.producers or value is None:
@@ -232,3 +245,7 @@ class LeastSquaresRefit:
             normal.source_kept = self.edits.kept_indices(layer.input, form.in_axis, 0)
         normal.source, normal.from_original = origin, True
         return normal
+
+    def layer(self, graph: Graph, name: str) -> Layer:
+        """The linear layer or the normalization (:class:`NormLayer`) named ``name``."""
+        return layer_named(graph, self.registry, name) or norm_layer(graph, self.registry, graph.node_by_name[name])

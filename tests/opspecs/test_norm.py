@@ -240,3 +240,26 @@ def test_an_unknown_default_domain_op_is_still_an_invalid_model():
     with pytest.raises(InputError, match="invalid ONNX model"):
         Pruner.from_model(model)
     assert model.graph.node[1].domain == "" and [o.domain for o in model.opset_import] == [""]
+
+
+@pytest.mark.parametrize("axis, shift, expected", [(-1, True, (0, 2, 1, 2)), (2, False, (0, 2, 1, 2)),
+                                                   (1, True, None)])
+def test_layer_norm_declares_its_scale_and_shift_where_it_normalizes_the_last_axis_alone(axis, shift, expected):
+    """Recovery re-fits a norm's scale and shift per channel (passes/norms.py): only where the
+    statistics run over the last axis alone, with constant vectors (a missing bias slot can be added)."""
+    from onnxprune.rules import NodeView
+    from onnxprune.registry import builtin_registry
+    from onnxprune.onnx_in import to_graph
+    shape = (2, 3, 4)
+    normalized = shape[axis % 3:]
+    inits = [numpy_helper.from_array(np.ones(normalized, np.float32), "scale")] + \
+        ([numpy_helper.from_array(np.zeros(normalized, np.float32), "bias")] if shift else [])
+    node = helper.make_node("LayerNormalization", ["x", "scale"] + (["bias"] if shift else []), ["y"], name="ln",
+                            axis=axis)
+    value = lambda name: helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(shape))  # noqa: E731
+    model = helper.make_model(helper.make_graph([node], "ln", [value("x")], [value("y")], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    graph = to_graph(model)
+    spec = builtin_registry().lookup("", "LayerNormalization", 17)
+    found = spec.norm_affine(NodeView(graph.node_by_name["ln"], graph))
+    assert (None if found is None else (found.input_slot, found.axis, found.scale_slot, found.shift_slot)) == expected
