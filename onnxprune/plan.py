@@ -156,7 +156,7 @@ def keep_every_end_alive(dg: DependencyGraph, plan: Plan) -> Plan:
             break
         end, gid = emptied
         group = dg.groups[gid]
-        k = next(k for k in sorted(removed[gid]) if end in group.channels[k])
+        k = next(k for k in sorted(removed[gid]) if end in group.slots)
         removed[gid].discard(k)
     decisions = tuple(GroupDecision(d.group, d.root, d.size, tuple(sorted(removed[d.group])), d.reason)
                       for d in plan.decisions if removed[d.group])
