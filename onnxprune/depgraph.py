@@ -173,8 +173,24 @@ class DependencyGraph:
         self._dims: dict[tuple[str, tuple[int, ...]], list[End]] = {}
         self._expanded: set[End] = set()
         self._order = {n.name: i for i, n in enumerate(graph.nodes)}
+        self.derived = False  # True: groups derived from an earlier graph's (see derived())
         self._build()
         self.groups: list[Group] = self._group()
+
+    @classmethod
+    def derived(cls, before: "DependencyGraph", graph: Graph, sizes: dict[End, int | None],
+                groups: list[Group]) -> "DependencyGraph":
+        """The dependency graph of ``graph``, whose groups were derived from ``before``'s (see
+        :mod:`onnxprune.derive`): the same ends, barriers and marks; ``sizes``: every end's size
+        now. It holds no edges (their index mappings belong to the graph they were read on)."""
+        dg = cls.__new__(cls)
+        dg.strict, dg.analysis, dg.registry, dg.graph = before.strict, before.analysis, before.registry, graph
+        dg.nx = nx.MultiGraph()
+        dg.nx.add_nodes_from((end, {"size": size, "tensor": end.tensor}) for end, size in sizes.items())
+        dg.barriers, dg.marks, dg._dims = before.barriers, before.marks, before._dims
+        dg._expanded, dg._order = before._expanded, {n.name: i for i, n in enumerate(graph.nodes)}
+        dg.groups, dg.derived = groups, True
+        return dg
 
     # ---------------------------------------------------------------- build
     def view(self, node_name: str) -> NodeView:
