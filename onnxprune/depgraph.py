@@ -172,6 +172,7 @@ class DependencyGraph:
         self.marks: dict[End, list[Mark]] = {}
         self._dims: dict[tuple[str, tuple[int, ...]], list[End]] = {}
         self._expanded: set[End] = set()
+        self._intra: dict[End, set] = {}  # end -> (node, port, axes) of every end an intra edge joins it to
         self._order = {n.name: i for i, n in enumerate(graph.nodes)}
         self.derived = False  # True: groups derived from an earlier graph's (see derived())
         self._build()
@@ -188,7 +189,8 @@ class DependencyGraph:
         dg.nx = nx.MultiGraph()
         dg.nx.add_nodes_from((end, {"size": size, "tensor": end.tensor}) for end, size in sizes.items())
         dg.barriers, dg.marks, dg._dims = before.barriers, before.marks, before._dims
-        dg._expanded, dg._order = before._expanded, {n.name: i for i, n in enumerate(graph.nodes)}
+        dg._expanded, dg._intra = before._expanded, before._intra
+        dg._order = {n.name: i for i, n in enumerate(graph.nodes)}
         dg.groups, dg.derived = groups, True
         return dg
 
@@ -323,6 +325,8 @@ class DependencyGraph:
                 return
             other = End(EndKind.OP, tensor, axes, node.name, link.port)
             self.nx.add_edge(end, other, kind=EdgeKind.INTRA, mapping=mapping, a=end)
+            self._intra.setdefault(end, set()).add((other.node, other.port, other.axes))
+            self._intra.setdefault(other, set()).add((end.node, end.port, end.axes))
 
     def _already_linked(self, end: End, port: Port, axes) -> bool:
         """The rule already coupled this end to ``port`` along other axes (from that side).
@@ -331,10 +335,8 @@ class DependencyGraph:
         either channel-wise or element-wise. The direction the search came
         from has already fixed the coupling, so the other reading is skipped.
         """
-        for _, other, data in self.nx.edges(end, data=True):
-            if data["kind"] == EdgeKind.INTRA and other.node == end.node and other.port == port and other.axes != axes:
-                return True
-        return False
+        return any(node == end.node and other_port == port and other_axes != axes
+                   for node, other_port, other_axes in self._intra.get(end, ()))
 
     def _canonical(self, tensor: str, axes: tuple[int, ...], mapping: Mapping):
         """Sort the axes of an end so every end of a tensor flattens it the same way."""
@@ -424,7 +426,7 @@ class DependencyGraph:
         n_comps = int(np.count_nonzero(is_first))
         # each component's signature: the ends it touches (ascending); components with one signature
         # form one group, the groups numbered in order of their first component
-        pairs = _distinct(comp_of * len(ends) + end_of)
+        pairs = distinct(comp_of * len(ends) + end_of)
         pair_comp, pair_end = pairs // len(ends), pairs % len(ends)
         bounds = np.zeros(n_comps + 1, dtype=np.int64)
         np.cumsum(np.bincount(pair_comp, minlength=n_comps), out=bounds[1:])
@@ -526,7 +528,7 @@ class DependencyGraph:
                 if any(e.kind == EndKind.OP and e.port.side == Side.OUT and rx.search(e.node) for e in g.ends)]
 
 
-def _distinct(values: np.ndarray) -> np.ndarray:
+def distinct(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values (np.unique, by sorting: its hash path is slower on large int arrays)."""
     values = np.sort(values)
     return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values

@@ -96,10 +96,21 @@ def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.
     DependencyGraph.real_value), members weighted equally; scales and zero points are not weights."""
     members = [e for e in score_ends(dg, group) if not dg.is_quant_param(e.tensor)] if ends is None else ends
     values = WeightValues(dg.graph)
-    per_member = [_per_channel(group, end, (np.abs(index_rows(_read(dg, values, end.tensor), end.axes)) ** power)
-                               .sum(axis=1))
+    per_member = [_per_channel(group, end, _row_norms(_read(dg, values, end.tensor), end.axes, power))
                   for end in members]
     return _sum_of_members(per_member) if per_member else np.zeros(group.size)
+
+
+def _row_norms(value: np.ndarray, axes: tuple[int, ...], power: int) -> np.ndarray:
+    """Sum of |w|^power over each row of ``index_rows(value, axes)``; in place where the rows are a
+    copy already (a float32 weight read as float64), so a large weight is not copied twice more."""
+    rows = index_rows(value, axes)
+    if np.may_share_memory(rows, value):
+        return (np.abs(rows) ** power).sum(axis=1)
+    np.abs(rows, out=rows)
+    if power != 1:
+        rows **= power
+    return rows.sum(axis=1)
 
 
 def roles_in(dg: DependencyGraph, group: Group, role: str) -> list[End]:
