@@ -5,9 +5,8 @@ and each group loses the channels the plan removed, the indices left at every en
 renumbered in order. So the groups of the pruned graph are the old ones with the
 removed channels dropped and each end's indices compacted (arrays only; no rule
 runs). Where a removal may have changed more than sizes -- a node or tensor added or
-renamed (a shared constant given a private copy), an end spanning several axes (its
-dense axis depends on the sizes), an end left with one index (rules may read it as
-broadcast) -- :func:`after_removal` returns None and the caller reads the graph again.
+renamed (a shared constant given a private copy), an axis left with one index (rules
+may read it as broadcast) -- :func:`after_removal` returns None and the caller reads the graph again.
 tests/engine/test_derive.py checks derived groups against a full rebuild on every test
 architecture.
 """
@@ -31,14 +30,10 @@ def after_removal(dg: DependencyGraph, graph: Graph, kept: Kept) -> DependencyGr
         size = data["size"]
         lost = kept.get(end.tensor, {})
         if size is not None and any(axis in lost for axis in end.axes):
-            if len(end.axes) != 1:
+            remap = _remap(dg.graph.shape(end.tensor), graph.shape(end.tensor), end.axes, lost)
+            if remap is None:
                 return None
-            keep = np.asarray(lost[end.axes[0]], dtype=np.int64)
-            if len(keep) < 2 or graph.shape(end.tensor) is None or graph.shape(end.tensor)[end.axes[0]] != len(keep):
-                return None
-            remap = np.full(size, -1, dtype=np.int64)
-            remap[keep] = np.arange(len(keep), dtype=np.int64)
-            remaps[end], size = remap, len(keep)
+            remaps[end], size = remap, int((remap >= 0).sum())
         sizes[end] = size
     groups = []
     for group in dg.groups:
@@ -49,6 +44,24 @@ def after_removal(dg: DependencyGraph, graph: Graph, kept: Kept) -> DependencyGr
             derived.id = len(groups)
             groups.append(derived)
     return DependencyGraph.derived(dg, graph, sizes, groups)
+
+
+def _remap(before, after, axes: tuple[int, ...], lost: dict[int, np.ndarray]) -> np.ndarray | None:
+    """Old flat index of an end (its axes flattened row-major) -> new flat index, or -1 where removed;
+    None where an axis was left with one index or the new shape does not say what was kept."""
+    if before is None or after is None:
+        return None
+    kept = []
+    for axis in axes:
+        keep = np.asarray(lost[axis], dtype=np.int64) if axis in lost else np.arange(before[axis], dtype=np.int64)
+        if after[axis] != len(keep) or (axis in lost and len(keep) < 2):
+            return None
+        kept.append(keep)
+    sizes = tuple(int(before[axis]) for axis in axes)
+    flat = np.ravel_multi_index(np.meshgrid(*kept, indexing="ij"), sizes).reshape(-1)  # ascending
+    remap = np.full(int(np.prod(sizes)), -1, dtype=np.int64)
+    remap[flat] = np.arange(len(flat), dtype=np.int64)
+    return remap
 
 
 def _compacted(group: Group, remaps: dict[End, np.ndarray]) -> Group | None | bool:
