@@ -19,6 +19,7 @@ from .depth import DepthScore, ScoredBlock, choose, default_score, influence_sco
     weight_scores
 from .errors import ShapeError
 from .depgraph import DependencyGraph, Group
+from .derive import after_removal
 from .fidelity import Fidelity, measure
 from .files import Outputs, PathPlan, atomic_outputs
 from .importance import CRITERIA
@@ -135,9 +136,10 @@ class Pruner:
         pruner.notes = [note for r in results for note in r.notes]
         return pruner
 
-    def _set(self, graph: Graph) -> None:
+    def _set(self, graph: Graph, depgraph: DependencyGraph | None = None) -> None:
+        """Make ``graph`` current; ``depgraph``: its dependency graph where already known."""
         self.graph = graph
-        self.depgraph = DependencyGraph(graph, self.registry, analysis=self.analysis)
+        self.depgraph = depgraph or DependencyGraph(graph, self.registry, analysis=self.analysis)
 
     def _analyse_for(self, options: PruneOptions) -> None:
         """Re-read the current graph if the options prune attention in the other unit (head_dim or heads)."""
@@ -283,7 +285,11 @@ class Pruner:
         edits = result.edit_map(self.graph)
         self.passes.append(result)
         if result.graph is not self.graph:
-            self._set(self._reinfer(result.graph))
+            graph = self._reinfer(result.graph)
+            derived = None
+            if isinstance(graph_pass, ChannelRemoval) and graph_pass.dg is self.depgraph:
+                derived = after_removal(self.depgraph, graph, edits.kept)  # sizes changed, not structure
+            self._set(graph, derived)
             self.edits = self.edits.then(edits)
         return result
 

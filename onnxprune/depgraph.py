@@ -67,17 +67,53 @@ class End:
         return f"{where}{list(self.axes)}"
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
+class Slots:
+    """Where a group's channels sit at one end, as arrays: channel k holds
+    ``index[start[k]:start[k + 1]]`` (ascending); ``owner[i]`` is the channel holding ``index[i]``."""
+
+    index: np.ndarray
+    start: np.ndarray
+    owner: np.ndarray
+
+    @staticmethod
+    def of_owners(index: np.ndarray, owner: np.ndarray, size: int) -> "Slots":
+        """From indices sorted by owning channel (and ascending within one)."""
+        start = np.zeros(size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=size), out=start[1:])
+        return Slots(index, start, owner)
+
+    def of(self, k: int) -> np.ndarray:
+        return self.index[self.start[k]: self.start[k + 1]]
+
+    @property
+    def width(self) -> int | None:
+        """Indices per channel when every channel holds as many (the usual case), else None."""
+        counts = np.diff(self.start)
+        return int(counts[0]) if len(counts) and np.all(counts == counts[0]) else None
+
+    def sum_per_channel(self, per_index: np.ndarray) -> np.ndarray:
+        """A per-index quantity summed over each channel's indices (in index order, as ndarray.sum)."""
+        values = np.asarray(per_index)[self.index]
+        width = self.width
+        if width is not None:
+            return values.reshape(-1, width).sum(axis=1) if width else np.zeros(len(self.start) - 1)
+        return np.array([values[a:b].sum() for a, b in zip(self.start[:-1], self.start[1:])])
+
+
+@dataclass(eq=False)
 class Group:
     """Coupled channels that must be removed together.
 
-    ``channels[k]`` maps each end to the indices that channel k occupies there
-    (usually one index; several for grouped convs or flattened features).
+    ``slots[end]`` says which indices each of the ``size`` channels occupies at that end
+    (usually one index; several for grouped convs or flattened features), as arrays:
+    nothing per channel is a Python object.
     """
 
     id: int
     ends: tuple[End, ...]
-    channels: list[dict[End, np.ndarray]]
+    size: int
+    slots: dict[End, Slots]
     blocked: list[str] = field(default_factory=list)
     root: End | None = None
     traits: frozenset = frozenset()  # Trait marks the rules gave its ends
@@ -90,36 +126,30 @@ class Group:
         if Trait.HEAD_DIM in self.traits:
             return "head_dim"
         return "heads" if Trait.HEADS in self.traits else "channels"
-    _layout: dict | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def size(self) -> int:
-        return len(self.channels)
 
     @property
     def prunable(self) -> bool:
         return not self.blocked and self.size > 1 and any(e.kind == EndKind.PARAM for e in self.ends)
 
+    @property
+    def channels(self) -> list[dict[End, np.ndarray]]:
+        """``channels[k][end]``: the indices channel k occupies at each end (a view built on demand,
+        for inspection; the engine reads :attr:`slots`)."""
+        return [{end: s.of(k) for end, s in self.slots.items()} for k in range(self.size)]
+
+    def at(self, end: End, k: int) -> np.ndarray:
+        """Indices channel ``k`` occupies at ``end`` (empty where it has none)."""
+        slots = self.slots.get(end)
+        return slots.of(k) if slots is not None else np.empty(0, np.int64)
+
     def indices(self, end: End, channels) -> np.ndarray:
         """Indices at ``end`` of the given group channels."""
-        flat, owner = self._by_end().get(end, (np.empty(0, np.int64), np.empty(0, np.int64)))
+        slots = self.slots.get(end)
+        if slots is None:
+            return np.empty(0, np.int64)
         wanted = np.zeros(self.size, dtype=bool)
         wanted[np.asarray(list(channels), dtype=np.int64)] = True
-        return np.unique(flat[wanted[owner]])
-
-    def _by_end(self) -> dict[End, tuple[np.ndarray, np.ndarray]]:
-        """Per end: every index the group occupies there and the channel owning it (built once:
-        budget searches ask for indices of many channel sets)."""
-        if self._layout is None:
-            parts: dict[End, tuple[list, list]] = {}
-            for k, per_end in enumerate(self.channels):
-                for end, idx in per_end.items():
-                    flat, owner = parts.setdefault(end, ([], []))
-                    flat.append(idx)
-                    owner.append(np.full(len(idx), k, dtype=np.int64))
-            self._layout = {end: (np.concatenate(f).astype(np.int64), np.concatenate(o))
-                            for end, (f, o) in parts.items()}
-        return self._layout
+        return np.sort(slots.index[wanted[slots.owner]])  # channels never share an index
 
     def describe(self) -> str:
         state = "prunable" if self.prunable else ("blocked: " + "; ".join(self.blocked) if self.blocked else "fixed")
@@ -142,9 +172,27 @@ class DependencyGraph:
         self.marks: dict[End, list[Mark]] = {}
         self._dims: dict[tuple[str, tuple[int, ...]], list[End]] = {}
         self._expanded: set[End] = set()
+        self._intra: dict[End, set] = {}  # end -> (node, port, axes) of every end an intra edge joins it to
         self._order = {n.name: i for i, n in enumerate(graph.nodes)}
+        self.derived = False  # True: groups derived from an earlier graph's (see derived())
         self._build()
         self.groups: list[Group] = self._group()
+
+    @classmethod
+    def derived(cls, before: "DependencyGraph", graph: Graph, sizes: dict[End, int | None],
+                groups: list[Group]) -> "DependencyGraph":
+        """The dependency graph of ``graph``, whose groups were derived from ``before``'s (see
+        :mod:`onnxprune.derive`): the same ends, barriers and marks; ``sizes``: every end's size
+        now. It holds no edges (their index mappings belong to the graph they were read on)."""
+        dg = cls.__new__(cls)
+        dg.strict, dg.analysis, dg.registry, dg.graph = before.strict, before.analysis, before.registry, graph
+        dg.nx = nx.MultiGraph()
+        dg.nx.add_nodes_from((end, {"size": size, "tensor": end.tensor}) for end, size in sizes.items())
+        dg.barriers, dg.marks, dg._dims = before.barriers, before.marks, before._dims
+        dg._expanded, dg._intra = before._expanded, before._intra
+        dg._order = {n.name: i for i, n in enumerate(graph.nodes)}
+        dg.groups, dg.derived = groups, True
+        return dg
 
     # ---------------------------------------------------------------- build
     def view(self, node_name: str) -> NodeView:
@@ -277,6 +325,8 @@ class DependencyGraph:
                 return
             other = End(EndKind.OP, tensor, axes, node.name, link.port)
             self.nx.add_edge(end, other, kind=EdgeKind.INTRA, mapping=mapping, a=end)
+            self._intra.setdefault(end, set()).add((other.node, other.port, other.axes))
+            self._intra.setdefault(other, set()).add((end.node, end.port, end.axes))
 
     def _already_linked(self, end: End, port: Port, axes) -> bool:
         """The rule already coupled this end to ``port`` along other axes (from that side).
@@ -285,10 +335,8 @@ class DependencyGraph:
         either channel-wise or element-wise. The direction the search came
         from has already fixed the coupling, so the other reading is skipped.
         """
-        for _, other, data in self.nx.edges(end, data=True):
-            if data["kind"] == EdgeKind.INTRA and other.node == end.node and other.port == port and other.axes != axes:
-                return True
-        return False
+        return any(node == end.node and other_port == port and other_axes != axes
+                   for node, other_port, other_axes in self._intra.get(end, ()))
 
     def _canonical(self, tensor: str, axes: tuple[int, ...], mapping: Mapping):
         """Sort the axes of an end so every end of a tensor flattens it the same way."""
@@ -341,54 +389,76 @@ class DependencyGraph:
 
     # ------------------------------------------------------------- grouping
     def _group(self) -> list[Group]:
+        """Connected channels, by arrays: every index of every sized end is one element; the
+        edges' index pairs join elements (union-find); components with the same set of ends
+        are the channels of one group, ordered by their first element."""
         ends = [e for e in self.nx.nodes if self.nx.nodes[e]["size"] is not None]
         ends.sort(key=self._end_order)
-        offsets, total = {}, 0
-        for end in ends:
-            offsets[end] = total
-            total += self.size(end)
-        parent = np.arange(total, dtype=np.int64)
+        number = {end: k for k, end in enumerate(ends)}
+        sizes = np.array([self.size(e) for e in ends], dtype=np.int64)
+        offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        total = int(offsets[-1])
         us, vs = [], []
         for u, v, data in self.nx.edges(data=True):
-            if u not in offsets or v not in offsets:
+            if u not in number or v not in number:
                 continue
             a, b = (u, v) if data["a"] == u else (v, u)
+            na, nb = int(sizes[number[a]]), int(sizes[number[b]])
             try:
-                ia, ib = data["mapping"].pairs(self.size(a), self.size(b))
+                ia, ib = data["mapping"].pairs(na, nb)
             except ValueError:
                 raise self._inconsistent(a, b) from None
-            if len(ia) and (ia.min() < 0 or ia.max() >= self.size(a) or ib.min() < 0 or ib.max() >= self.size(b)):
+            if len(ia) and (ia.min() < 0 or ia.max() >= na or ib.min() < 0 or ib.max() >= nb):
                 raise self._inconsistent(a, b)  # e.g. a grouped weight whose size the group count does not divide
-            us.append(ia + offsets[a])
-            vs.append(ib + offsets[b])
+            us.append(ia + offsets[number[a]])
+            vs.append(ib + offsets[number[b]])
         if total == 0:
             return []
+        parent = np.arange(total, dtype=np.int64)
         if us:
             parent = _union_find(parent, np.concatenate(us), np.concatenate(vs))
-        end_of = np.empty(total, dtype=np.int64)
-        for k, end in enumerate(ends):
-            end_of[offsets[end]: offsets[end] + self.size(end)] = k
-        order = np.lexsort((np.arange(total), parent))
-        labels = parent[order]
-        cuts = np.flatnonzero(np.diff(labels)) + 1
-        by_signature: dict[tuple[int, ...], list[np.ndarray]] = {}
-        for comp in np.split(order, cuts):
-            signature = tuple(np.unique(end_of[comp]))
-            by_signature.setdefault(signature, []).append(comp)
+        end_of = np.repeat(np.arange(len(ends), dtype=np.int64), sizes)
+        local = np.arange(total, dtype=np.int64) - offsets[end_of]
+        # components, numbered by their first element (union-find labels each by its minimum)
+        is_first = parent == np.arange(total, dtype=np.int64)
+        comp_of = (np.cumsum(is_first) - 1)[parent]
+        n_comps = int(np.count_nonzero(is_first))
+        # each component's signature: the ends it touches (ascending); components with one signature
+        # form one group, the groups numbered in order of their first component
+        pairs = distinct(comp_of * len(ends) + end_of)
+        pair_comp, pair_end = pairs // len(ends), pairs % len(ends)
+        bounds = np.zeros(n_comps + 1, dtype=np.int64)
+        np.cumsum(np.bincount(pair_comp, minlength=n_comps), out=bounds[1:])
+        signatures: dict[bytes, int] = {}
+        group_of_comp = np.empty(n_comps, dtype=np.int64)
+        for c, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
+            group_of_comp[c] = signatures.setdefault(pair_end[lo:hi].tobytes(), len(signatures))
+        rank_order = np.argsort(group_of_comp, kind="stable")  # components of each group, first element first
+        counts = np.bincount(group_of_comp, minlength=len(signatures))
+        first = np.zeros(len(signatures) + 1, dtype=np.int64)
+        np.cumsum(counts, out=first[1:])
+        rank = np.empty(n_comps, dtype=np.int64)
+        rank[rank_order] = np.arange(n_comps, dtype=np.int64) - first[group_of_comp[rank_order]]
+        # every element as (group, end, channel, index), sorted: each (group, end) run is one end's slots
+        g_of, k_of = group_of_comp[comp_of], rank[comp_of]
+        order = np.lexsort((local, k_of, end_of, g_of))
+        g_sorted, e_sorted = g_of[order], end_of[order]
+        cuts = np.flatnonzero((np.diff(g_sorted) != 0) | (np.diff(e_sorted) != 0)) + 1
+        run_starts = np.concatenate(([0], cuts)).tolist()
+        run_stops = np.concatenate((cuts, [total])).tolist()
+        slots: list[dict[End, Slots]] = [{} for _ in signatures]
+        for lo, hi in zip(run_starts, run_stops):
+            picked = order[lo:hi]
+            g = int(g_sorted[lo])
+            slots[g][ends[int(e_sorted[lo])]] = Slots.of_owners(local[picked], k_of[picked], int(counts[g]))
         groups = []
-        for signature, comps in by_signature.items():
-            members = tuple(ends[k] for k in signature)
-            channels = []
-            for comp in sorted(comps, key=lambda c: int(c.min())):
-                per_end: dict[End, list[int]] = {}
-                for element in comp:
-                    end = ends[end_of[element]]
-                    per_end.setdefault(end, []).append(int(element - offsets[end]))
-                channels.append({e: np.asarray(sorted(ix), dtype=np.int64) for e, ix in per_end.items()})
+        for signature, g in signatures.items():
+            members = tuple(ends[k] for k in np.frombuffer(signature, dtype=np.int64).tolist())
             blocked = sorted({self.barriers[e] for e in members if e in self.barriers})
             root = next((e for e in members if e.kind == EndKind.OP and e.port.side == Side.OUT), members[0])
             traits = frozenset(m.trait for e in members for m in self.marks.get(e, ()))
-            groups.append(Group(0, members, channels, blocked, root, traits))
+            groups.append(Group(0, members, int(counts[g]), slots[g], blocked, root, traits))
         groups.sort(key=lambda g: self._end_order(g.root))
         for i, group in enumerate(groups):
             group.id = i
@@ -416,7 +486,7 @@ class DependencyGraph:
         for group in self.groups:
             for end in group.ends:
                 if end.kind == EndKind.OP and end.node == node and end.port == port:
-                    if channel is None or any(channel in c.get(end, ()) for c in group.channels):
+                    if channel is None or channel in group.slots[end].index:
                         return group
         raise KeyError(f"no group holds channel {channel} of {node}.{port}")
 
@@ -456,6 +526,12 @@ class DependencyGraph:
         rx = re.compile(pattern)
         return [g for g in self.groups
                 if any(e.kind == EndKind.OP and e.port.side == Side.OUT and rx.search(e.node) for e in g.ends)]
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (np.unique, by sorting: its hash path is slower on large int arrays)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
 
 
 def _union_find(parent: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -76,7 +76,8 @@ def _scored_params(dg: DependencyGraph, group: Group) -> list[End]:
 
 def _per_channel(group: Group, end: End, per_index: np.ndarray) -> np.ndarray:
     """Sum a per-index quantity over each group channel's indices at ``end``."""
-    return np.array([per_index[ch[end]].sum() if end in ch else 0.0 for ch in group.channels])
+    slots = group.slots.get(end)
+    return slots.sum_per_channel(per_index) if slots is not None else np.zeros(group.size)
 
 
 def _sum_of_members(members: list[np.ndarray]) -> np.ndarray:
@@ -95,10 +96,21 @@ def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.
     DependencyGraph.real_value), members weighted equally; scales and zero points are not weights."""
     members = [e for e in score_ends(dg, group) if not dg.is_quant_param(e.tensor)] if ends is None else ends
     values = WeightValues(dg.graph)
-    per_member = [_per_channel(group, end, (np.abs(index_rows(_read(dg, values, end.tensor), end.axes)) ** power)
-                               .sum(axis=1))
+    per_member = [_per_channel(group, end, _row_norms(_read(dg, values, end.tensor), end.axes, power))
                   for end in members]
     return _sum_of_members(per_member) if per_member else np.zeros(group.size)
+
+
+def _row_norms(value: np.ndarray, axes: tuple[int, ...], power: int) -> np.ndarray:
+    """Sum of |w|^power over each row of ``index_rows(value, axes)``; in place where the rows are a
+    copy already (a float32 weight read as float64), so a large weight is not copied twice more."""
+    rows = index_rows(value, axes)
+    if np.may_share_memory(rows, value):
+        return (np.abs(rows) ** power).sum(axis=1)
+    np.abs(rows, out=rows)
+    if power != 1:
+        rows **= power
+    return rows.sum(axis=1)
 
 
 def roles_in(dg: DependencyGraph, group: Group, role: str) -> list[End]:
@@ -174,14 +186,23 @@ def weight_energy(dg: DependencyGraph, group: Group, contraction: Contraction) -
     energy = np.zeros(n)
     for weight in contraction.weights:
         rows = (_param_rows(dg, weight) ** 2).sum(axis=1)
-        for ch in group.channels:
-            at_data, at_weight = ch.get(contraction.data), ch.get(weight)
-            if at_data is None or at_weight is None:
-                continue
-            if len(at_data) != len(at_weight):
-                return None
-            energy[at_data] += rows[at_weight]
+        paired = _paired(group, contraction.data, weight)
+        if paired is None:
+            return None
+        at_data, at_weight = paired
+        np.add.at(energy, at_data, rows[at_weight])
     return energy
+
+
+def _paired(group: Group, data: End, weight: End) -> tuple[np.ndarray, np.ndarray] | None:
+    """The group's indices at ``data`` and at ``weight``, paired one to one channel by channel
+    (empty where the group lacks either end), or None where a channel holds unequal counts."""
+    a, b = group.slots.get(data), group.slots.get(weight)
+    if a is None or b is None:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    if not np.array_equal(a.start, b.start):
+        return None
+    return a.index, b.index
 
 
 # ------------------------------------------------------------------ weight-only criteria
@@ -265,8 +286,7 @@ def _unfolded_reader(ctx: ScoringContext, group: Group, contraction: Contraction
     """Every kernel tap a column: channel k's block is the columns reading its input channels."""
     gram = ctx.unfolded_gram(contraction.node)
     weights = np.asarray(form.matrix()[0], dtype=np.float64).T  # [columns, outputs]
-    blocks = [np.flatnonzero(np.isin(form.k_channel, ch.get(contraction.data, np.empty(0, np.int64))))
-              for ch in group.channels]
+    blocks = [np.flatnonzero(np.isin(form.k_channel, group.at(contraction.data, k))) for k in range(group.size)]
     return Reader(blocks, weights, np.diag(gram).copy(), gram)
 
 
@@ -282,19 +302,16 @@ def linear_reader(ctx: ScoringContext, group: Group, contraction: Contraction) -
         return _unfolded_reader(ctx, group, contraction, form)
     dg, data = ctx.dg, contraction.data
     n = dg.size(data)
-    blocks = [ch.get(data, np.empty(0, np.int64)) for ch in group.channels]
+    blocks = [group.at(data, k) for k in range(group.size)]
     columns, paired = [], True
     for weight in contraction.weights:
         rows = _param_rows(dg, weight)
         w = np.zeros((n, rows.shape[1]))
-        for ch in group.channels:
-            at_data, at_weight = ch.get(data), ch.get(weight)
-            if at_data is None or at_weight is None:
-                continue
-            if len(at_data) != len(at_weight):
-                paired = False
-                break
-            w[at_data] = rows[at_weight]
+        pairs = _paired(group, data, weight)
+        if pairs is None:
+            paired = False
+        else:
+            w[pairs[0]] = rows[pairs[1]]
         columns.append(w)
     if _reader_gram_kind(dg, data) == Collect.GRAM:
         gram = ctx.gram(data.tensor, data.axes)

@@ -156,7 +156,7 @@ def keep_every_end_alive(dg: DependencyGraph, plan: Plan) -> Plan:
             break
         end, gid = emptied
         group = dg.groups[gid]
-        k = next(k for k in sorted(removed[gid]) if end in group.channels[k])
+        k = next(k for k in sorted(removed[gid]) if end in group.slots)
         removed[gid].discard(k)
     decisions = tuple(GroupDecision(d.group, d.root, d.size, tuple(sorted(removed[d.group])), d.reason)
                       for d in plan.decisions if removed[d.group])
@@ -164,16 +164,20 @@ def keep_every_end_alive(dg: DependencyGraph, plan: Plan) -> Plan:
 
 
 def _emptied_end(dg, removed):
+    """An end whose every index the removal takes (with the first group that removes some), or None.
+    Groups hold disjoint indices at a shared end, so counting them is enough."""
     lost: dict = {}
     for gid, chans in removed.items():
         if not chans:
             continue
         group = dg.groups[gid]
+        wanted = np.asarray(sorted(chans), dtype=np.int64)
         for end in group.ends:
-            idx = group.indices(end, chans)
-            if idx.size:
-                lost.setdefault(end, [[], gid])[0].append(idx)
-    for end, (parts, gid) in lost.items():
-        if len(np.unique(np.concatenate(parts))) >= dg.size(end):
+            start = group.slots[end].start
+            count = int((start[wanted + 1] - start[wanted]).sum())
+            if count:
+                lost.setdefault(end, [0, gid])[0] += count
+    for end, (count, gid) in lost.items():
+        if count >= dg.size(end):
             return end, gid
     return None

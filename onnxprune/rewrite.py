@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from . import weights
-from .depgraph import DependencyGraph
+from .depgraph import DependencyGraph, distinct as _distinct
 from .edits import EditMap
 from .errors import PlanError
 from .ir import Graph, Value
@@ -18,7 +18,7 @@ from .rules import NodeView, Port, PortChange, Side, call_rule
 
 def removed_per_dim(dg: DependencyGraph, plan: Plan) -> dict[tuple[str, tuple[int, ...]], np.ndarray]:
     """Indices removed from each (tensor, axes) the plan touches."""
-    removed: dict[tuple[str, tuple[int, ...]], set] = {}
+    removed: dict[tuple[str, tuple[int, ...]], list[np.ndarray]] = {}
     for decision in plan.decisions:
         if decision.group >= len(dg.groups):
             raise PlanError(f"plan names group {decision.group}, the graph has {len(dg.groups)}")
@@ -28,8 +28,9 @@ def removed_per_dim(dg: DependencyGraph, plan: Plan) -> dict[tuple[str, tuple[in
         if not group.prunable:
             raise PlanError(f"group {decision.group} is not prunable ({'; '.join(group.blocked) or 'fixed'})")
         for end in group.ends:
-            removed.setdefault((end.tensor, end.axes), set()).update(group.indices(end, decision.removed).tolist())
-    return {k: np.asarray(sorted(v), dtype=np.int64) for k, v in removed.items() if v}
+            removed.setdefault((end.tensor, end.axes), []).append(group.indices(end, decision.removed))
+    distinct = {k: _distinct(np.concatenate(v)) for k, v in removed.items()}
+    return {k: v for k, v in distinct.items() if len(v)}
 
 
 def kept_per_axis(graph: Graph, removed) -> dict[str, dict[int, np.ndarray]]:
@@ -40,12 +41,14 @@ def kept_per_axis(graph: Graph, removed) -> dict[str, dict[int, np.ndarray]]:
         sizes = tuple(shape[a] for a in axes)
         axis_pos = dense_axis(sizes)
         coords = np.unravel_index(gone, sizes)
-        gone_on_axis = np.unique(coords[axis_pos])
+        gone_on_axis = _distinct(coords[axis_pos])
         expected = len(gone_on_axis) * int(np.prod(sizes)) // sizes[axis_pos]
         if expected != len(gone):
             raise PlanError(f"removing {len(gone)} of {tensor} along {axes} would not leave a dense tensor")
         axis = axes[axis_pos]
-        keep = np.setdiff1d(np.arange(shape[axis]), gone_on_axis)
+        alive = np.ones(shape[axis], dtype=bool)
+        alive[gone_on_axis] = False
+        keep = np.flatnonzero(alive)
         if len(keep) == 0:
             raise PlanError(f"{tensor} would lose every channel along axis {axis}")
         previous = kept.setdefault(tensor, {}).get(axis)

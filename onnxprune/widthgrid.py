@@ -289,7 +289,5 @@ def _layer(dg: DependencyGraph, node: str) -> Layer | None:
 
 def _per_channel(group: Group, end) -> int:
     """How many indices of ``end`` one group channel occupies."""
-    for per_end in group.channels:
-        if end in per_end:
-            return len(per_end[end])
-    return 1
+    slots = group.slots.get(end)
+    return int(slots.start[1] - slots.start[0]) if slots is not None and group.size else 1

@@ -1,7 +1,8 @@
 """Scale of the tool: time and peak memory to prune a LLaMA-shaped decoder of 100M and 1B parameters,
-and in-process analyse + prune of ResNet-50 and ViT next to Torch-Pruning's on the same network.
+and in-process analyse + prune of torchvision CNNs and Transformers next to Torch-Pruning's on the same networks.
 
-    python scripts/bench_scale.py                          # decoders 100M and 1B, CNN/ViT in-process
+    python scripts/bench_scale.py                          # decoders 100M and 1B, torchvision models in-process
+    python scripts/bench_scale.py --skip-decoders --cases ResNet-50,Swin-T --rounds 5
     python scripts/bench_scale.py --sizes 100M --before /work/main   # side by side with another checkout
 
 Decoders (``scripts/make_llm.py``, fp32, external data, made once into ``--models``): the command line
@@ -13,15 +14,20 @@ each size over the smallest's, next to the ratio of their parameters. ``--before
 commands with another checkout of onnxprune (sizes up to ``--before-max``: the old code held several
 copies of the weights), interleaved with this one.
 
-In-process (one thread, interleaved rounds, median and spread of the ratio): onnxprune's load +
-analyse + prune of ResNet-50 (112 px) and ViT (``models/extra``), and Torch-Pruning's dependency graph
-build + prune (MagnitudePruner, ratio 0.5) of torchvision's resnet50 in the same run when the
-``torch_pruning`` package imports (``--torch-pruning DIR`` adds a folder it was pip-installed into
-with ``pip install --target DIR torch-pruning --no-deps``).
+In-process (one thread, interleaved rounds): onnxprune's load + analyse + prune (ratio 0.5, widths
+multiples of 8) of torchvision's ResNet-50 (112 px), VGG-19, Swin-T and ViT-B/16 (224 px; random
+weights, exported once with torch into ``--models``/torchvision), next to Torch-Pruning's dependency
+graph build + prune of the same torch model (MagnitudePruner, ratio 0.5, as its torchvision example
+prunes them), each run in a child process with a timeout (``--tp-timeout``: a model it cannot handle
+may hang). The ratio is of CPU seconds, per round, median and spread. ``torch_pruning`` must import
+(``pip install torch-pruning --no-deps``, or ``--torch-pruning DIR`` for a folder it was
+pip-installed into with ``--target``); torchvision is installed ``--no-deps`` (its C++ ops need
+not load). ``--cases`` picks rows.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -36,9 +42,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import make_llm  # noqa: E402
 
-EXTRA = Path("/work/main/models/extra") if Path("/work/main/models/extra").is_dir() else ROOT / "models" / "extra"
-CNN = EXTRA / "speed" / "resnet50_112_fanin.onnx"
-VIT = EXTRA / "architectures" / "vit_ts.onnx"
 
 CHILD = """
 import json, resource, sys, time
@@ -132,62 +135,124 @@ def bench_decoders(args) -> None:
               f"{r['peak_mib']:.0f} | {r['peak_mib'] / disk:.2f} | {growth} | {stages} | {load} |")
 
 
-def bench_in_process(args) -> None:
-    import numpy as np
+# torchvision models timed in process: (row, constructor, image size); weights random (seed 0)
+TORCHVISION = (("ResNet-50", "resnet50", 112), ("VGG-19", "vgg19", 224), ("Swin-T", "swin_t", 224),
+               ("ViT-B/16", "vit_b_16", 224))
 
-    from onnxprune import Pruner
+# Torch-Pruning's graph build + prune of one torchvision model, timed in a child process (a model it
+# cannot handle may hang: its examples list swin_t as unsupported), as its examples prune torchvision:
+# MagnitudePruner, ratio 0.5, the 1000-class classifier ignored, ViT widths rounded to its heads
+TP_CHILD = """
+import json, resource, sys, time, warnings
+import torch, torch.nn as nn
+sys.path.insert(0, sys.argv[3])
+from export_models import import_torchvision_models
+import torch_pruning as tp
+torch.set_num_threads(1)
+warnings.simplefilter("ignore")
+tvm = import_torchvision_models()
+torch.manual_seed(0)
+model = getattr(tvm, sys.argv[1])(weights=None).eval()
+example = torch.randn(1, 3, int(sys.argv[2]), int(sys.argv[2]))
+ignored = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1000]
+round_to = model.encoder.layers[0].num_heads if isinstance(model, tvm.VisionTransformer) else None
+cpu, wall = time.process_time(), time.perf_counter()
+pruner = tp.pruner.MagnitudePruner(model, example, tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5,
+                                   ignored_layers=ignored, round_to=round_to)
+pruner.step()
+print(json.dumps({"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}))
+"""
+
+
+def export_torchvision(folder: Path, constructor: str, size: int) -> Path:
+    """torchvision's ``constructor`` (random weights, seed 0) exported to ONNX once (TorchScript
+    exporter, opset 17, a 1x3xSIZExSIZE input); torchvision's C++ ops need not load."""
+    path = folder / f"{constructor}_{size}.onnx"
+    if path.exists():
+        return path
+    import torch
+    from export_models import import_torchvision_models
+    tvm = import_torchvision_models()
+    if tvm is None:
+        raise SystemExit("torchvision is not usable (pip install --no-deps torchvision==0.28.0)")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"exporting {path} ...", flush=True)
+    torch.manual_seed(0)
+    model = getattr(tvm, constructor)(weights=None).eval()
+    partial = path.with_suffix(".partial")
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(partial), opset_version=17, dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+    partial.rename(path)
+    return path
+
+
+def onnxprune_time(path: Path) -> dict:
+    """Load + analyse + prune (ratio 0.5, widths multiples of 8) in this process: CPU and wall seconds."""
+    from onnxprune import Pruner, shapes
     from onnxprune.options import PruneOptions
+    shapes._CACHE.clear()  # every round analyses the model afresh (Torch-Pruning keeps nothing either)
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    pruner = Pruner.load(path)
+    pruner.prune(PruneOptions(ratio=0.5, round_to=8))
+    return {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
 
-    def onnxprune_time(path: Path) -> float:
-        start = time.perf_counter()
-        pruner = Pruner.load(path)
-        pruner.prune(PruneOptions(ratio=0.5, round_to=8))
-        return time.perf_counter() - start
 
-    torch_case = None
-    if args.torch_pruning:
-        sys.path.insert(0, args.torch_pruning)
+def torch_pruning_time(constructor: str, size: int, args) -> dict:
+    """Torch-Pruning on the same torchvision model, in a child (one thread): CPU and wall seconds of
+    its dependency graph build + prune, or the error."""
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [args.torch_pruning, os.environ.get("PYTHONPATH")])))
     try:
-        import torch
-        import torch_pruning as tp
-        from export_models import import_torchvision_models
-        torch.set_num_threads(1)
-        tvm = import_torchvision_models()
+        done = subprocess.run([sys.executable, "-c", TP_CHILD, constructor, str(size), str(ROOT / "scripts")],
+                              env=env, capture_output=True, text=True, timeout=args.tp_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"not done in {args.tp_timeout} s"}
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        lines = done.stderr.strip().splitlines()
+        return {"error": (lines or ["failed"])[-1][:120]}
 
-        def tp_time() -> float:
-            model = tvm.resnet50(weights=None).eval()
-            example = torch.randn(1, 3, 112, 112)
-            start = time.perf_counter()
-            pruner = tp.pruner.MagnitudePruner(model, example, tp.importance.MagnitudeImportance(p=2),
-                                               pruning_ratio=0.5, ignored_layers=[model.fc])
-            pruner.step()
-            return time.perf_counter() - start
-        torch_case = tp_time
-    except Exception as exc:  # noqa: BLE001 - torch_pruning missing or unusable: say so
-        print(f"\nTorch-Pruning not measured: {type(exc).__name__}: {exc}")
+
+def bench_in_process(args) -> None:
+    """onnxprune in this process next to Torch-Pruning on the same torchvision models, interleaved;
+    the ratio is of CPU seconds (what a loaded, shared machine distorts least), per round."""
     os.environ["OMP_NUM_THREADS"] = "1"
-    cases = [(name, path) for name, path in (("ResNet-50 (112 px)", CNN), ("ViT (vit_ts)", VIT)) if path.exists()]
-    times: dict[str, list[float]] = {name: [] for name, _ in cases}
-    times["Torch-Pruning ResNet-50"] = []
+    folder = Path(args.models) / "torchvision"
+    wanted = [c for c in TORCHVISION if not args.cases or c[0] in args.cases.split(",")]
+    paths = {name: export_torchvision(folder, constructor, size) for name, constructor, size in wanted}
+    ours: dict[str, list[dict]] = {name: [] for name, _, _ in wanted}
+    theirs: dict[str, list[dict]] = {name: [] for name, _, _ in wanted}
+    loads = []
     for _ in range(args.rounds):  # interleaved
-        for name, path in cases:
-            times[name].append(onnxprune_time(path))
-        if torch_case is not None:
-            times["Torch-Pruning ResNet-50"].append(torch_case())
-    print(f"\n## In-process analyse + prune (ratio 0.5, one thread, {args.rounds} interleaved rounds, "
-          f"load {loadavg()})\n")
-    print("| model | median s | min..max s | vs Torch-Pruning (median, spread of per-round ratios) |")
-    print("|---|---|---|---|")
-    reference = times["Torch-Pruning ResNet-50"]
-    for name, values in times.items():
-        if not values:
+        for name, constructor, size in wanted:
+            ours[name].append(onnxprune_time(paths[name]))
+            if not theirs[name] or "error" not in theirs[name][-1]:  # a failure is not retried
+                theirs[name].append(torch_pruning_time(constructor, size, args))
+            loads.append(float(loadavg()) if loadavg() != "?" else float("nan"))
+    print(f"\n## In-process analyse + prune next to Torch-Pruning (ratio 0.5, one thread, {args.rounds} "
+          f"interleaved rounds, load {min(loads):.1f}..{max(loads):.1f})\n")
+    print("| model | onnxprune CPU s (min..max) | onnxprune wall s | Torch-Pruning CPU s (min..max) "
+          "| Torch-Pruning wall s | CPU ratio (median, spread of per-round ratios) |")
+    print("|---|---|---|---|---|---|")
+    for name, _, size in wanted:
+        cpu = [r["cpu_s"] for r in ours[name]]
+        wall = [r["wall_s"] for r in ours[name]]
+        row = f"| {name} ({size} px) | {_spread(cpu)} | {statistics.median(wall):.2f} | "
+        failed = [r["error"] for r in theirs[name] if "error" in r]
+        if failed:
+            print(row + f"failed: {failed[0]} | | |")
             continue
-        ratio = ""
-        if reference and name.startswith("ResNet-50"):
-            per_round = [a / b for a, b in zip(values, reference)]
-            ratio = f"x{statistics.median(per_round):.1f} ({min(per_round):.1f}..{max(per_round):.1f})"
-        print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f}..{max(values):.2f} | {ratio} |")
-    del np
+        tp_cpu = [r["cpu_s"] for r in theirs[name]]
+        ratios = [a / b for a, b in zip(cpu, tp_cpu)]
+        print(row + f"{_spread(tp_cpu)} | {statistics.median(r['wall_s'] for r in theirs[name]):.2f} | "
+              f"x{statistics.median(ratios):.2f} ({min(ratios):.2f}..{max(ratios):.2f}) |")
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}..{max(values):.2f})"
 
 
 def main(argv=None) -> int:
@@ -199,6 +264,9 @@ def main(argv=None) -> int:
     parser.add_argument("--before-max", default="300M", help="largest size run with --before")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the in-process timings")
     parser.add_argument("--torch-pruning", metavar="DIR", help="a folder torch_pruning was pip-installed into")
+    parser.add_argument("--tp-timeout", type=float, default=300, help="seconds one Torch-Pruning run may take")
+    parser.add_argument("--cases", help="in-process rows to run, comma-separated (default: "
+                        + ",".join(name for name, _, _ in TORCHVISION) + ")")
     parser.add_argument("--skip-decoders", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args(argv)
