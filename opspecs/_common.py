@@ -1,6 +1,8 @@
 """Building blocks shared by operator families: broadcasting, unary coupling, shapes."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from onnxprune.mapping import IDENTITY, Marginal, Overlap
@@ -13,6 +15,15 @@ def norm_axes(axes, rank: int) -> tuple[int, ...]:
 
 def shapes_known(view: NodeView, *ports: Port) -> bool:
     return all(view.shape(p) is not None for p in ports)
+
+
+def as_base_op(view: NodeView, slots) -> NodeView:
+    """The node as its float op would be written (a quantized op's data inputs only, in the float op's
+    order), on the same tensors, so the float op's rule can be asked; trailing absent inputs dropped."""
+    inputs = [view.node.inputs[s] if s < len(view.node.inputs) else "" for s in slots]
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    return NodeView(dataclasses.replace(view.node, inputs=inputs), view.graph, view.analysis)
 
 
 def unknown_shape(view: NodeView, port: Port) -> Barrier:

@@ -22,6 +22,7 @@ from onnxprune.rules import (IN, OUT, QUANT_PARAM, Barrier, Couple, Layer, Layer
                              Updates)
 
 from . import conv, linear
+from ._common import as_base_op
 from .quantize import along, codes
 
 
@@ -54,10 +55,7 @@ def _kind(view: NodeView) -> Kind:
 
 def _base_view(view: NodeView, kind: Kind) -> NodeView:
     """The node as its float op would be written (Conv(x, W, B), MatMul(A, B)): the same tensors."""
-    inputs = [view.node.inputs[s] if s < len(view.node.inputs) else "" for s in kind.base]
-    while inputs and not inputs[-1]:
-        inputs.pop()
-    return NodeView(dataclasses.replace(view.node, inputs=inputs), view.graph, view.analysis)
+    return as_base_op(view, kind.base)
 
 
 def _weight_params(view: NodeView, kind: Kind) -> list[Port]:

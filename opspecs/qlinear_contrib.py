@@ -16,17 +16,11 @@ import dataclasses
 from onnxprune.rules import IN, OUT, QUANT_PARAM, Barrier, Couple, NodeView, OpSpec, Port, Side
 
 from . import pooling
-from ._common import broadcast, unary
+from ._common import as_base_op, broadcast, unary
 from .concat_split import _concat
 
 MS = "com.microsoft"
 MAX_PIECES = 256  # QLinearConcat inputs whose scale / zero point roles are declared
-
-
-def _as(view: NodeView, slots: list[int]) -> NodeView:
-    """The node as its float op would be written: only the data inputs, in order."""
-    inputs = [view.node.inputs[s] if s < len(view.node.inputs) else "" for s in slots]
-    return NodeView(dataclasses.replace(view.node, inputs=inputs), view.graph, view.analysis)
 
 
 def _on_data(slots_of, rule):
@@ -37,7 +31,7 @@ def _on_data(slots_of, rule):
         if port.side == Side.IN and port.slot not in slots:
             return Barrier(f"{view.node.op_type} input {port.slot} is a scale or zero point of a whole tensor")
         base_port = port if port.side == Side.OUT else IN(slots.index(port.slot))
-        answer = rule(_as(view, slots), base_port, tuple(axes))
+        answer = rule(as_base_op(view, slots), base_port, tuple(axes))
         if isinstance(answer, Barrier):
             return answer
         return [dataclasses.replace(c, port=IN(slots[c.port.slot]))

@@ -50,7 +50,7 @@ def _reshape(view: NodeView, port, axes):
             return Barrier("Reshape target is computed at run time and cannot be traced")
         for axis in out_axes:
             if entry_value(view, entries[axis]) == 0 and not _copies_axis(port, axes, link, axis):
-                return Barrier(f"Reshape target copies (0) a pruned dim from another axis")
+                return Barrier("Reshape target copies (0) a pruned dim from another axis")
             others = runtime_sources(view, 1, axis) if entries[axis] is None else None
             if others is not None and not others:
                 return Barrier(f"Reshape target computes axis {axis} at run time from constants alone")
@@ -167,18 +167,11 @@ def _split_blocks(view: NodeView, link: Couple) -> Couple | None:
 def _from_middle_block(view: NodeView, port, axis: int) -> list | None:
     """From the heads axis of a (3, heads, head_dim) split back to the merged axis: the inverse of the
     coupling :func:`_split_blocks` gives from the merged side, where it gives one."""
-    other = OUT(0) if port == IN(0) else IN(0)
-    a, b = view.shape(port), view.shape(other)
-    if a is None or b is None or len(a) <= len(b):
-        return None
-    for m_axis in range(len(b)):
-        forward = reshape_links(b, a, (m_axis,), port)
-        if isinstance(forward, Barrier) or len(forward[0].axes) < 2 or axis not in forward[0].axes:
-            continue
-        block = _split_blocks(view, forward[0])
-        if block is not None and block.axes == (axis,) and isinstance(block.mapping, Marginal):
-            return [Couple(other, (m_axis,), Inverse(block.mapping))]
-    return None
+    def block(link: Couple) -> Couple | None:
+        found = _split_blocks(view, link)
+        return found if found is not None and isinstance(found.mapping, Marginal) else None
+
+    return _back_to_merged(view, port, axis, block)
 
 
 def _group_channels(view: NodeView, link: Couple) -> Couple | None:
@@ -199,15 +192,21 @@ def _group_channels(view: NodeView, link: Couple) -> Couple | None:
 
 def _from_group_channel(view: NodeView, port, axis: int) -> list | None:
     """From a group's channel axis back to the merged axis: the inverse of :func:`_group_channels`."""
+    return _back_to_merged(view, port, axis, lambda link: _group_channels(view, link))
+
+
+def _back_to_merged(view: NodeView, port, axis: int, forward) -> list | None:
+    """From ``axis`` of the split side back to the merged side: the merged axis whose ``forward`` coupling
+    (from the merged side, given its reshape link) lands on ``axis`` alone, inverted; else None."""
     other = OUT(0) if port == IN(0) else IN(0)
     a, b = view.shape(port), view.shape(other)
     if a is None or b is None or len(a) <= len(b):
         return None
     for m_axis in range(len(b)):
-        forward = reshape_links(b, a, (m_axis,), port)
-        if isinstance(forward, Barrier) or len(forward[0].axes) < 2 or axis not in forward[0].axes:
+        links = reshape_links(b, a, (m_axis,), port)
+        if isinstance(links, Barrier) or len(links[0].axes) < 2 or axis not in links[0].axes:
             continue
-        link = _group_channels(view, forward[0])
+        link = forward(links[0])
         if link is not None and link.axes == (axis,):
             return [Couple(other, (m_axis,), Inverse(link.mapping))]
     return None

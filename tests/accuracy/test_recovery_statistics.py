@@ -11,6 +11,7 @@ from onnxprune.passes.lstsq import LeastSquaresRefit
 from onnxprune.passes.weights import RowWeights, layer_rows, mask_inputs
 from support.architectures import ARCHITECTURES
 from support.builder import GraphBuilder
+from support.masked_tokens import masked_data, masked_model, token_mlp
 from support.oracle import run
 
 
@@ -47,43 +48,13 @@ def test_statistics_of_shards_sum_to_those_of_one_pass(name, original_inputs):
             np.testing.assert_allclose(b2, b1, rtol=1e-6, atol=1e-8)
 
 
-def _mlp(b: GraphBuilder, x, rng, width=12, out=6, combos=False):
-    """x [N, T, 8] -> MatMul+Add (width) -> Relu -> MatMul+Add (out)."""
-    w1, b1 = rng.standard_normal((8, width)) * 0.5, rng.standard_normal(width) * 0.1
-    h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.param(w1.astype(np.float32))]),
-                                   b.param(b1.astype(np.float32))])])
-    w2, b2 = rng.standard_normal((width, out)) * 0.5, rng.standard_normal(out) * 0.1
-    return b.op("Add", [b.op("MatMul", [h, b.param(w2.astype(np.float32))]), b.param(b2.astype(np.float32))]), b2
-
-
-def _masked_model():
-    """An MLP over tokens whose output is zeroed at padding (mask 0): padding rows do not matter."""
-    b = GraphBuilder(seed=21)
-    x = b.input("input", ["N", "T", 8])
-    mask = b.input("attention_mask", ["N", "T"], dtype=np.int64)
-    y, _ = _mlp(b, x, np.random.default_rng(22))
-    keep = b.op("Unsqueeze", [b.op("Cast", [mask], to=1), b.const(np.asarray([2], np.int64))])
-    b.output(b.rename(b.op("Mul", [y, keep]), "output"))
-    return b.build()
-
-
-def _masked_data(n, seed):
-    """Padding (the last 6 of 10 tokens) holds values unlike the real tokens'."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 10, 8)).astype(np.float32)
-    x[:, 4:] = (rng.standard_normal((n, 6, 8)) * 3 + 2).astype(np.float32)
-    mask = np.zeros((n, 10), np.int64)
-    mask[:, :4] = 1
-    return {"input": x, "attention_mask": mask}
-
-
 def _error(pruner, model, arrays):
     return float(np.linalg.norm(run(pruner.to_model(), arrays)[0] - run(model, arrays)[0]))
 
 
 def test_a_mask_input_weights_the_fit_toward_real_tokens():
-    model = _masked_model()
-    fit, held = _masked_data(40, 1), _masked_data(40, 2)
+    model = masked_model()
+    fit, held = masked_data(40, 1), masked_data(40, 2)
     errors = {}
     for mode in RowWeighting:
         p = Pruner.from_model(model)
@@ -100,7 +71,7 @@ def _ctc_model():
     """Per-position class probabilities [N, T, 6] where class 0 (the blank) wins most positions."""
     b = GraphBuilder(seed=31)
     x = b.input("input", ["N", "T", 8])
-    logits, _ = _mlp(b, x, np.random.default_rng(32))
+    logits, _ = token_mlp(b, x, np.random.default_rng(32))
     shift = np.zeros(6, np.float32)
     shift[0] = 2.5
     b.output(b.rename(b.op("Softmax", [b.op("Add", [logits, b.const(shift)])], axis=-1), "output"))
@@ -146,7 +117,7 @@ def test_row_weights_follow_positions_along_a_layers_last_spatial_axis():
 def test_weighting_off_or_without_mask_and_sequence_is_inactive():
     p = Pruner.from_model(ARCHITECTURES["plain_cnn"]())
     assert not RowWeights(p.original_graph, RecoveryOptions()).active
-    masked = Pruner.from_model(_masked_model()).original_graph
+    masked = Pruner.from_model(masked_model()).original_graph
     assert RowWeights(masked, RecoveryOptions()).active
     assert not RowWeights(masked, dataclasses.replace(RecoveryOptions(), weighting="none")).active
 

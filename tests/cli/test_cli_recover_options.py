@@ -7,37 +7,12 @@ import numpy as np
 import onnx
 import pytest
 
-from support.builder import GraphBuilder
 from support.cli import call
+from support.masked_tokens import masked_data, masked_model
 from support.oracle import run
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
-
-
-def _masked_model() -> onnx.ModelProto:
-    """Tokens [N, T, 8] -> MatMul+Add 12 -> Relu -> MatMul+Add 6, zeroed at padding (mask 0)."""
-    b = GraphBuilder(seed=21)
-    rng = np.random.default_rng(22)
-    x = b.input("input", ["N", "T", 8])
-    mask = b.input("attention_mask", ["N", "T"], dtype=np.int64)
-    h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.param((rng.standard_normal((8, 12)) * 0.5).astype(np.float32))]),
-                                   b.param((rng.standard_normal(12) * 0.1).astype(np.float32))])])
-    y = b.op("Add", [b.op("MatMul", [h, b.param((rng.standard_normal((12, 6)) * 0.5).astype(np.float32))]),
-                     b.param((rng.standard_normal(6) * 0.1).astype(np.float32))])
-    keep = b.op("Unsqueeze", [b.op("Cast", [mask], to=1), b.const(np.asarray([2], np.int64))])
-    b.output(b.rename(b.op("Mul", [y, keep]), "output"))
-    return b.build()
-
-
-def _masked_data(n: int, seed: int) -> dict:
-    """Padding (the last 6 of 10 tokens) holds values unlike the real tokens'."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 10, 8)).astype(np.float32)
-    x[:, 4:] = (rng.standard_normal((n, 6, 8)) * 3 + 2).astype(np.float32)
-    mask = np.zeros((n, 10), np.int64)
-    mask[:, :4] = 1
-    return {"input": x, "attention_mask": mask}
 
 
 def _prune(capfd, model, out, calib, *more):
@@ -51,9 +26,9 @@ def _prune(capfd, model, out, calib, *more):
 
 def test_weighting_none_fits_padding_like_real_tokens_and_auto_does_not(tmp_path, capfd):
     model = tmp_path / "masked.onnx"
-    onnx.save(_masked_model(), model)
-    np.savez(tmp_path / "calib.npz", **_masked_data(60, 1))
-    held = _masked_data(40, 2)
+    onnx.save(masked_model(), model)
+    np.savez(tmp_path / "calib.npz", **masked_data(60, 1))
+    held = masked_data(40, 2)
     reference = run(onnx.load(model), held)[0]
     errors, reports = {}, {}
     for mode in ("auto", "none"):
