@@ -179,7 +179,8 @@ def _symbolic_shape_inference():
 
 
 def _ort_infer(model: onnx.ModelProto):
-    """(model with value_info, known values of small int tensors) from onnxruntime, or None."""
+    """(model with value_info, known values of small int tensors, the sympy expression of each dim
+    it names) from onnxruntime, or None."""
     try:
         SymbolicShapeInference = _symbolic_shape_inference()
     except ImportError:  # needs sympy
@@ -201,7 +202,7 @@ def _ort_infer(model: onnx.ModelProto):
             continue
         if array.size <= MAX_KNOWN_ELEMENTS:
             known[name] = array.reshape(np.shape(value))
-    return engine.out_mp_, known
+    return engine.out_mp_, known, dict(engine.symbolic_dims_)
 
 
 def _onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -228,22 +229,23 @@ def _infer(model: onnx.ModelProto):
 
     onnxruntime's symbolic inference is skipped where onnx's already gives every
     node output a full shape (static CNNs): its sympy simplification can take
-    tens of seconds on Resize-heavy models, for nothing new.
+    tens of seconds on Resize-heavy models, for nothing new. Returns (shapes,
+    known values, {dim name: sympy expression} of the dims onnxruntime named).
     """
     onnx_shapes = _value_shapes(_onnx_infer(model))
     if _complete(model, onnx_shapes):
-        return onnx_shapes, {}
+        return onnx_shapes, {}, {}
     result = _ort_infer(model)
     if result is None:
-        return onnx_shapes, {}
-    inferred, known = result
+        return onnx_shapes, {}, {}
+    inferred, known, expressions = result
     shapes = _value_shapes(inferred)
     for name in _unknown_op_outputs(model, onnx_shapes):
         shapes.pop(name, None)  # onnxruntime's fallback types them float of rank 0: a guess, left a hole
     for name, (elem, dims) in onnx_shapes.items():
         elem_o, ort_dims = shapes.get(name, (0, None))
         shapes[name] = (elem or elem_o, _prefer_static(dims, ort_dims))
-    return shapes, known
+    return shapes, known, expressions
 
 
 def _unknown_op_outputs(model: onnx.ModelProto, onnx_shapes) -> list[str]:
@@ -323,20 +325,29 @@ def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | N
 
 
 def _analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None):
+    """Symbolic inference (the slow part) runs at most once, on the declared dims, and only where onnx's
+    leaves holes; the stand-in dims come from onnx's inference at those sizes, then from the symbolic
+    dims evaluated at them, and what neither gives is observed by running the model."""
     declared = _symbolic_inputs(model)
-    if input_shapes:  # dims the user fixes are analysed as static
-        # ``known`` stays empty here: values known with fixed dims may depend on them (and the
-        # inference with the declared dims, which only ``known`` would need, can be slow)
-        symbolic, known = _infer(_with_inputs(model, {**declared, **input_shapes}))[0], {}
-    else:
-        symbolic, known = _infer(_with_inputs(model, declared))
     concrete_inputs = stand_ins(model, input_shapes)
-    if not concrete_inputs:  # static inputs: only outputs of ops no inference knows can be missing
+    if not concrete_inputs:  # static inputs: no symbol to keep, every hole is observed
         static = _static_inputs(model)
+        found = _static_analysis(model, static) if static else None
+        if found is not None:
+            return found, {}
+        symbolic, known, _ = _infer(_with_inputs(model, declared))
         if static:
             _observe_holes(model, static, dict(symbolic), symbolic)
         return symbolic, known
-    concrete, _ = _infer(_with_inputs(model, concrete_inputs))
+    if input_shapes:  # dims the user fixes are analysed as static
+        # ``known`` stays empty here: values known with fixed dims may depend on them (and the
+        # inference with the declared dims, which only ``known`` would need, can be slow)
+        symbolic, _, expressions = _infer(_with_inputs(model, {**declared, **input_shapes}))
+        known = {}
+    else:
+        symbolic, known, expressions = _infer(_with_inputs(model, declared))
+    concrete = _value_shapes(_onnx_infer(_with_inputs(model, concrete_inputs)))
+    _evaluate_symbolic(concrete, symbolic, expressions, _symbol_values(declared, concrete_inputs))
     _observe_holes(model, concrete_inputs, concrete, symbolic)
     merged = {}
     for name in set(symbolic) | set(concrete):
@@ -344,6 +355,77 @@ def _analysis_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] 
         elem_c, conc = concrete.get(name, (0, None))
         merged[name] = (elem or elem_c, _merge(sym, conc))
     return merged, known
+
+
+def _static_analysis(model: onnx.ModelProto, static: dict[str, list[int]]) -> dict | None:
+    """Shapes of a model whose inputs are all static: onnx's inference, its holes observed by running
+    what computes them (once); None where a hole stays open (symbolic inference is then asked)."""
+    found = _value_shapes(_onnx_infer(_with_inputs(model, static)))
+    holes = _holes(model, found)
+    if not holes:
+        return found
+    types: dict[str, int] = {}
+    observed = _observed_shapes(model, static, types, known=found, wanted=holes)
+    if any(name not in observed for name in holes):
+        return None
+    for name in holes:
+        found[name] = (found.get(name, (0, None))[0] or types.get(name, 0), observed[name])
+    return found
+
+
+def _holes(model: onnx.ModelProto, found: dict) -> list[str]:
+    """Node outputs without a known element type and a full shape of positive dims."""
+    return [name for node in model.graph.node for name in node.output
+            if name and (not found.get(name, (0, None))[0] or found[name][1] is None
+                         or not all(isinstance(d, int) and d > 0 for d in found[name][1]))]
+
+
+def _symbol_values(declared: dict[str, list], concrete_inputs: dict[str, list[int]]) -> dict[str, int]:
+    """The stand-in value of each input symbol."""
+    values = {}
+    for name, dims in declared.items():
+        for d, value in zip(dims, concrete_inputs.get(name, ())):
+            if isinstance(d, str):
+                values.setdefault(d, int(value))
+    return values
+
+
+def _evaluate_symbolic(concrete: dict, symbolic: dict, expressions: dict, values: dict[str, int]) -> None:
+    """Fill (in place) the dims onnx's inference at the stand-in sizes left open with the symbolic
+    inference's dims evaluated there: what a second symbolic inference at those sizes would give."""
+    cache: dict[str, int | None] = {}
+
+    def value(dim):
+        if isinstance(dim, int):
+            return dim if dim > 0 else None
+        if not isinstance(dim, str):
+            return None
+        if dim not in cache:
+            cache[dim] = values.get(dim) or _evaluate(expressions.get(dim), values)
+        return cache[dim]
+
+    for name, (elem_s, sym) in symbolic.items():
+        elem, conc = concrete.get(name, (0, None))
+        if sym is None or (conc is not None and len(conc) != len(sym)):
+            continue
+        if conc is not None and all(isinstance(d, int) and d > 0 for d in conc) and elem:
+            continue
+        dims = tuple(c if isinstance(c, int) and c > 0 else value(s)
+                     for c, s in zip(conc if conc is not None else sym, sym))
+        if all(d is not None for d in dims):
+            concrete[name] = (elem or elem_s, dims)
+
+
+def _evaluate(expression, values: dict[str, int]) -> int | None:
+    """A sympy expression of input symbols at their values (None where another symbol is in it)."""
+    if expression is None:
+        return None
+    try:
+        free = {s: values[s.name] for s in expression.free_symbols}
+        result = int(expression.subs(free)) if free else int(expression)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return result if result > 0 else None
 
 
 def _static_inputs(model: onnx.ModelProto) -> dict[str, list[int]] | None:
@@ -371,8 +453,9 @@ def _observe_holes(model: onnx.ModelProto, concrete_inputs: dict[str, list[int]]
         observed_types: dict[str, int] = {}
         observed = _observed_shapes(model, concrete_inputs, observed_types)
         if observed:
-            again = _observed_shapes(model, {k: [d + 1 if _dynamic(model, k, i) else d for i, d in enumerate(v)]
-                                             for k, v in concrete_inputs.items()})
+            moved = {k: [d + 1 if _dynamic(model, k, i) else d for i, d in enumerate(v)]
+                     for k, v in concrete_inputs.items()}
+            again = _observed_shapes(model, moved) if moved != concrete_inputs else observed
             for name in holes:
                 if name in observed and name in again and len(observed[name]) == len(again[name]):
                     elem = concrete.get(name, (0, None))[0] or observed_types.get(name, 0)
@@ -392,22 +475,32 @@ def _dynamic(model: onnx.ModelProto, name: str, axis: int) -> bool:
 
 
 def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]],
-                     types_out: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+                     types_out: dict[str, int] | None = None, known: dict | None = None,
+                     wanted: list[str] | None = None) -> dict[str, tuple[int, ...]]:
     """Last resort: run the model once in onnxruntime (zeros in, every intermediate out); outputs of ops
-    onnx does not know (contrib ops) are asked for untyped, and their element types go to ``types_out``."""
+    onnx does not know (contrib ops) are asked for untyped, and their element types go to ``types_out``.
+
+    With ``known`` shapes (at ``input_shapes``) and the ``wanted`` tensors, only what computes those
+    runs: large floating-point tensors of known shape are fed as zeros instead of computed (their
+    values never make a shape), so a Transformer's matrix products run only where their shapes are
+    holes."""
     try:
         import onnxruntime as ort
         work = _with_inputs(model, input_shapes)
+        if known is not None and wanted:
+            work = _needed_for(work, known, wanted) or work
+            types = {name: elem for name, (elem, _) in known.items() if elem}
+        else:
+            inferred = _onnx_infer(work)
+            types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
         declared = {o.name for o in work.graph.output}
-        inferred = _onnx_infer(work)
-        types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.graph.value_info}
         for node in work.graph.node:
             for name in node.output:
                 if name and name not in declared:
                     work.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None)
                                              if types.get(name) else onnx.helper.make_empty_tensor_value_info(name))
         feeds = {}
-        initializers = {t.name for t in model.graph.initializer}
+        initializers = {t.name for t in work.graph.initializer}
         for vi in work.graph.input:
             if vi.name in initializers:
                 continue
@@ -426,6 +519,45 @@ def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]],
         return {name: tuple(int(d) for d in np.shape(value)) for name, value in values.items()}
     except Exception:  # a model onnxruntime cannot run here: keep what inference found
         return {}
+
+
+def _needed_for(model: onnx.ModelProto, known: dict, wanted: list[str]) -> onnx.ModelProto | None:
+    """The nodes of ``model`` that compute ``wanted``, cut at the large floating-point tensors whose
+    shapes are ``known`` (graph inputs of the result); None where bodies (If, Loop) read outer names."""
+    nodes = list(model.graph.node)
+    if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for node in nodes for attr in node.attribute):
+        return None
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output if name}
+
+    def cut(name):
+        elem, dims = known.get(name, (0, None))
+        if not elem or dims is None or not all(isinstance(d, int) and d > 0 for d in dims):
+            return False
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        return dtype.kind in "fc" and int(np.prod(dims)) > MAX_KNOWN_ELEMENTS
+
+    needed, fed, stack = set(), {}, [producer[name] for name in wanted if name in producer]
+    while stack:
+        index = stack.pop()
+        if index in needed:
+            continue
+        needed.add(index)
+        for name in nodes[index].input:
+            if name in producer and cut(name):
+                fed[name] = known[name]
+            elif name in producer:
+                stack.append(producer[name])
+    graph = model.graph
+    used = {name for i in needed for name in nodes[i].input}
+    inputs = [vi for vi in graph.input if vi.name in used] + [
+        onnx.helper.make_tensor_value_info(name, elem, list(dims)) for name, (elem, dims) in fed.items()]
+    work = onnx.helper.make_model(
+        onnx.helper.make_graph([nodes[i] for i in sorted(needed)], graph.name, inputs, [],
+                               [t for t in graph.initializer if t.name in used]),
+        opset_imports=list(model.opset_import), functions=list(model.functions))
+    work.ir_version = model.ir_version
+    return work
 
 
 def _merge(sym, conc):
