@@ -22,6 +22,9 @@ from ..rules import NodeView
 from . import PassResult
 
 MAX_FOLDED_ELEMENTS = 1 << 16
+# Evaluations with inputs at most this large are remembered within one folding: exporters repeat the same
+# shape arithmetic in every block (a Swin-T: 2,172 evaluations, most of them repeats).
+MAX_REMEMBERED_ELEMENTS = 256
 
 
 def is_static(graph: Graph) -> bool:
@@ -46,10 +49,10 @@ def fold_shape_arithmetic(graph: Graph, registry: Registry) -> tuple[Graph, int]
     if not is_static(graph):
         return graph, 0
     params = dict(graph.params)
-    keep, folded = [], 0
+    keep, folded, seen = [], 0, {}
     outputs = graph.graph_output_names
     for node in graph.nodes:
-        values = _try_fold(node, graph, params, registry)
+        values = _try_fold(node, graph, params, registry, seen)
         if values is None or any(name in outputs for name in node.outputs):
             keep.append(node)
             continue
@@ -60,7 +63,7 @@ def fold_shape_arithmetic(graph: Graph, registry: Registry) -> tuple[Graph, int]
     return dataclasses.replace(graph, nodes=keep, params=params), folded
 
 
-def _try_fold(node, graph: Graph, params, registry: Registry):
+def _try_fold(node, graph: Graph, params, registry: Registry, seen: dict | None = None):
     opset = graph.meta.opsets.get(node.domain, graph.opset)
     spec = registry.lookup(node.domain, node.op_type, opset)
     if spec is not None and spec.fold is not None:
@@ -77,7 +80,7 @@ def _try_fold(node, graph: Graph, params, registry: Registry):
     if any(v is not None and v.dtype.kind == "f" for v in inputs):
         return None  # weights stay weights
     try:
-        results = evaluate_node(node, inputs, opset)
+        results = evaluate_node(node, inputs, opset, seen)
     except Exception:
         return None
     if any(r.dtype.kind == "f" or r.size > MAX_FOLDED_ELEMENTS for r in results):
@@ -85,8 +88,30 @@ def _try_fold(node, graph: Graph, params, registry: Registry):
     return dict(zip(node.outputs, results))
 
 
-def evaluate_node(node, inputs, opset: int) -> list[np.ndarray]:
+def evaluate_node(node, inputs, opset: int, seen: dict | None = None) -> list[np.ndarray]:
+    """The node's outputs on ``inputs`` (onnx's reference evaluator); ``seen``: evaluations of small
+    inputs already made, by operator, attributes and input values (filled here)."""
     proto = node_proto(node)
+    key = _evaluation_key(proto, inputs, opset) if seen is not None else None
+    if key is not None and key in seen:
+        return [r.copy() for r in seen[key]]
+    results = _evaluate_proto(node, proto, inputs, opset)
+    if key is not None:
+        seen[key] = [r.copy() for r in results]
+    return results
+
+
+def _evaluation_key(proto: onnx.NodeProto, inputs, opset: int):
+    """What an evaluation's result depends on (names aside), or None where an input is too large to remember."""
+    if any(v is not None and np.asarray(v).size > MAX_REMEMBERED_ELEMENTS for v in inputs):
+        return None
+    values = tuple(None if v is None else (np.asarray(v).dtype.str, np.shape(v), np.asarray(v).tobytes())
+                   for v in inputs)
+    return (proto.domain, proto.op_type, opset, len(proto.output), tuple(a.SerializeToString() for a in proto.attribute),
+            tuple(bool(name) for name in proto.input), values)
+
+
+def _evaluate_proto(node, proto: onnx.NodeProto, inputs, opset: int) -> list[np.ndarray]:
     names = [name for name in node.inputs if name]
     graph = helper.make_graph(
         [proto], "fold",

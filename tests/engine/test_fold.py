@@ -104,3 +104,32 @@ def test_fold_runs_as_a_pass_and_reports_what_it_changed():
     assert results[0].changed > 0 and results[0].graph is folded
     assert not SHAPE_CHAIN & set(ops(folded)) and SHAPE_CHAIN & set(ops(graph))  # input graph untouched
     assert messages == [f"fold shape arithmetic: {results[0].changed} changed"]
+
+
+def test_repeated_shape_arithmetic_is_evaluated_once_and_folds_the_same(monkeypatch):
+    """A Transformer repeats the same shape arithmetic in every block: each distinct evaluation (operator,
+    attributes, input values) runs once per folding, and the folded graph is the one evaluating every
+    node gives."""
+    from onnxprune.passes import fold_shapes
+    from support.exported import by_name
+    model = by_name("vit_ts").load()
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for vi in fixed.graph.input:  # static batch: the shape arithmetic folds
+        vi.type.tensor_type.shape.dim[0].Clear()
+        vi.type.tensor_type.shape.dim[0].dim_value = 1
+    graph = onnx_in.from_model(fixed)
+    evaluations = []
+    real = fold_shapes._evaluate_proto
+    monkeypatch.setattr(fold_shapes, "_evaluate_proto", lambda *a: evaluations.append(a[0].name) or real(*a))
+    remembered, count = fold_shape_arithmetic(graph, default_registry())
+    runs = len(evaluations)
+    monkeypatch.setattr(fold_shapes, "MAX_REMEMBERED_ELEMENTS", -1)  # nothing remembered
+    evaluations.clear()
+    every, count_every = fold_shape_arithmetic(graph, default_registry())
+    assert count == count_every > 0 and runs < len(evaluations)
+    assert [n.name for n in remembered.nodes] == [n.name for n in every.nodes]
+    assert set(remembered.params) == set(every.params)
+    for name, value in every.params.items():
+        got = remembered.params[name]
+        assert got.dtype == value.dtype and np.array_equal(got, value), name
