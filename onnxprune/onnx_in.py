@@ -386,8 +386,11 @@ def refresh(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> G
 
     Symbolic inference (sympy, the slow part of analysis) is not run again: onnx's own
     inference at the stand-in dims checks every carried shape it can compute and fills the
-    holes it can where the model has no symbolic dims. A carried shape that disagrees, or a
-    new tensor whose shape only symbolic inference could give, falls back to :func:`reinfer`.
+    holes it can where the model has no symbolic dims. A tensor the rewrite added (a Reshape
+    target pinned, heads split apart) takes onnx's dims there, and where they move with the
+    dynamic dims, the symbol of the carried dims that move alike (:func:`_new_symbolic`). A
+    carried shape that disagrees, or a new tensor whose dims cannot be told so, falls back to
+    :func:`reinfer`.
     """
     from . import onnx_out
     skeleton = onnx_out.to_model(graph, onnx_out.Weights.INPUTS)
@@ -395,7 +398,7 @@ def refresh(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> G
     if checked is None:
         return reinfer(graph, input_shapes)
     static_model = not any(shapes.is_symbolic(d) for v in graph.values.values() for d in (v.shape or ()))
-    values = dict(graph.values)
+    values, new = dict(graph.values), {}
     for node in graph.nodes:
         for name in node.outputs:
             if not name:
@@ -409,9 +412,48 @@ def refresh(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> G
                 continue
             if complete and (static_model or carried is None):
                 if carried is None and not static_model:
-                    return reinfer(graph, input_shapes)  # a new tensor whose dims may be symbolic
+                    new[name] = (elem, tuple(dims))  # dims that may be symbolic
+                    continue
                 values[name] = Value(name, elem or (carried.dtype if carried else 0), tuple(dims))
+    if new:
+        named = _new_symbolic(graph, skeleton, input_shapes, new)
+        if named is None:
+            return reinfer(graph, input_shapes)
+        values.update(named)
     return dataclasses.replace(graph, values=values)
+
+
+def _new_symbolic(graph: Graph, skeleton: onnx.ModelProto, input_shapes, new: dict) -> dict[str, Value] | None:
+    """Values of the ``new`` tensors ({name: (elem, dims at the stand-ins)}): onnx's inference at moved
+    sizes of the dynamic dims tells which dims are symbolic, and a carried symbol that moves from the
+    same stand-in to the same size names each; None where one cannot be named so."""
+    moved = shapes.static_shapes(skeleton, input_shapes, moved=True)
+    if moved is None:
+        return None
+    symbols: dict[tuple[int, int], set[str]] = {}
+    for name, value in graph.values.items():
+        other = moved.get(name, (0, None))[1]
+        if value.shape is None or other is None or len(other) != len(value.shape):
+            continue
+        for d, m in zip(value.shape, other):
+            if shapes.is_symbolic(d) and isinstance(m, int) and m > 0:
+                symbols.setdefault((int(d), m), set()).add(d.symbol)
+    found = {}
+    for name, (elem, dims) in new.items():
+        other = moved.get(name, (0, None))[1]
+        if other is None or len(other) != len(dims):
+            return None
+        named = []
+        for d, m in zip(dims, other):
+            if d == m:
+                named.append(d)
+                continue
+            candidates = symbols.get((d, m), set())
+            if len(candidates) != 1:
+                return None
+            named.append(shapes.SymDim(next(iter(candidates)), d))
+        found[name] = Value(name, elem, tuple(named))
+    return found
 
 
 def model_inputs(model: onnx.ModelProto) -> list[Value]:

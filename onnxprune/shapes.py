@@ -315,12 +315,17 @@ _CACHE: dict[tuple[str, str], tuple[dict, dict]] = {}
 _CACHE_SIZE = 8
 
 
-def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None):
+def static_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None, moved: bool = False):
     """onnx's own (fast, C++) inference at the stand-in input dims: ``{name: (elem_type, dims)}``,
-    or None where the model declares no input shapes to infer from."""
+    or None where the model declares no input shapes to infer from. ``moved``: at other sizes of
+    the dynamic dims the user did not fix (each stand-in d at 2d + 1: a dim that is a function of
+    them, floor(d / k) included, then moves too), where symbolic dims show by moving."""
     if any(not vi.type.tensor_type.HasField("shape") for vi in model.graph.input):
         return None
     concrete = stand_ins(model, input_shapes)
+    if moved:
+        concrete = {name: [2 * d + 1 if name not in (input_shapes or {}) and _dynamic(model, name, i) else d
+                           for i, d in enumerate(dims)] for name, dims in concrete.items()}
     return _value_shapes(_onnx_infer(_with_inputs(model, concrete) if concrete else model))
 
 

@@ -26,13 +26,14 @@ def symbolic_runs(monkeypatch):
     return calls
 
 
+@pytest.mark.parametrize("name", ["bert_ts", "tv_vit_dynamo", "tv_swin_ts"])
 @pytest.mark.parametrize("options", [PruneOptions(ratio=0.5), PruneOptions(ratio=0.5, steps=2),
                                      PruneOptions(target_macs=0.6, steps=2)], ids=["ratio", "steps", "target"])
-def test_symbolic_inference_runs_once_per_prune(symbolic_runs, options):
-    """bert_ts computes its Reshape targets at run time (onnx's inference leaves them open) and has
-    dynamic batch and sequence: symbolic inference is needed, once, at load; the rounds and the target
-    search carry the shapes from their plans."""
-    pruner = Pruner.from_model(by_name("bert_ts").load())
+def test_symbolic_inference_runs_once_per_prune(symbolic_runs, options, name):
+    """These compute Reshape targets at run time (onnx's inference leaves them open) and have dynamic
+    dims: symbolic inference is needed, once, at load; the load-time passes (heads split apart, targets
+    pinned: new tensors), the rounds and the target search carry the shapes from their plans."""
+    pruner = Pruner.from_model(by_name(name).load())
     assert len(symbolic_runs) == 1
     before = pruner.macs()
     pruner.prune(options.with_(prune_hidden=True))
@@ -85,3 +86,27 @@ def test_stand_in_dims_equal_a_symbolic_inference_at_the_stand_in_sizes(symbolic
     assert got == {n: reference[n] for n in got}
     assert len(got) >= 0.95 * len(reference)
     assert any(shapes.is_symbolic(d) for _, dims in found.values() if dims for d in dims)
+
+
+def _dims(graph):
+    """Shapes with each symbolic dim as ("sym", stand-in): a full inference names its own symbols."""
+    return {name: None if v.shape is None else tuple(("sym", int(d)) if shapes.is_symbolic(d) else d for d in v.shape)
+            for name, v in graph.values.items() if name not in graph.params}
+
+
+@pytest.mark.parametrize("name", ["tv_vit_dynamo", "tv_swin_ts"])
+def test_tensors_the_load_time_passes_add_have_the_shapes_a_full_inference_gives(symbolic_runs, name):
+    """The load-time passes add tensors (a ViT's heads split apart, a Swin's Reshape targets pinned): their
+    dims come from onnx's inference at two sizes, symbolic ones named after carried dims that move alike."""
+    from onnxprune import onnx_in
+    model = by_name(name).load()
+    pruner = Pruner.from_model(model)
+    added = set(pruner.graph.values) - set(onnx_in.to_graph(model).values)
+    assert added, "no tensor added: nothing was tested"
+    assert len(symbolic_runs) == 1
+    full = _dims(onnx_in.reinfer(pruner.graph))
+    carried = _dims(pruner.graph)
+    assert {n: carried[n] for n in added if n in full} == {n: full[n] for n in added if n in full}
+    if name == "tv_vit_dynamo":  # the heads split apart keep the dynamic batch
+        assert any(isinstance(d, tuple) for n in added for d in carried[n] or ())
+    assert {n: s for n, s in carried.items() if n in full} == {n: s for n, s in full.items() if n in carried}
