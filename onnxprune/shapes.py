@@ -514,6 +514,7 @@ def _observed_shapes(model: onnx.ModelProto, input_shapes: dict[str, list[int]],
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # shapes, not speed: no spinning threads
         session = ort.InferenceSession(work.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         values = dict(zip(names, session.run(names, feeds)))
