@@ -1,9 +1,12 @@
 """Every tensor's shape before analysis: channel dims concrete, batch/sequence dims symbolic.
 
 Exports compute Reshape/Expand targets at run time (Shape -> Gather -> Concat),
-which onnx's own inference does not follow. onnxruntime's symbolic shape
-inference does, symbolically in batch and sequence length; onnx inference is
-the fallback. Rules see a symbolic dim as a :class:`SymDim`: an ``int`` that
+which onnx's own inference does not always follow. onnxruntime's symbolic shape
+inference does, symbolically in batch and sequence length, but slowly (sympy):
+it runs at most once per model, only where onnx's inference leaves holes and
+the model has dynamic dims; a model with static inputs has its holes observed
+by running what computes them, and shapes after a rewrite are carried
+(onnx_in.refresh). Rules see a symbolic dim as a :class:`SymDim`: an ``int`` that
 holds a stand-in value (so row-major products and sizes keep working) and the
 symbol's name (so the engine never prunes it, and rewrites never write the
 stand-in into the model). Two SymDims are equal when their symbols are; a
