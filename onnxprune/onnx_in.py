@@ -410,17 +410,21 @@ def refresh(graph: Graph, input_shapes: dict[str, list[int]] | None = None) -> G
                 if complete and tuple(int(d) for d in carried.shape) != tuple(dims):
                     return reinfer(graph, input_shapes)  # the carried shape is wrong: infer it all
                 continue
-            if complete and (static_model or carried is None):
-                if carried is None and not static_model:
-                    new[name] = (elem, tuple(dims))  # dims that may be symbolic
-                    continue
+            if carried is None and not static_model:
+                if not complete:
+                    return reinfer(graph, input_shapes)  # a new tensor only symbolic inference can give
+                new[name] = (elem, tuple(dims))  # dims that may be symbolic
+                continue
+            if complete and static_model:
                 values[name] = Value(name, elem or (carried.dtype if carried else 0), tuple(dims))
     if new:
         named = _new_symbolic(graph, skeleton, input_shapes, new)
         if named is None:
             return reinfer(graph, input_shapes)
         values.update(named)
-    return dataclasses.replace(graph, values=values)
+    live = {v.name for v in graph.inputs} | {v.name for v in graph.outputs} | {
+        name for node in graph.nodes for name in list(node.inputs) + list(node.outputs) + list(node.implicit_inputs)}
+    return dataclasses.replace(graph, values={name: v for name, v in values.items() if name in live})
 
 
 def _new_symbolic(graph: Graph, skeleton: onnx.ModelProto, input_shapes, new: dict) -> dict[str, Value] | None:
