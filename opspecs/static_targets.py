@@ -1,4 +1,4 @@
-"""Reshape targets read from fixed sizes at run time, pinned as constants before analysis (issue 17).
+"""Sizes read from fixed dims at run time, pinned as constants before analysis (issue 17).
 
 TorchScript exports compute every view's target from ``Shape`` reads, even of
 sizes the model fixes: torchvision's Swin reads ``B, H, W, C = x.shape`` once,
@@ -14,6 +14,18 @@ batch and sequence stay symbolic), its value is the same for every input the
 model accepts: this pass puts it in the target as a constant, which the
 Reshape rule then rewrites with the pruned size. Elements computed from
 symbolic dims stay run-time pieces, read from the same tensors as before.
+
+The same holds for every op that builds or cuts a tensor from sizes:
+Expand/Tile targets and ConstantOfShape shapes (``expand_as``, ``repeat``,
+``zeros_like``: element by element, run-time runs gathered from the same
+shape), Slice bounds (``x[:, :y.size(1)]``), Range limits (``arange(C)``,
+then folded into a constant) and sizes cast to floats (an attention scale
+``head_dim ** -0.5``). Read at run time, such a size follows a pruned axis
+into ops that do not prune with it (onnxruntime refuses the model, or a
+ramp silently loses its values); as constants, the rules rewrite them where
+those ops prune and leave them as they were elsewhere. Size reads that stay
+at run time and reach such an op are barriers (the Shape rule, source.py).
+The reads nothing uses after pinning are dropped.
 """
 from __future__ import annotations
 
@@ -37,16 +49,16 @@ class PinStaticReshapeTargets:
 
     def run(self, graph: Graph) -> PassResult:
         pinned, count = pin_static_targets(graph)
-        notes = (f"{count} shape operands (Reshape/Expand/Tile targets, ConstantOfShape shapes, Slice bounds, "
-                 "Range limits) read fixed sizes from tensor shapes at run time: those sizes pinned as constants "
-                 "(so pruning can rewrite them, or leaves them as they were)",) if count else ()
+        notes = (f"{count} operands (Reshape/Expand/Tile targets, ConstantOfShape shapes, Slice bounds, Range "
+                 "limits, sizes cast to floats) read fixed sizes from tensor shapes at run time: those sizes pinned "
+                 "as constants (so pruning can rewrite them, or leaves them as they were)",) if count else ()
         return PassResult(self.name, pinned, count, notes)
 
 
 # operands that hold sizes or positions, by op: an element computed from static dims alone is pinned. Targets
 # (a 1-D shape, one element per output axis) are pinned element by element: run-time elements stay read.
 _TARGETS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
-_WHOLE = {"Slice": (1, 2, 3, 4), "Range": (0, 1, 2)}
+_WHOLE = {"Slice": (1, 2, 3, 4), "Range": (0, 1, 2), "Cast": (0,)}  # Cast: a size turned into a float (a scale)
 _MAX_RANGE = 1 << 16  # a Range folded into a constant holds at most this many elements
 
 
@@ -86,16 +98,18 @@ def pin_static_targets(graph: Graph) -> tuple[Graph, int]:
     if not count:
         return graph, 0
     nodes = [m for n in graph.nodes if n.name not in drop for m in replace.get(n.name, [n])]
-    before, after = _live(graph.nodes, graph.graph_output_names), _live(nodes, graph.graph_output_names)
-    nodes = [n for n in nodes if n.name in after or n.name not in before]  # the size reads nothing uses now
+    before = _live(graph.nodes, graph.graph_output_names)
+    dead = {n.name for n in graph.nodes if n.name not in before}  # dead already: left as they were
+    after = _live(nodes, graph.graph_output_names, dead)
+    nodes = [n for n in nodes if n.name in after]  # drops the size reads nothing uses now
     return dataclasses.replace(graph, nodes=nodes, params=params), count
 
 
-def _live(nodes, outputs) -> set[str]:
-    """Names of the nodes some graph output depends on."""
+def _live(nodes, outputs, roots=frozenset()) -> set[str]:
+    """Names of the nodes some graph output or some node of ``roots`` depends on (and of ``roots``)."""
     needed, live = set(outputs), set()
     for node in reversed(nodes):
-        if any(o in needed for o in node.outputs if o):
+        if node.name in roots or any(o in needed for o in node.outputs if o):
             live.add(node.name)
             needed.update(t for t in list(node.inputs) + list(node.implicit_inputs) if t)
     return live
