@@ -12,7 +12,7 @@ import onnx
 from .builder import GraphBuilder
 
 CASES = ("expand", "expand_coupled", "slice", "slice_other_axis", "constant_of_shape", "constant_of_shape_coupled",
-         "range", "range_coupled", "tile", "tile_coupled")
+         "range", "range_coupled", "tile", "tile_coupled", "scale")
 
 
 def _channel_size(b: GraphBuilder, y: str, keepdims: bool = True) -> str:
@@ -64,6 +64,9 @@ def model(case: str, width: int = 8) -> onnx.ModelProto:
             z2 = b.op("Mul", [h, t])
         else:
             z1 = b.op("Mul", [y, t])
+    elif case == "scale":  # y * y.size(1) ** -0.5, as attention scales are exported
+        size = b.op("Cast", [_channel_size(b, y)], to=onnx.TensorProto.FLOAT)
+        z1 = b.op("Mul", [y, b.op("Div", [b.const(np.array([1.0], np.float32)), b.op("Sqrt", [size])])])
     else:
         raise ValueError(case)
     z = b.op("Concat", [z1, z2], axis=1)
