@@ -39,6 +39,7 @@ from .ir import Graph
 from .options import PruneOptions
 from .plan import Plan, make_plan
 from .registry import Registry
+from .rules import NodeView, call_rule
 from .importance import CRITERIA
 from .rewrite import apply_plan, kept_per_axis, removed_per_dim
 from .widthgrid import WidthGrid
@@ -295,12 +296,16 @@ def _bodies_of(graph: Graph):
     """Every subgraph of the graph's nodes as a Graph (read once per subgraph proto)."""
     for node in graph.nodes:
         for attr in onnx_in.bodies(node):
-            proto = node.attrs[attr]
-            if id(proto) not in _READ:
-                if len(_READ) > 256:
-                    _READ.clear()
-                _READ[id(proto)] = (proto, onnx_in.body_graph(node, attr, graph)[0])
-            yield _READ[id(proto)][1]
+            yield _body(graph, node, attr)
+
+
+def _body(graph: Graph, node, attr: str) -> Graph:
+    proto = node.attrs[attr]
+    if id(proto) not in _READ:
+        if len(_READ) > 256:
+            _READ.clear()
+        _READ[id(proto)] = (proto, onnx_in.body_graph(node, attr, graph)[0])
+    return _READ[id(proto)][1]
 
 
 def prunable_inside(graph: Graph, registry: Registry) -> int:
@@ -326,10 +331,24 @@ def params_inside(graph: Graph) -> int:
 
 
 def macs_inside(graph: Graph, registry: Registry) -> int:
-    """MACs of the layers inside subgraphs, each body counted once (both branches of an If; a Loop
-    body once, whatever its trip count)."""
+    """MACs of the layers inside subgraphs: both branches of an If; a loop's body times its trip count
+    where the model fixes it (``OpSpec.trips``: Loop's constant M, Scan's scanned length), else once."""
     from .metrics import count_macs  # late: metrics counts bodies through this module
-    return sum(count_macs(body, registry) for body in _bodies_of(graph))
+    total = 0
+    for node in graph.nodes:
+        attrs = onnx_in.bodies(node)
+        if attrs:
+            total += trips(graph, node, registry) * sum(count_macs(_body(graph, node, a), registry) for a in attrs)
+    return total
+
+
+def trips(graph: Graph, node, registry: Registry) -> int:
+    """How many times ``node`` runs its bodies, where its rule knows (1 where not)."""
+    spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+    if spec is None or spec.trips is None:
+        return 1
+    count = call_rule("trips", node, spec.trips, NodeView(node, graph))
+    return 1 if count is None else max(0, int(count))
 
 
 def downstream(graph: Graph, nodes: set[str]) -> set[str]:

@@ -390,6 +390,9 @@ class OpSpec:
     # it flattened, the subgraphs' nodes beside it and their outputs appended to its inputs (one run of
     # outputs per subgraph), so that ``couple`` ties each output to every subgraph's
     selects_body: bool = False
+    # for nodes that run their subgraphs repeatedly (a loop): how many times, where the model fixes it
+    # (None: not known, the bodies count once); the MACs inside count that many times
+    trips: Callable[[NodeView], int | None] | None = None
 
 
 STRICT_ENV = "ONNXPRUNE_STRICT"

@@ -335,7 +335,18 @@ def _elements(graph, name: str, depth: int, dims: bool = False) -> np.ndarray | 
                 result = np.frompyfunc(lambda x, y: None if x is None or y is None else _ARITHMETIC[op](x, y),
                                        2, 1)(a, b)
                 result = np.asarray(result, dtype=object).reshape(np.broadcast_shapes(a.shape, b.shape))
-        elif op == "Cast" and dims and int(node.attrs.get("to", 7)) not in _INT_TYPES:
+        elif dims and op in _COMPARE:
+            a, b = operand(0), operand(1)
+            if a is not None and b is not None:
+                result = np.frompyfunc(lambda x, y: None if x is None or y is None else int(_COMPARE[op](x, y)),
+                                       2, 1)(a, b)
+                result = np.asarray(result, dtype=object).reshape(np.broadcast_shapes(a.shape, b.shape))
+        elif dims and op == "Where":  # torch's expand: Where(target == -1, ones, target)
+            c, a, b = operand(0), operand(1), operand(2)
+            if c is not None and a is not None and b is not None:
+                result = np.frompyfunc(lambda k, x, y: None if k is None else (x if k else y), 3, 1)(c, a, b)
+                result = np.asarray(result, dtype=object).reshape(np.broadcast_shapes(c.shape, a.shape, b.shape))
+        elif op == "Cast" and dims and int(node.attrs.get("to", 7)) not in _INT_TYPES + (_BOOL,):
             result = None
         elif op in ("Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"):
             x = operand(0)
@@ -372,8 +383,11 @@ def _elements(graph, name: str, depth: int, dims: bool = False) -> np.ndarray | 
     return result
 
 
-# ONNX integer element types (INT8..INT64, UINT8..UINT64)
+# ONNX integer element types (INT8..INT64, UINT8..UINT64), and BOOL
 _INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)
+_BOOL = 9
+_COMPARE = {"Equal": lambda a, b: a == b, "Less": lambda a, b: a < b, "Greater": lambda a, b: a > b,
+            "LessOrEqual": lambda a, b: a <= b, "GreaterOrEqual": lambda a, b: a >= b}
 
 
 def _static_dims(graph, node) -> np.ndarray | None:
@@ -407,3 +421,85 @@ def _slice(x: np.ndarray, node, const) -> np.ndarray | None:
     for axis, start, end, step in zip(axes, starts, ends, steps):
         index[axis % x.ndim] = slice(start, end, step)
     return x[tuple(index)]
+
+
+# ops that move a small int tensor's elements (flat order kept) or compute elementwise on them: the sizes a
+# Shape read gives are followed through these to the op that uses them
+_SIZE_MOVES = ("Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Flatten")
+_SIZE_ARITHMETIC = ("Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Neg", "Abs", "Floor", "Ceil", "Sqrt", "Pow",
+                    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Where")
+
+
+def size_reader(graph, tensor: str, positions: set[int], depth: int = 16) -> str | None:
+    """Where elements ``positions`` (flat) of a shape-valued ``tensor`` are used, other than in a Reshape
+    target (a description: "Expand Expand_3 (input 1)"); None where they are used nowhere else."""
+    if not positions:
+        return None
+    if tensor in graph.graph_output_names:
+        return f"graph output {tensor}"
+    for node, slot in graph.consumers.get(tensor, []):
+        where = f"{node.op_type} {node.name} (input {slot})"
+        if node.domain or depth == 0 or slot < 0:
+            return where
+        out = node.outputs[0] if node.outputs else ""
+        if node.op_type == "Reshape" and slot == 1:
+            continue  # the Reshape rule reads its target's run-time pieces itself
+        if node.op_type in ("Shape", "Size"):
+            continue  # the length of the sizes, not their values
+        moved = _moved(graph, node, slot, tensor, positions)
+        if moved is None:
+            return where
+        found = size_reader(graph, out, moved, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _moved(graph, node, slot: int, tensor: str, positions: set[int]) -> set[int] | None:
+    """Positions of the node's output that the input elements ``positions`` reach, or None where not followed."""
+    op, out = node.op_type, node.outputs[0] if node.outputs else ""
+    size = _flat_size(graph, out)
+    if op in _SIZE_MOVES and slot == 0:
+        return set(positions)
+    if op in _SIZE_ARITHMETIC:
+        mine = _flat_size(graph, tensor)
+        if mine is not None and mine == size:
+            return set(positions)
+        return set(range(size)) if size is not None else None
+    if op == "Concat" and int(node.attrs.get("axis", 0)) in (0, -1):
+        offset = 0
+        for k, name in enumerate(node.inputs):
+            if k == slot:
+                return {offset + p for p in positions}
+            length = _flat_size(graph, name)
+            if length is None:
+                return None
+            offset += length
+    if op in ("Gather", "Slice") and slot == 0:
+        length = _flat_size(graph, tensor)
+        index = np.full(length, -1) if length is not None else None
+        if index is None:
+            return None
+        index[sorted(p for p in positions if p < length)] = 1
+        if op == "Gather":
+            indices = graph.params.get(node.inputs[1]) if len(node.inputs) > 1 else None
+            if indices is None or int(node.attrs.get("axis", 0)) not in (0, -1):
+                return None
+            flat = np.asarray(indices, dtype=np.int64).reshape(-1) % max(length, 1)
+        else:
+            bounds = [graph.params.get(n) if n else None for n in node.inputs[1:5]]
+            if len(node.inputs) < 3 or bounds[0] is None or bounds[1] is None or \
+                    any(n and b is None for n, b in zip(node.inputs[3:5], bounds[2:])):
+                return None
+            step = int(np.asarray(bounds[3]).reshape(-1)[0]) if len(bounds) > 3 and bounds[3] is not None else 1
+            flat = np.arange(length)[int(np.asarray(bounds[0]).reshape(-1)[0]):
+                                     int(np.asarray(bounds[1]).reshape(-1)[0]):step]
+        return {k for k, i in enumerate(flat) if index[i] == 1}
+    return None
+
+
+def _flat_size(graph, name: str) -> int | None:
+    shape = graph.shape(name) if name else None
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return None
+    return int(np.prod(shape))

@@ -11,7 +11,10 @@ every iteration to agree, which is not analysed.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from onnxprune.rules import IN, OUT, Barrier, Couple, NodeView, OpSpec, Side
+from onnxprune.shapes import is_symbolic
 
 BODIES = {"If": ("then_branch", "else_branch"), "Loop": ("body",), "Scan": ("body",)}
 
@@ -41,7 +44,28 @@ def _if(view: NodeView, port, axes):
     return [Couple(other, axes) for other in ports if other != port]
 
 
+def _loop_trips(view: NodeView) -> int | None:
+    """Loop's M, where a constant: the most times the body runs (a condition may stop it sooner)."""
+    m = view.const(0) if view.has_input(0) else None
+    return int(np.asarray(m).reshape(-1)[0]) if m is not None and np.asarray(m).size == 1 else None
+
+
+def _scan_trips(view: NodeView) -> int | None:
+    """Scan (opset 9+) runs its body once per slice of its scan inputs along their scan axis: the first
+    scan input's length there, where static (a symbolic length, e.g. a sequence: None)."""
+    scans = int(view.attr("num_scan_inputs", 0))
+    if view.opset < 9 or scans < 1 or scans > view.n_inputs:
+        return None
+    shape = view.shape(IN(view.n_inputs - scans))
+    if shape is None:
+        return None
+    axes = view.attr("scan_input_axes")
+    axis = int(axes[0]) % len(shape) if axes else 0
+    length = shape[axis]
+    return None if is_symbolic(length) else int(length)
+
+
 def register(registry) -> None:
     registry.register(OpSpec(("If",), _if, foldable=False, selects_body=True, family="control"))
-    for op in ("Loop", "Scan"):
-        registry.register(OpSpec((op,), _crossing, foldable=False, family="control"))
+    registry.register(OpSpec(("Loop",), _crossing, foldable=False, trips=_loop_trips, family="control"))
+    registry.register(OpSpec(("Scan",), _crossing, foldable=False, trips=_scan_trips, family="control"))

@@ -23,8 +23,9 @@ from support.oracle import (assert_group_oracle, assert_group_oracle_at_lengths,
 REALWORLD = os.path.join(MODELS_DIR, "realworld")
 # MACs at --ratio 0.5, as measured (ceilings: lower them as rules land); before the pinned targets: 0.795
 MACS = {("swin_windows", False): 0.540, ("swin_windows", True): 0.296, ("swin_windows_affine", False): 0.296}
-PINNED_NOTE = ("8 Reshape targets read fixed sizes from tensor shapes at run time: those sizes pinned as constants "
-               "(so pruning can rewrite them)")
+PINNED_NOTE = ("9 operands (Reshape/Expand/Tile targets, ConstantOfShape shapes, Slice bounds, Range limits, sizes "
+               "cast to floats) read fixed sizes from tensor shapes at run time: those sizes pinned as constants (so "
+               "pruning can rewrite them, or leaves them as they were)")
 
 
 def _load(name):
