@@ -17,6 +17,7 @@ import numpy as np
 
 from .activations import DEFAULT_BATCH, stream
 from .calibration import CalibrationSet
+from .class_scores import class_scores, dominant_class
 from .ir import Graph
 
 
@@ -100,7 +101,7 @@ class AgreementAccumulator:
         self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
         self.err_sq += float(np.square(diff).sum())
         self.ref_sq += float(np.square(a).sum())
-        self.classifier = self.classifier and _class_scores(ref64)
+        self.classifier = self.classifier and class_scores(ref64)
         if self.classifier:
             ref_arg, got_arg = ref64.argmax(axis=-1), got64.argmax(axis=-1)
             self.agree += int((ref_arg == got_arg).sum())
@@ -119,23 +120,12 @@ class AgreementAccumulator:
         top1 = self.agree / self.positions if self.classifier and self.positions else None
         foreground = background = None
         if top1 is not None and self.sequence and self.by_class is not None:
-            background = int(self.by_class.argmax())
-            rest = self.by_class.sum() - self.by_class[background]
-            if self.by_class[background] * 2 > self.by_class.sum():  # a class holding most positions
+            background = dominant_class(self.by_class)
+            if background is not None:
+                rest = self.by_class.sum() - self.by_class[background]
                 foreground = float((self.agree_by_class.sum() - self.agree_by_class[background]) / rest) if rest else 1.0
-            else:
-                background = None
         return OutputAgreement(self.name, float(cos.mean()), float(cos.min()), self.max_abs, rel, top1,
                                foreground, background)
-
-
-def _class_scores(value: np.ndarray) -> bool:
-    """[N, C] scores, or [N, T, C] probabilities (rows summing to 1): arg-max is the answer."""
-    if not np.issubdtype(value.dtype, np.floating) or value.ndim < 2 or value.shape[-1] < 2:
-        return False
-    if value.ndim == 2:
-        return True
-    return value.ndim == 3 and bool(np.allclose(value.sum(axis=-1), 1.0, atol=1e-3))
 
 
 def measure(original: Graph, pruned: Graph, data: CalibrationSet, provider: str = "cpu",
