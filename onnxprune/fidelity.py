@@ -11,6 +11,7 @@ read right; the agreement on the other positions is reported beside it.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -128,14 +129,37 @@ class AgreementAccumulator:
                                foreground, background)
 
 
+HELD_REFERENCE_BYTES = 256 << 20  # the original's outputs held while the pruned model runs
+
+
+def _drain(held: list):
+    """Yield and drop the held batches, oldest first, so each is freed once compared."""
+    held.reverse()
+    while held:
+        yield held.pop()
+
+
 def measure(original: Graph, pruned: Graph, data: CalibrationSet, provider: str = "cpu",
             batch_size: int = DEFAULT_BATCH) -> Fidelity:
-    """Run both models on ``data`` batch by batch and compare every output."""
+    """Run both models on ``data`` batch by batch and compare every output.
+
+    The original runs first and its outputs are held (up to ``HELD_REFERENCE_BYTES``), so its
+    onnxruntime session is gone before the pruned model's starts: two sessions of a large model
+    at once would double the peak memory. Outputs too large to hold are compared batch by batch
+    with both sessions open."""
     names = [v.name for v in original.outputs]
     accs = {name: AgreementAccumulator(name) for name in names}
     ref_stream = stream(original, [], data, provider, batch_size)
+    held, size = [], 0
+    for ref in ref_stream:
+        held.append({name: ref[name] for name in names})
+        size += sum(np.asarray(ref[name]).nbytes for name in names)
+        if size > HELD_REFERENCE_BYTES:
+            break
+    else:
+        ref_stream = iter(())  # exhausted: the original's session is released
     got_stream = stream(pruned, [], data, provider, batch_size)
-    for ref, got in zip(ref_stream, got_stream):
+    for ref, got in zip(itertools.chain(_drain(held), ref_stream), got_stream):
         for name in names:
             accs[name].update(ref[name], got[name])
     return Fidelity([accs[n].result() for n in names], data.n_samples, data.source)
