@@ -102,15 +102,20 @@ def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.
 
 
 def _row_norms(value: np.ndarray, axes: tuple[int, ...], power: int) -> np.ndarray:
-    """Sum of |w|^power over each row of ``index_rows(value, axes)``; in place where the rows are a
-    copy already (a float32 weight read as float64), so a large weight is not copied twice more."""
-    rows = index_rows(value, axes)
-    if np.may_share_memory(rows, value):
-        return (np.abs(rows) ** power).sum(axis=1)
-    np.abs(rows, out=rows)
-    if power != 1:
-        rows **= power
-    return rows.sum(axis=1)
+    """Sum of |w|^power over each row of ``index_rows(value, axes)``, accumulated in float64.
+
+    A float32 weight is not converted to float64 as a whole first: the squares are summed by
+    einsum, which casts in small buffers (a 1B-parameter model's weights are read once, not
+    copied twice more)."""
+    value = np.asarray(value)
+    if value.dtype not in (np.float32, np.float64):
+        value = value.astype(np.float64)
+    moved = np.moveaxis(value, list(axes), list(range(len(axes))))
+    rows = moved.reshape(int(np.prod([value.shape[a] for a in axes])), -1)
+    if power == 2:
+        return np.einsum("ij,ij->i", rows, rows, dtype=np.float64, casting="safe")
+    magnitudes = np.abs(rows) if power == 1 else np.abs(rows.astype(np.float64)) ** power
+    return magnitudes.sum(axis=1, dtype=np.float64)
 
 
 def roles_in(dg: DependencyGraph, group: Group, role: str) -> list[End]:
