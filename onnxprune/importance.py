@@ -55,18 +55,20 @@ class Criterion:
 def _param_rows(dg: DependencyGraph, end: End) -> np.ndarray:
     """The parameter as a 2D array: one row per index of the end's (flattened) axes; quantized
     codes as the values their reader computes with (a channel's scale counts, its zero point not)."""
-    return index_rows(_read(dg, None, end.tensor), end.axes)
+    return _with_weight(dg, None, end.tensor, lambda value: index_rows(value, end.axes))
 
 
-def _read(dg: DependencyGraph, values: WeightValues | None, tensor: str) -> np.ndarray:
-    """A weight as its layer computes with it: a parameter decoded by its reader (quantized codes),
-    or a tensor computed from parameters alone (a cast, a dequantization) evaluated. A mapped
-    parameter's pages, read once for its score, go back."""
+def _with_weight(dg: DependencyGraph, values: WeightValues | None, tensor: str, use):
+    """``use`` of a weight as its layer computes with it: a parameter decoded by its reader
+    (quantized codes), or a tensor computed from parameters alone (a cast, a dequantization)
+    evaluated. A mapped parameter's pages, read once for its score, go back after ``use``
+    (released before, the pages ``use`` reads would stay: a 1B model's every weight resident)."""
     if tensor not in dg.graph.params:
-        return values(tensor)
-    value = dg.real_value(tensor)
-    weights.release(dg.graph.params[tensor])
-    return value
+        return use(values(tensor))
+    try:
+        return use(dg.real_value(tensor))
+    finally:
+        weights.release(dg.graph.params[tensor])
 
 
 def _scored_params(dg: DependencyGraph, group: Group) -> list[End]:
@@ -96,7 +98,8 @@ def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.
     DependencyGraph.real_value), members weighted equally; scales and zero points are not weights."""
     members = [e for e in score_ends(dg, group) if not dg.is_quant_param(e.tensor)] if ends is None else ends
     values = WeightValues(dg.graph)
-    per_member = [_per_channel(group, end, _row_norms(_read(dg, values, end.tensor), end.axes, power))
+    per_member = [_per_channel(group, end, _with_weight(dg, values, end.tensor,
+                                                        lambda value: _row_norms(value, end.axes, power)))
                   for end in members]
     return _sum_of_members(per_member) if per_member else np.zeros(group.size)
 
