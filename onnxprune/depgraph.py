@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .ir import Graph
-from .mapping import IDENTITY, Mapping, Modulo, Overlap, Project, Reorder, compose, dense_axis
+from .mapping import IDENTITY, Identity, Mapping, Modulo, Overlap, Project, Reorder, compose, dense_axis
 from .registry import Registry, builtin_registry
 from .rules import QUANT_PARAM, Analysis, Barrier, Mark, NodeView, Port, Side, Stored, Trait, call_rule, strict_default
 from .shapes import is_symbolic
@@ -391,74 +391,106 @@ class DependencyGraph:
     def _group(self) -> list[Group]:
         """Connected channels, by arrays: every index of every sized end is one element; the
         edges' index pairs join elements (union-find); components with the same set of ends
-        are the channels of one group, ordered by their first element."""
+        are the channels of one group, ordered by their first element.
+
+        Ends joined by an identity edge hold the same channels index for index (a residual
+        stream read by every layer): they are joined first, per end, and the array work runs on
+        one block of elements per such class, its first end standing for the rest."""
         ends = [e for e in self.nx.nodes if self.nx.nodes[e]["size"] is not None]
         ends.sort(key=self._end_order)
         number = {end: k for k, end in enumerate(ends)}
         sizes = np.array([self.size(e) for e in ends], dtype=np.int64)
-        offsets = np.zeros(len(ends) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        total = int(offsets[-1])
-        us, vs = [], []
+        edges = []
+        head = list(range(len(ends)))  # union-find over ends; each class labelled by its first end
+
+        def find(k: int) -> int:
+            while head[k] != k:
+                head[k] = head[head[k]]
+                k = head[k]
+            return k
+
         for u, v, data in self.nx.edges(data=True):
             if u not in number or v not in number:
                 continue
             a, b = (u, v) if data["a"] == u else (v, u)
+            if isinstance(data["mapping"], Identity) and sizes[number[a]] == sizes[number[b]]:
+                ra, rb = find(number[a]), find(number[b])
+                head[max(ra, rb)] = min(ra, rb)
+            else:
+                edges.append((a, b, data["mapping"]))
+        stand_for = np.array([find(k) for k in range(len(ends))], dtype=np.int64)
+        blocks = np.flatnonzero(stand_for == np.arange(len(ends)))  # the first end of each class
+        block_of_end = np.searchsorted(blocks, stand_for)
+        block_sizes = sizes[blocks]
+        offsets = np.zeros(len(blocks) + 1, dtype=np.int64)
+        np.cumsum(block_sizes, out=offsets[1:])
+        total = int(offsets[-1])
+        us, vs = [], []
+        for a, b, mapping in edges:
             na, nb = int(sizes[number[a]]), int(sizes[number[b]])
             try:
-                ia, ib = data["mapping"].pairs(na, nb)
+                ia, ib = mapping.pairs(na, nb)
             except ValueError:
                 raise self._inconsistent(a, b) from None
             if len(ia) and (ia.min() < 0 or ia.max() >= na or ib.min() < 0 or ib.max() >= nb):
                 raise self._inconsistent(a, b)  # e.g. a grouped weight whose size the group count does not divide
-            us.append(ia + offsets[number[a]])
-            vs.append(ib + offsets[number[b]])
+            us.append(ia + offsets[block_of_end[number[a]]])
+            vs.append(ib + offsets[block_of_end[number[b]]])
         if total == 0:
             return []
         parent = np.arange(total, dtype=np.int64)
         if us:
             parent = _union_find(parent, np.concatenate(us), np.concatenate(vs))
-        end_of = np.repeat(np.arange(len(ends), dtype=np.int64), sizes)
-        local = np.arange(total, dtype=np.int64) - offsets[end_of]
+        n_blocks = len(blocks)
+        block_of = np.repeat(np.arange(n_blocks, dtype=np.int64), block_sizes)
+        local = np.arange(total, dtype=np.int64) - offsets[block_of]
         # components, numbered by their first element (union-find labels each by its minimum)
         is_first = parent == np.arange(total, dtype=np.int64)
         comp_of = (np.cumsum(is_first) - 1)[parent]
         n_comps = int(np.count_nonzero(is_first))
-        # each component's signature: the ends it touches (ascending); components with one signature
+        # each component's signature: the blocks it touches (ascending); components with one signature
         # form one group, the groups numbered in order of their first component
-        pairs = distinct(comp_of * len(ends) + end_of)
-        pair_comp, pair_end = pairs // len(ends), pairs % len(ends)
+        pairs = distinct(comp_of * n_blocks + block_of)
+        pair_comp, pair_block = pairs // n_blocks, pairs % n_blocks
         bounds = np.zeros(n_comps + 1, dtype=np.int64)
         np.cumsum(np.bincount(pair_comp, minlength=n_comps), out=bounds[1:])
         signatures: dict[bytes, int] = {}
         group_of_comp = np.empty(n_comps, dtype=np.int64)
         for c, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
-            group_of_comp[c] = signatures.setdefault(pair_end[lo:hi].tobytes(), len(signatures))
+            group_of_comp[c] = signatures.setdefault(pair_block[lo:hi].tobytes(), len(signatures))
         rank_order = np.argsort(group_of_comp, kind="stable")  # components of each group, first element first
         counts = np.bincount(group_of_comp, minlength=len(signatures))
         first = np.zeros(len(signatures) + 1, dtype=np.int64)
         np.cumsum(counts, out=first[1:])
         rank = np.empty(n_comps, dtype=np.int64)
         rank[rank_order] = np.arange(n_comps, dtype=np.int64) - first[group_of_comp[rank_order]]
-        # every element as (group, end, channel, index), sorted: each (group, end) run is one end's slots
+        # every element as (group, block, channel, index), sorted: each (group, block) run is one block's slots
         g_of, k_of = group_of_comp[comp_of], rank[comp_of]
-        order = np.lexsort((local, k_of, end_of, g_of))
-        g_sorted, e_sorted = g_of[order], end_of[order]
-        cuts = np.flatnonzero((np.diff(g_sorted) != 0) | (np.diff(e_sorted) != 0)) + 1
+        order = np.lexsort((local, k_of, block_of, g_of))
+        g_sorted, b_sorted = g_of[order], block_of[order]
+        cuts = np.flatnonzero((np.diff(g_sorted) != 0) | (np.diff(b_sorted) != 0)) + 1
         run_starts = np.concatenate(([0], cuts)).tolist()
         run_stops = np.concatenate((cuts, [total])).tolist()
+        members_of_block: list[list[int]] = [[] for _ in range(n_blocks)]
+        for k, block in enumerate(block_of_end.tolist()):
+            members_of_block[block].append(k)
         slots: list[dict[End, Slots]] = [{} for _ in signatures]
         for lo, hi in zip(run_starts, run_stops):
             picked = order[lo:hi]
             g = int(g_sorted[lo])
-            slots[g][ends[int(e_sorted[lo])]] = Slots.of_owners(local[picked], k_of[picked], int(counts[g]))
+            shared = Slots.of_owners(local[picked], k_of[picked], int(counts[g]))
+            for k in members_of_block[int(b_sorted[lo])]:
+                slots[g][ends[k]] = shared
         groups = []
         for signature, g in signatures.items():
-            members = tuple(ends[k] for k in np.frombuffer(signature, dtype=np.int64).tolist())
+            numbers = sorted(k for block in np.frombuffer(signature, dtype=np.int64).tolist()
+                             for k in members_of_block[block])
+            members = tuple(ends[k] for k in numbers)
             blocked = sorted({self.barriers[e] for e in members if e in self.barriers})
             root = next((e for e in members if e.kind == EndKind.OP and e.port.side == Side.OUT), members[0])
             traits = frozenset(m.trait for e in members for m in self.marks.get(e, ()))
-            groups.append(Group(0, members, int(counts[g]), slots[g], blocked, root, traits))
+            groups.append(Group(0, members, int(counts[g]), {e: slots[g][e] for e in members}, blocked, root,
+                                traits))
         groups.sort(key=lambda g: self._end_order(g.root))
         for i, group in enumerate(groups):
             group.id = i

@@ -11,12 +11,14 @@ read right; the agreement on the other positions is reported beside it.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .activations import DEFAULT_BATCH, stream
 from .calibration import CalibrationSet
+from .class_scores import class_scores, dominant_class
 from .ir import Graph
 
 
@@ -100,7 +102,7 @@ class AgreementAccumulator:
         self.max_abs = max(self.max_abs, float(diff.max(initial=0.0)))
         self.err_sq += float(np.square(diff).sum())
         self.ref_sq += float(np.square(a).sum())
-        self.classifier = self.classifier and _class_scores(ref64)
+        self.classifier = self.classifier and class_scores(ref64)
         if self.classifier:
             ref_arg, got_arg = ref64.argmax(axis=-1), got64.argmax(axis=-1)
             self.agree += int((ref_arg == got_arg).sum())
@@ -119,33 +121,45 @@ class AgreementAccumulator:
         top1 = self.agree / self.positions if self.classifier and self.positions else None
         foreground = background = None
         if top1 is not None and self.sequence and self.by_class is not None:
-            background = int(self.by_class.argmax())
-            rest = self.by_class.sum() - self.by_class[background]
-            if self.by_class[background] * 2 > self.by_class.sum():  # a class holding most positions
+            background = dominant_class(self.by_class)
+            if background is not None:
+                rest = self.by_class.sum() - self.by_class[background]
                 foreground = float((self.agree_by_class.sum() - self.agree_by_class[background]) / rest) if rest else 1.0
-            else:
-                background = None
         return OutputAgreement(self.name, float(cos.mean()), float(cos.min()), self.max_abs, rel, top1,
                                foreground, background)
 
 
-def _class_scores(value: np.ndarray) -> bool:
-    """[N, C] scores, or [N, T, C] probabilities (rows summing to 1): arg-max is the answer."""
-    if not np.issubdtype(value.dtype, np.floating) or value.ndim < 2 or value.shape[-1] < 2:
-        return False
-    if value.ndim == 2:
-        return True
-    return value.ndim == 3 and bool(np.allclose(value.sum(axis=-1), 1.0, atol=1e-3))
+HELD_REFERENCE_BYTES = 256 << 20  # the original's outputs held while the pruned model runs
+
+
+def _drain(held: list):
+    """Yield and drop the held batches, oldest first, so each is freed once compared."""
+    held.reverse()
+    while held:
+        yield held.pop()
 
 
 def measure(original: Graph, pruned: Graph, data: CalibrationSet, provider: str = "cpu",
             batch_size: int = DEFAULT_BATCH) -> Fidelity:
-    """Run both models on ``data`` batch by batch and compare every output."""
+    """Run both models on ``data`` batch by batch and compare every output.
+
+    The original runs first and its outputs are held (up to ``HELD_REFERENCE_BYTES``), so its
+    onnxruntime session is gone before the pruned model's starts: two sessions of a large model
+    at once would double the peak memory. Outputs too large to hold are compared batch by batch
+    with both sessions open."""
     names = [v.name for v in original.outputs]
     accs = {name: AgreementAccumulator(name) for name in names}
     ref_stream = stream(original, [], data, provider, batch_size)
+    held, size = [], 0
+    for ref in ref_stream:
+        held.append({name: ref[name] for name in names})
+        size += sum(np.asarray(ref[name]).nbytes for name in names)
+        if size > HELD_REFERENCE_BYTES:
+            break
+    else:
+        ref_stream = iter(())  # exhausted: the original's session is released
     got_stream = stream(pruned, [], data, provider, batch_size)
-    for ref, got in zip(ref_stream, got_stream):
+    for ref, got in zip(itertools.chain(_drain(held), ref_stream), got_stream):
         for name in names:
             accs[name].update(ref[name], got[name])
     return Fidelity([accs[n].result() for n in names], data.n_samples, data.source)

@@ -55,18 +55,20 @@ class Criterion:
 def _param_rows(dg: DependencyGraph, end: End) -> np.ndarray:
     """The parameter as a 2D array: one row per index of the end's (flattened) axes; quantized
     codes as the values their reader computes with (a channel's scale counts, its zero point not)."""
-    return index_rows(_read(dg, None, end.tensor), end.axes)
+    return _with_weight(dg, None, end.tensor, lambda value: index_rows(value, end.axes))
 
 
-def _read(dg: DependencyGraph, values: WeightValues | None, tensor: str) -> np.ndarray:
-    """A weight as its layer computes with it: a parameter decoded by its reader (quantized codes),
-    or a tensor computed from parameters alone (a cast, a dequantization) evaluated. A mapped
-    parameter's pages, read once for its score, go back."""
+def _with_weight(dg: DependencyGraph, values: WeightValues | None, tensor: str, use):
+    """``use`` of a weight as its layer computes with it: a parameter decoded by its reader
+    (quantized codes), or a tensor computed from parameters alone (a cast, a dequantization)
+    evaluated. A mapped parameter's pages, read once for its score, go back after ``use``
+    (released before, the pages ``use`` reads would stay: a 1B model's every weight resident)."""
     if tensor not in dg.graph.params:
-        return values(tensor)
-    value = dg.real_value(tensor)
-    weights.release(dg.graph.params[tensor])
-    return value
+        return use(values(tensor))
+    try:
+        return use(dg.real_value(tensor))
+    finally:
+        weights.release(dg.graph.params[tensor])
 
 
 def _scored_params(dg: DependencyGraph, group: Group) -> list[End]:
@@ -96,21 +98,27 @@ def _norm_score(dg: DependencyGraph, group: Group, power: int, ends=None) -> np.
     DependencyGraph.real_value), members weighted equally; scales and zero points are not weights."""
     members = [e for e in score_ends(dg, group) if not dg.is_quant_param(e.tensor)] if ends is None else ends
     values = WeightValues(dg.graph)
-    per_member = [_per_channel(group, end, _row_norms(_read(dg, values, end.tensor), end.axes, power))
+    per_member = [_per_channel(group, end, _with_weight(dg, values, end.tensor,
+                                                        lambda value: _row_norms(value, end.axes, power)))
                   for end in members]
     return _sum_of_members(per_member) if per_member else np.zeros(group.size)
 
 
 def _row_norms(value: np.ndarray, axes: tuple[int, ...], power: int) -> np.ndarray:
-    """Sum of |w|^power over each row of ``index_rows(value, axes)``; in place where the rows are a
-    copy already (a float32 weight read as float64), so a large weight is not copied twice more."""
-    rows = index_rows(value, axes)
-    if np.may_share_memory(rows, value):
-        return (np.abs(rows) ** power).sum(axis=1)
-    np.abs(rows, out=rows)
-    if power != 1:
-        rows **= power
-    return rows.sum(axis=1)
+    """Sum of |w|^power over each row of ``index_rows(value, axes)``, accumulated in float64.
+
+    A float32 weight is not converted to float64 as a whole first: the squares are summed by
+    einsum, which casts in small buffers (a 1B-parameter model's weights are read once, not
+    copied twice more)."""
+    value = np.asarray(value)
+    if value.dtype not in (np.float32, np.float64):
+        value = value.astype(np.float64)
+    moved = np.moveaxis(value, list(axes), list(range(len(axes))))
+    rows = moved.reshape(int(np.prod([value.shape[a] for a in axes])), -1)
+    if power == 2:
+        return np.einsum("ij,ij->i", rows, rows, dtype=np.float64, casting="safe")
+    magnitudes = np.abs(rows) if power == 1 else np.abs(rows.astype(np.float64)) ** power
+    return magnitudes.sum(axis=1, dtype=np.float64)
 
 
 def roles_in(dg: DependencyGraph, group: Group, role: str) -> list[End]:

@@ -13,7 +13,7 @@ import numpy as np
 from ..edits import EditMap, Kept
 from ..ir import Graph, Node, Value
 from ..registry import Registry
-from ..rules import LinearForm, NodeView, RunningStats, Updates
+from ..rules import IN, Barrier, LinearForm, Mark, NodeView, RunningStats, Trait, Updates, call_rule
 
 
 @dataclass
@@ -182,9 +182,24 @@ def changed_values(graph: Graph, kept: Kept, registry: Registry) -> set[str]:
         if not lost:
             continue
         spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
-        if spec is None or not spec.exact or spec.roots(NodeView(node, graph)):
+        view = NodeView(node, graph)
+        if spec is None or not spec.exact or spec.roots(view) or _reduces_over(spec, view, kept, lost):
             changed.update(o for o in node.outputs if o)
     return changed
+
+
+def _reduces_over(spec, view: NodeView, kept: Kept, lost: list[str]) -> bool:
+    """Whether the node computes a statistic over a lost axis (a written-out LayerNorm's
+    ReduceMean): the rule marks that axis :attr:`Trait.STATISTICS`, so the kept channels'
+    values stay but the statistic over them changes."""
+    for slot, name in enumerate(view.node.inputs):
+        if name not in lost:
+            continue
+        answer = call_rule("couple", view.node, spec.couple, view, IN(slot), tuple(sorted(kept[name])))
+        if not isinstance(answer, Barrier) and any(isinstance(item, Mark) and item.trait is Trait.STATISTICS
+                                                   for item in answer or ()):
+            return True
+    return False
 
 
 def with_updates(graph: Graph, changes: dict[str, Updates]) -> Graph:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..class_scores import dominant_class, sequence_probabilities
 from ..ir import Graph
 from ..options import RecoveryOptions, RowWeighting
 from ..tensor_types import np_dtype
@@ -55,13 +56,13 @@ class RowWeights:
             weights = _times(weights, np.where(mask != 0, 1.0, self.background))
         for name in self.sequences:
             scores = np.asarray(outputs[name])
-            if not _sequence_scores(scores):
+            if not sequence_probabilities(scores):
                 continue
             best = scores.argmax(axis=-1)
-            counts = np.bincount(best.reshape(-1), minlength=scores.shape[-1])
-            if counts.max() * 2 <= best.size:
+            background = dominant_class(np.bincount(best.reshape(-1), minlength=scores.shape[-1]))
+            if background is None:
                 continue  # no class holds most positions: nothing to down-weight
-            weights = _times(weights, np.where(best == counts.argmax(), self.background, 1.0))
+            weights = _times(weights, np.where(best == background, self.background, 1.0))
         return weights
 
 
@@ -88,10 +89,3 @@ def layer_rows(positions: np.ndarray | None, y_shape: tuple[int, ...], out_axis:
 def _times(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
     b = b.astype(np.float64)
     return b if a is None or a.shape != b.shape else a * b
-
-
-def _sequence_scores(value: np.ndarray) -> bool:
-    """[N, T, C] per-position probabilities (rows summing to 1), as fidelity reads them."""
-    return (value.ndim == 3 and value.shape[-1] >= 2 and np.issubdtype(value.dtype, np.floating)
-            and bool(np.allclose(value.sum(axis=-1), 1.0, atol=1e-3)))
-

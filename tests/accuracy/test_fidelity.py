@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from onnxprune import Pruner, onnx_in
+from onnxprune import Pruner, fidelity, onnx_in
 from onnxprune.calibration import CalibrationSet
 from onnxprune.fidelity import AgreementAccumulator, measure
 from support.small_models import conv_chain
@@ -100,3 +100,32 @@ def test_no_background_figure_without_a_dominant_class():
     result = _scores([(_ctc_probs(labels), _ctc_probs(labels))])
     assert result.top1 == 1.0 and result.top1_foreground is None and result.background_class is None
     assert _scores([(np.eye(4)[:3], np.eye(4)[:3])]).top1_foreground is None  # [N, C] scores: no sequence
+
+
+def test_the_original_runs_to_the_end_before_the_pruned_model_starts(monkeypatch):
+    """Two onnxruntime sessions of a large model at once double the peak memory: the original's
+    outputs are held and its session released first; outputs too large to hold are compared batch
+    by batch with both open, with the same result."""
+    graph = onnx_in.from_model(conv_chain(batch="N"))
+    params = dict(graph.params)
+    name = next(n for n in params if params[n].ndim == 4)
+    params[name] = params[name] * 0.5
+    pruned = dataclasses.replace(graph, params=params)
+    data = CalibrationSet({"input": np.random.default_rng(1).standard_normal((12, 3, 8, 8)).astype(np.float32)})
+    events, real_stream = [], fidelity.stream
+
+    def traced(g, tensors, data, provider="cpu", batch_size=8, progress=None):
+        who = "original" if g is graph else "pruned"
+        for k, values in enumerate(real_stream(g, tensors, data, provider, batch_size, progress)):
+            events.append((who, k))
+            yield values
+        events.append((who, "closed"))
+
+    monkeypatch.setattr(fidelity, "stream", traced)
+    held = measure(graph, pruned, data, batch_size=4)
+    assert events.index(("original", "closed")) < events.index(("pruned", 0))
+    events.clear()
+    monkeypatch.setattr(fidelity, "HELD_REFERENCE_BYTES", 1)
+    interleaved = measure(graph, pruned, data, batch_size=4)
+    assert events.index(("pruned", 0)) < events.index(("original", 2))  # both open at once
+    assert held == interleaved and held.outputs[0].rel_l2 > 0

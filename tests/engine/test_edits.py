@@ -3,6 +3,7 @@ later (recovery) follows the maps, never names."""
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -12,8 +13,10 @@ from onnxprune import onnx_in, onnx_out
 from onnxprune.api import Pruner
 from onnxprune.edits import EditMap, GraphEditor
 from onnxprune.ir import Graph, Node
+from onnxprune.options import PruneOptions
 from onnxprune.passes import Match, RewritePass, compose, run_passes
 from support.builder import GraphBuilder
+from support.exported import MODELS_DIR
 from support.oracle import refit_without_duplicate
 
 
@@ -197,3 +200,12 @@ def test_reroute_of_a_graph_output_is_refused():
     graph = onnx_in.from_model(_chain_with_identity())
     with pytest.raises(Exception, match="graph output"):
         GraphEditor(graph).reroute("y", "x")
+
+
+def test_a_written_out_layernorm_statistic_changes_when_the_hidden_size_is_pruned():
+    """ReduceMean over the pruned hidden axis keeps a valid shape but averages over fewer channels:
+    its output (and the normalised values) hold other values, so recovery must treat them as changed."""
+    pruner = Pruner.load(os.path.join(MODELS_DIR, "decomposed_layernorm_ts.onnx"))
+    pruner.prune(PruneOptions(ratio=0.5, prune_hidden=True))
+    means = [n for n in pruner.graph.nodes if n.op_type == "ReduceMean"]
+    assert means and all(n.outputs[0] in pruner.edits.changed for n in means)

@@ -79,3 +79,31 @@ def test_the_cli_prunes_and_recovers_a_mapped_model_without_touching_its_data(tm
     for ta, tb in zip(a.graph.initializer, b.graph.initializer):
         np.testing.assert_allclose(numpy_helper.to_array(tb), numpy_helper.to_array(ta), rtol=1e-5, atol=1e-6)
     assert _digest(tmp_path / "ext.onnx.data") == before
+
+
+def test_scoring_gives_a_mapped_weights_pages_back_after_reading_it(tmp_path, monkeypatch):
+    """Released before the norms read it, a mapped weight's pages come back and stay: every weight
+    of a 1B-parameter model was resident during scoring. Each release must follow the read."""
+    from onnxprune import importance, weights
+    _save_both(tmp_path)
+    events = []
+    real_norms, real_release = importance._row_norms, weights.release
+
+    def norms(value, axes, power):
+        events.append(("read", value.shape))
+        return real_norms(value, axes, power)
+
+    def release(array):
+        if isinstance(array, np.memmap):
+            events.append(("release", array.shape))
+        real_release(array)
+
+    monkeypatch.setattr(importance, "_row_norms", norms)
+    monkeypatch.setattr(importance.weights, "release", release)
+    pruner = Pruner.load(tmp_path / "ext.onnx")
+    pruner.plan()
+    reads = [k for k, e in enumerate(events) if e[0] == "read"]
+    releases = [k for k, e in enumerate(events) if e[0] == "release"]
+    assert reads and releases
+    for k in releases:  # each release of a mapped weight comes right after its read
+        assert events[k - 1] == ("read", events[k][1])
