@@ -41,13 +41,18 @@ def _combination_model(consumer: str):
         out = b.conv(y, 5)
     elif consumer == "grouped":  # combinations stay inside each group: 3 groups of (c, c+3)... use 1x1 groups=2
         out = b.op("Conv", [y, b.param((4, 3, 3, 3)), b.param((4,))], kernel_shape=[3, 3], pads=[1] * 4, group=2)
+    elif consumer == "transpose":  # an upsampling head: kernel 2, stride 2 (each output reads one tap)
+        out = b.op("ConvTranspose", [y, b.param((6, 4, 2, 2)), b.param((4,))], kernel_shape=[2, 2], strides=[2, 2])
+    elif consumer == "transpose_overlap":  # taps overlap, padding trims the borders
+        out = b.op("ConvTranspose", [y, b.param((6, 4, 3, 3))], kernel_shape=[3, 3], strides=[2, 2],
+                   pads=[1, 1, 1, 1], output_padding=[1, 1])
     else:
         out = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [y])], axis=1), 7)
     b.output(b.rename(out, "output"))
     return b.build()
 
 
-@pytest.mark.parametrize("consumer", ["conv", "gemm"])
+@pytest.mark.parametrize("consumer", ["conv", "gemm", "transpose", "transpose_overlap"])
 def test_least_squares_restores_outputs_when_removed_channels_are_combinations_of_kept_ones(consumer):
     model = _combination_model(consumer)
     arrays = _data(model)
