@@ -136,8 +136,6 @@ def _identity(scope: Scope, layer: Layer, affine_node: Node | None, sum_node: st
     form = layer.form
     if form.in_axis != form.out_axis or any(s != 1 for s in form.strides):
         return "the skip path does not line up with the layer's output (stride or axes)"
-    if form.displacements is None:
-        return f"{layer.node.name}'s rows read no fixed window of its input (geometry unknown)"
     centre = _taps_in(form.displacements, np.zeros((1, form.displacements.shape[1]), dtype=np.int64))
     if centre is None:
         return "the layer's kernel has no centre tap (its output is shifted against its input)"
