@@ -48,3 +48,33 @@ def im2col(x: np.ndarray, kernel, strides, dilations, pads, rows: np.ndarray | N
     patches = padded[(index[0], slice(None), *index[1:])]  # advanced indices apart: [rows, k..., C]
     patches = np.moveaxis(patches, -1, 1)
     return patches.reshape(len(patches), x.shape[1], -1)
+
+
+def transposed_out_sizes(in_sizes, kernel, strides, dilations, pads, output_padding) -> list[int]:
+    """A transposed convolution's output sizes (ONNX ConvTranspose without ``output_shape``)."""
+    return [s * (size - 1) + op + (k - 1) * d + 1 - b - e
+            for size, k, s, d, (b, e), op in zip(in_sizes, kernel, strides, dilations, pads, output_padding)]
+
+
+def col2im_rows(x: np.ndarray, kernel, strides, dilations, pads, outs, rows: np.ndarray | None) -> np.ndarray:
+    """What a transposed convolution's output rows (flat over [B, *outs]) read of ``x`` [B, C, *S]:
+    [rows, C, prod(kernel)]. Output position ``p`` gets tap ``t`` of input position
+    ``q = (p + pad_begin - t * dilation) / stride`` where that is a whole number inside the input;
+    the other taps of the row are zeros (a row reads one tap in ``stride`` per axis)."""
+    spatial = x.shape[2:]
+    if rows is None:
+        rows = np.arange(x.shape[0] * int(np.prod(outs)))
+    coords = np.unravel_index(np.asarray(rows, dtype=np.int64), [x.shape[0]] + list(outs))
+    n = len(spatial)
+    index, valid = [coords[0].reshape((-1,) + (1,) * n)], np.ones((len(rows),) + (1,) * n, dtype=bool)
+    for axis, (p, k, s, d, (b, _), size) in enumerate(zip(coords[1:], kernel, strides, dilations, pads, spatial)):
+        shape = [1] * (n + 1)
+        shape[axis + 1] = k
+        reach = p.reshape((-1,) + (1,) * n) + b - (np.arange(k) * d).reshape(shape)
+        q, rest = np.divmod(reach, s)
+        valid = valid & (rest == 0) & (q >= 0) & (q < size)
+        index.append(np.clip(q, 0, size - 1))
+    patches = x[(index[0], slice(None), *index[1:])]  # [rows, k..., C]
+    patches = np.where(valid[..., None], patches, 0).astype(x.dtype, copy=False)
+    patches = np.moveaxis(patches, -1, 1)
+    return patches.reshape(len(patches), x.shape[1], -1)

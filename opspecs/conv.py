@@ -1,8 +1,9 @@
 """Conv and ConvTranspose: input and output channels prune independently.
 
-Conv also has a matrix view (:class:`ConvForm`, im2col) for recovery and
-data-driven criteria; ConvTranspose has none yet (its unfold is a col2im
-scatter), so recovery leaves it as it is.
+Both have a matrix view for recovery and data-driven criteria: Conv's rows are
+im2col patches (:class:`ConvForm`); a ConvTranspose's output row reads, per
+kernel tap, the one input position that scatters into it, or nothing
+(:class:`ConvTransposeForm`: rows with zeros where no input lands).
 
 Grouped convs keep equal-size groups: the same in-group positions go in every
 group. Depthwise convs (one input channel per group) couple input and output.
@@ -15,7 +16,7 @@ from onnxprune.mapping import Modulo, Overlap
 from onnxprune.rules import IN, OUT, Barrier, Couple, Geometry, Layer, LayerKind, NodeView, OpSpec, Updates
 
 from ._common import unknown_shape
-from ._unfold import conv_pads, im2col, out_sizes
+from ._unfold import col2im_rows, conv_pads, im2col, out_sizes, transposed_out_sizes
 
 
 def _layout(view: NodeView, transposed: bool):
@@ -131,7 +132,8 @@ def register(registry) -> None:
     registry.register(OpSpec(("Conv",), _couple_conv, roots=_roots, rewrite=_rewrite_group,
                              macs=_macs_conv, linear=_conv_form, layer=_layer, family="conv"))
     registry.register(OpSpec(("ConvTranspose",), _couple_conv_transpose, roots=_roots,
-                             rewrite=_rewrite_group, macs=_macs_conv_transpose, layer=_layer, family="conv"))
+                             rewrite=_rewrite_group, macs=_macs_conv_transpose, linear=_conv_transpose_form, layer=_layer,
+                             family="conv"))
 
 
 class ConvForm:
@@ -207,3 +209,77 @@ def _conv_form(view: NodeView):
     if weight is None or weight.ndim < 3 or (view.has_input(2) and view.const(2) is None):
         return None
     return ConvForm(view)
+
+
+class ConvTransposeForm:
+    """ConvTranspose as a matrix product: weight [C_in, C_out/g, *k] viewed as
+    [g, C_out/g, C_in/g * prod(k)], columns channel-major like Conv's. A row is one output
+    position; its column (c, t) holds the input at the position that tap t scatters into it
+    (zero where none does), so every row has its own pattern of zeros: no fixed window, no
+    geometry (``displacements`` None) and ``padded`` (a shift of the input is no bias of the
+    output: it reaches each output position through different taps)."""
+
+    input_slot, in_axis, out_axis, can_add_bias = 0, 1, 1, True
+    displacements, padded = None, True
+
+    def __init__(self, view: NodeView, pads):
+        self.view = view
+        self.weight = view.const(1)
+        self.groups = int(view.attr("group", 1))
+        self.output = view.tensor(OUT(0))
+        self.kernel = list(self.weight.shape[2:])
+        n = len(self.kernel)
+        self.strides = tuple(int(s) for s in view.attr("strides", [1] * n))
+        self.dilations = [int(d) for d in view.attr("dilations", [1] * n)]
+        self.output_padding = [int(p) for p in view.attr("output_padding", [0] * n)]
+        self.pads = pads
+        taps = int(np.prod(self.kernel))
+        self.k_channel = np.repeat(np.arange(self.weight.shape[0] // self.groups), taps)
+        self.k_offset = np.tile(np.arange(taps), self.weight.shape[0] // self.groups)
+
+    def _outs(self, x_shape):
+        return transposed_out_sizes(x_shape[2:], self.kernel, self.strides, self.dilations, self.pads,
+                                    self.output_padding)
+
+    def n_rows(self, x_shape) -> int:
+        return int(x_shape[0] * np.prod(self._outs(x_shape)))
+
+    def unfold(self, x, rows=None):
+        cols = col2im_rows(x, self.kernel, self.strides, self.dilations, self.pads, self._outs(x.shape), rows)
+        return cols.reshape(len(cols), self.groups, -1)
+
+    def out_rows(self, y):
+        return np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
+
+    def matrix(self):
+        c_in, per_out = self.weight.shape[:2]
+        w = self.weight.reshape(self.groups, c_in // self.groups, per_out, -1)  # [g, C/g, O/g, taps]
+        return w.transpose(0, 2, 1, 3).reshape(self.groups, per_out, -1)
+
+    def bias(self):
+        return self.view.const(2) if self.view.has_input(2) else None
+
+    def store(self, matrix, bias, geometry: Geometry | None = None) -> Updates:
+        if geometry is not None:
+            raise ValueError("a transposed convolution takes no new kernel grid")
+        groups, per_out, columns = matrix.shape
+        taps = int(np.prod(self.kernel))
+        w = matrix.reshape(groups, per_out, columns // taps, taps).transpose(0, 2, 1, 3)
+        inputs = {1: w.reshape((groups * (columns // taps), per_out) + tuple(self.kernel)).astype(self.weight.dtype)}
+        if bias is not None:
+            inputs[2] = np.asarray(bias, dtype=self.weight.dtype).reshape(-1)
+        return Updates(inputs=inputs)
+
+
+def _conv_transpose_form(view: NodeView):
+    """The matrix view where the weight (and bias) are constants and the padding is explicit
+    (no ``output_shape``, no SAME auto_pad: their padding depends on conventions runtimes differ on)."""
+    weight = view.const(1)
+    if weight is None or weight.ndim < 3 or (view.has_input(2) and view.const(2) is None):
+        return None
+    if view.attr("output_shape", None) or view.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return None
+    n = weight.ndim - 2
+    pads = view.attr("pads", None) if view.attr("auto_pad", "NOTSET") == "NOTSET" else None
+    pads = tuple((int(pads[i]), int(pads[i + n])) for i in range(n)) if pads else ((0, 0),) * n
+    return ConvTransposeForm(view, pads)

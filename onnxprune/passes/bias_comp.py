@@ -5,7 +5,8 @@ For each linear layer that lost input channels, the mean of every unfolded input
 (channel x kernel tap, padding included) is measured on the *original* model, where the
 removed channels still exist; ``sum_k W[:, k] * E[x_k]`` over the removed columns is
 added to the bias. A channel that is constant on the data (a dead ReLU's bias, a
-saturated unit) is thereby removed exactly, wherever no padding cuts its window. Layers
+saturated unit) is thereby removed exactly, wherever no padding cuts its window (where
+rows read different taps, a transposed convolution's, on average over the rows). Layers
 that cannot take a bias (MatMul) are left as they are and named in the notes, and so are
 layers least squares re-fits afterwards (``refitted``): its solution does not depend on the
 weights it starts from, so compensating them first would only cost a pass over the data.

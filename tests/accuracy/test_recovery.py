@@ -41,13 +41,18 @@ def _combination_model(consumer: str):
         out = b.conv(y, 5)
     elif consumer == "grouped":  # combinations stay inside each group: 3 groups of (c, c+3)... use 1x1 groups=2
         out = b.op("Conv", [y, b.param((4, 3, 3, 3)), b.param((4,))], kernel_shape=[3, 3], pads=[1] * 4, group=2)
+    elif consumer == "transpose":  # an upsampling head: kernel 2, stride 2 (each output reads one tap)
+        out = b.op("ConvTranspose", [y, b.param((6, 4, 2, 2)), b.param((4,))], kernel_shape=[2, 2], strides=[2, 2])
+    elif consumer == "transpose_overlap":  # taps overlap, padding trims the borders
+        out = b.op("ConvTranspose", [y, b.param((6, 4, 3, 3))], kernel_shape=[3, 3], strides=[2, 2],
+                   pads=[1, 1, 1, 1], output_padding=[1, 1])
     else:
         out = b.gemm(b.op("Flatten", [b.op("GlobalAveragePool", [y])], axis=1), 7)
     b.output(b.rename(out, "output"))
     return b.build()
 
 
-@pytest.mark.parametrize("consumer", ["conv", "gemm"])
+@pytest.mark.parametrize("consumer", ["conv", "gemm", "transpose", "transpose_overlap"])
 def test_least_squares_restores_outputs_when_removed_channels_are_combinations_of_kept_ones(consumer):
     model = _combination_model(consumer)
     arrays = _data(model)
@@ -318,3 +323,41 @@ def test_least_squares_restores_a_transformer_block_when_removed_heads_and_mlp_c
     check(p.to_model())  # the fitted biases went into the Adds' constants, as vectors
     assert all(p.graph.params[n.inputs[1]].ndim == 1 for n in p.graph.nodes
                if n.op_type == "Add" and n.inputs[1] in p.graph.params)
+
+
+def _upsampling_head():
+    """A text detector's head in small: two strided convs down, two kernel-2 stride-2
+    transposed convs back up, a sigmoid map (DB's probability map)."""
+    b = GraphBuilder(seed=31)
+    x = b.input("input", ["N", 3, 16, 16])
+    h = b.relu(b.conv(x, 16, k=3, stride=2))
+    h = b.relu(b.conv(h, 16, k=3))
+    h = b.relu(b.op("ConvTranspose", [h, b.param((16, 8, 2, 2), scale=0.3), b.param((8,), scale=0.1)],
+                    kernel_shape=[2, 2], strides=[2, 2]))
+    y = b.op("ConvTranspose", [h, b.param((8, 1, 2, 2), scale=0.5), b.param((1,), scale=0.1)],
+             kernel_shape=[2, 2], strides=[2, 2])
+    b.output(b.rename(b.op("Sigmoid", [y]), "output"))
+    return b.build()
+
+
+def test_refitting_transposed_convs_leaves_held_out_outputs_no_worse(monkeypatch):
+    """Least squares now re-fits the head's transposed convs too; on held-out inputs the map is
+    closer to the original's than when they are left as they were."""
+    from onnxprune.passes.lstsq import LeastSquaresRefit
+    model = _upsampling_head()
+    arrays, held = _data(model, n=64, shape=(3, 16, 16)), _data(model, n=32, seed=9, shape=(3, 16, 16))
+    expected = _outputs(model, held)
+    errors, changed = {}, {}
+    for fit_transposed in (True, False):
+        if not fit_transposed:
+            every = LeastSquaresRefit.targets
+            monkeypatch.setattr(LeastSquaresRefit, "targets", lambda self, graph: [
+                n for n in every(self, graph) if graph.node_by_name[n].op_type != "ConvTranspose"])
+        p, data = _pruner(model, arrays)
+        p.prune(ratio=0.5)
+        result = p.recover(data, methods="lstsq", holdout=0.0, undo_if_worse=False)
+        changed[fit_transposed] = result.passes[0]["changed"]
+        got = _outputs(p.to_model(), held)
+        errors[fit_transposed] = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    assert changed[True] == changed[False] + 2  # both transposed convs lost input channels
+    assert errors[True] <= errors[False], errors

@@ -398,3 +398,49 @@ def test_a_tensor_read_inside_a_subgraph_keeps_its_producer():
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32), "cond": np.array(True)}
     np.testing.assert_allclose(run(fused, feeds)[0], run(model, feeds)[0], rtol=1e-6)
 
+
+
+# --- transposed convolutions (rows with no fixed window) --------------------------------------
+def _conv_transpose(b, x, cout, k=2, stride=2, bias=True, **attrs):
+    cin = b.shape_of(x)[1]
+    ins = [x, b.param((cin, cout, k, k), scale=0.3)] + ([b.param((cout,), scale=0.1)] if bias else [])
+    return b.op("ConvTranspose", ins, kernel_shape=[k, k], strides=[stride, stride], **attrs)
+
+
+def test_transposed_conv_folds_a_batchnorm_after_it_and_merges_a_pointwise_conv_after_it():
+    b = GraphBuilder(seed=21)
+    x = b.input("x", [1, 4, 5, 5])
+    y = _conv_transpose(b, x, 6)
+    scale, shift = _affine_consts(b, 6)
+    y = b.op("Add", [b.op("Mul", [y, scale]), shift])
+    b.output(b.rename(b.conv(y, 3, k=1), "y"))
+    model = b.build()
+    fused, _ = fuse(model)
+    assert ops(fused) == ["ConvTranspose"], ops(fused)
+    assert_exact(model, fused, rtol=1e-4, atol=1e-4)
+
+
+def test_transposed_conv_refuses_a_shift_before_it():
+    """A shift of its input reaches each output position through other taps: no bias."""
+    b = GraphBuilder(seed=23)
+    x = b.input("x", [1, 4, 5, 5])
+    scale, shift = _affine_consts(b, 4)
+    b.output(b.rename(_conv_transpose(b, b.op("Add", [b.op("Mul", [x, scale]), shift]), 3, k=3), "y"))
+    model = b.build()
+    fused, result = fuse(model)
+    assert ops(fused) == ["Mul", "Add", "ConvTranspose"], ops(fused)
+    assert any("shift before a zero-padded layer" in r for r in result.refused), result.refused
+
+
+def test_transposed_conv_takes_no_pointwise_conv_before_it_and_no_skip_around_it():
+    """Its rows read no fixed window of its input: nothing merges into it from before."""
+    b = GraphBuilder(seed=22)
+    x = b.input("x", [1, 4, 5, 5])
+    h = b.conv(x, 4, k=1, bias=False)
+    y = _conv_transpose(b, h, 4, k=3, stride=1, pads=[1, 1, 1, 1])
+    b.output(b.rename(b.op("Add", [y, h]), "y"))
+    model = b.build()
+    fused, result = fuse(model)
+    assert ops(fused) == ["Conv", "ConvTranspose", "Add"], ops(fused)
+    assert any("no fixed window" in r for r in result.refused), result.refused
+    assert_exact(model, fused, rtol=1e-4, atol=1e-4)

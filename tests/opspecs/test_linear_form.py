@@ -178,3 +178,59 @@ def test_matmul_whose_output_is_also_read_elsewhere_has_no_bias():
     b.output([b.rename(b.op("Add", [y, b.param(_rand(5))]), "y"), b.rename(b.op("Relu", [y]), "z")])
     form = _form(b.build())
     assert form.bias() is None and not form.can_add_bias and form.output == form.view.node.outputs[0]
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[2, 2], strides=[2, 2]),  # the upsampling head of DB text detectors
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),
+    dict(kernel_shape=[4, 3], strides=[2, 3], pads=[1, 0, 2, 1]),
+    dict(kernel_shape=[3, 3], dilations=[2, 1], pads=[1, 1, 0, 1]),
+    dict(kernel_shape=[3, 3]),
+    dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID"),
+])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose(attrs, bias):
+    """Each output row holds, per tap, the input position scattered into it or zero."""
+    k = attrs["kernel_shape"]
+    params = [_rand(4, 3, *k)] + ([_rand(3)] if bias else [])
+    model, feeds = _single("ConvTranspose", [2, 4, 5, 4], params, **attrs)
+    form = _check_form(model, feeds)
+    assert form.displacements is None and form.padded and form.can_add_bias
+    assert form.matrix().shape == (1, 3, 4 * int(np.prod(k)))
+
+
+@pytest.mark.parametrize("group,cout", [(2, 6), (4, 4)])  # grouped, depthwise
+def test_grouped_conv_transpose(group, cout):
+    model, feeds = _single("ConvTranspose", [1, 4, 3, 5], [_rand(4, cout // group, 3, 2), _rand(cout)],
+                           kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 0, 1], group=group)
+    form = _check_form(model, feeds)
+    assert form.groups == group and form.matrix().shape == (group, cout // group, 4 // group * 6)
+
+
+@pytest.mark.parametrize("shape,kernel", [([2, 3, 5], [3]), ([1, 2, 3, 2, 3], [2, 3, 2])])
+def test_conv_transpose_1d_and_3d(shape, kernel):
+    n = len(kernel)
+    model, feeds = _single("ConvTranspose", shape, [_rand(shape[1], 4, *kernel), _rand(4)], kernel_shape=kernel,
+                           strides=[2] * n, pads=[1] * n + [0] * n)
+    _check_form(model, feeds)
+
+
+@pytest.mark.parametrize("attrs", [dict(kernel_shape=[2, 2], strides=[2, 2], output_shape=[8, 8]),
+                                   dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")])
+def test_conv_transpose_without_explicit_padding_has_no_form(attrs):
+    model, _ = _single("ConvTranspose", [1, 4, 4, 4], [_rand(4, 3, *attrs["kernel_shape"])], **attrs)
+    assert _form(model) is None
+
+
+def test_conv_transpose_store_writes_a_new_matrix_and_adds_a_bias():
+    model, feeds = _single("ConvTranspose", [1, 4, 3, 3], [_rand(4, 3, 3, 2)], kernel_shape=[3, 2],
+                           strides=[2, 2], pads=[1, 0, 1, 1], group=2)
+    form = _form(model)
+    matrix = form.matrix() * np.linspace(0.5, 2.0, form.matrix().size).reshape(form.matrix().shape)
+    bias = np.arange(6, dtype=np.float32)
+    y, form = _store_and_run(model, feeds, matrix.astype(np.float32), bias)
+    cols = form.unfold(feeds["x"])
+    expected = np.einsum("rgk,gok->rgo", cols, matrix).reshape(len(cols), -1)
+    np.testing.assert_allclose(form.out_rows(y), expected + bias, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError):
+        form.store(matrix, None, geometry=object())

@@ -196,7 +196,7 @@ def columns_refusal(layer: Layer) -> str | None:
     """Why the layer's columns cannot be read as [channel, tap] (None: they can)."""
     form = layer.form
     if form.displacements is None:
-        return f"{layer.node.name}'s geometry is unknown (input shape?)"
+        return f"{layer.node.name}'s rows read no known window of its input (input shape unknown, or no fixed window)"
     taps = layer.taps()
     if not np.array_equal(np.asarray(form.k_channel) * taps + np.asarray(form.k_offset), np.arange(len(form.k_channel))):
         return f"{layer.node.name}'s columns are not laid out channel by channel"

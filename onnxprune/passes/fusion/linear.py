@@ -119,7 +119,7 @@ def _into_second(scope: Scope, first: Layer, second: Layer) -> Merge | str:
     if first.form.in_axis != form.in_axis:
         return "the layers' channel axes differ"
     if form.displacements is None:
-        return f"{second.node.name}'s geometry is unknown (input shape?)"
+        return f"{second.node.name}'s rows read no known window of its input (input shape unknown, or no fixed window)"
     b1 = first.bias()
     if b1 is not None and np.any(b1) and form.padded:
         return "a bias before a zero-padded layer is not exact at its borders"
