@@ -56,6 +56,7 @@ class Row:
     family: str  # "original", "width" (no blocks removed) or "depth" (blocks removed)
     fused: bool = False
     blocks: int = 0  # residual blocks removed
+    removed: str = ""  # their join nodes, in the order removed
     macs_ratio: float = float("nan")
     accuracy: float = float("nan")
     latency: float = float("nan")  # median ratio to the original
@@ -135,6 +136,7 @@ class Bench:
                 result = pruner.recover(calib)
                 row.recover_s, row.cosine = result.seconds, result.fidelity_after.cosine
                 row.blocks = len(pruner.removed_blocks)
+                row.removed = " ".join(b["join"] for b in pruner.removed_blocks)
                 self._measure(row, pruner, macs0, x, y, feeds)
                 fused = copy.deepcopy(row)
                 fused.name, fused.fused = name + " --fuse", True
