@@ -129,13 +129,16 @@ class Pruner:
         graph = onnx_in.to_graph(model, input_shapes, mapped)
         passes = [FoldConstantWeights(registry)] + registry.passes() + (
             [FoldShapeArithmetic(registry)] if onnx_in.declared_static(model) else [])
-        # the passes see only the dims the file fixes: a size they pin from a dim --input-shape fixed
-        # (a Reshape target's batch) would hold at that size alone, and the written model must run at
-        # every size the file declares
-        seen = onnx_in.to_graph(model, None, mapped) if input_shapes else graph
-        folded, results = run_passes(seen, passes)
-        if any(r.changed for r in results):
-            graph = onnx_in.reinfer(folded, input_shapes) if input_shapes else onnx_in.refresh(folded)
+        folded, results = run_passes(graph, passes)
+        if input_shapes and any(r.changed for r in results[1:]):  # a pass that reads shapes changed something
+            # again on the dims the file fixes: a size pinned from a dim --input-shape fixed (a Reshape
+            # target's batch) would hold at that size alone, and the written model must run at every size
+            # the file declares (only here: inference at the declared dims can be slow)
+            folded, results = run_passes(onnx_in.to_graph(model, None, mapped), passes)
+            if any(r.changed for r in results):
+                graph = onnx_in.reinfer(folded, input_shapes)
+        elif any(r.changed for r in results):
+            graph = onnx_in.refresh(folded, input_shapes)
         pruner = cls(graph, registry, model, input_shapes, analysis)
         pruner.notes = [note for r in results for note in r.notes]
         return pruner

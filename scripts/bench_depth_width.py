@@ -57,6 +57,7 @@ class Row:
     fused: bool = False
     blocks: int = 0  # residual blocks removed
     removed: str = ""  # their join nodes, in the order removed
+    search: str = ""  # what the target search measured (the latency a --target-latency search saw)
     macs_ratio: float = float("nan")
     accuracy: float = float("nan")
     latency: float = float("nan")  # median ratio to the original
@@ -137,6 +138,10 @@ class Bench:
                 row.recover_s, row.cosine = result.seconds, result.fidelity_after.cosine
                 row.blocks = len(pruner.removed_blocks)
                 row.removed = " ".join(b["join"] for b in pruner.removed_blocks)
+                if pruner.searches:
+                    found = pruner.searches[-1]
+                    row.search = (f"{found.metric} x{found.reached:.3f} at level {found.level:.3f}, "
+                                  f"{found.evaluations} evaluations, {found.seconds:.0f} s")
                 self._measure(row, pruner, macs0, x, y, feeds)
                 fused = copy.deepcopy(row)
                 fused.name, fused.fused = name + " --fuse", True
