@@ -130,7 +130,14 @@ class Pruner:
         passes = [FoldConstantWeights(registry)] + registry.passes() + (
             [FoldShapeArithmetic(registry)] if onnx_in.declared_static(model) else [])
         folded, results = run_passes(graph, passes)
-        if any(r.changed for r in results):
+        if input_shapes and any(r.changed for r in results[1:]):  # a pass that reads shapes changed something
+            # again on the dims the file fixes: a size pinned from a dim --input-shape fixed (a Reshape
+            # target's batch) would hold at that size alone, and the written model must run at every size
+            # the file declares (only here: inference at the declared dims can be slow)
+            folded, results = run_passes(onnx_in.to_graph(model, None, mapped), passes)
+            if any(r.changed for r in results):
+                graph = onnx_in.reinfer(folded, input_shapes)
+        elif any(r.changed for r in results):
             graph = onnx_in.refresh(folded, input_shapes)
         pruner = cls(graph, registry, model, input_shapes, analysis)
         pruner.notes = [note for r in results for note in r.notes]

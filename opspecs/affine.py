@@ -48,9 +48,47 @@ def _operands(view: NodeView) -> tuple[int, np.ndarray] | None:
     return slot, const.astype(np.float64)
 
 
+# GELU as exporters write it, x * 0.5 * (1 + erf(x / sqrt 2)) (tanh in the approximation): onnxruntime
+# fuses the whole pattern into one kernel. Folding its 0.5 (or another of its constants) into a
+# neighbouring layer takes the pattern apart and leaves the element-wise ops to run one by one (the
+# PP-OCR recogniser: 11 Gelu kernels became 44 element-wise ops and more layout reorders, x1.05-1.10
+# slower), so these constants are no affine nodes for fusion.
+_GELU_CORE = ("Erf", "Tanh")
+
+
+def _made_by(view: NodeView, tensor: str, *ops: str):
+    found = view.graph.producers.get(tensor)
+    node = found[0] if found else None
+    return node if node is not None and node.op_type in ops and not node.domain else None
+
+
+def _one_plus_core(view: NodeView, tensor: str) -> bool:
+    """``tensor`` is Add(core(...), c): GELU's ``1 + erf(...)``."""
+    plus = _made_by(view, tensor, "Add")
+    return plus is not None and any(_made_by(view, t, *_GELU_CORE) for t in plus.inputs)
+
+
+def in_gelu(view: NodeView) -> bool:
+    """Whether this constant Add/Mul/Div is part of a GELU pattern (see _GELU_CORE)."""
+    graph, node = view.graph, view.node
+    data = [t for t in node.inputs if t and t not in graph.params]
+    readers = [r for r, _ in graph.consumers.get(node.outputs[0], [])]
+    if any(r.op_type in _GELU_CORE and not r.domain for r in readers):  # x / sqrt(2) into erf
+        return True
+    if node.op_type == "Add":  # 1 + erf(...)
+        return any(_made_by(view, t, *_GELU_CORE) for t in data)
+    if node.op_type != "Mul":
+        return False
+    product = [_made_by(view, t, "Mul") for t in data]  # (x * (1 + erf)) * 0.5
+    if any(m is not None and any(_one_plus_core(view, u) for u in m.inputs) for m in product):
+        return True
+    return any(r.op_type == "Mul" and not r.domain and any(_one_plus_core(view, u) for u in r.inputs)
+               for r in readers)  # (x * 0.5) * (1 + erf)
+
+
 def add(view: NodeView) -> Affine | None:
     found = _operands(view)
-    return None if found is None else Affine(found[0], np.ones(()), found[1])
+    return None if found is None or in_gelu(view) else Affine(found[0], np.ones(()), found[1])
 
 
 def sub(view: NodeView) -> Affine | None:
@@ -63,12 +101,12 @@ def sub(view: NodeView) -> Affine | None:
 
 def mul(view: NodeView) -> Affine | None:
     found = _operands(view)
-    return None if found is None else Affine(found[0], found[1], np.zeros(()))
+    return None if found is None or in_gelu(view) else Affine(found[0], found[1], np.zeros(()))
 
 
 def div(view: NodeView) -> Affine | None:
     """x / c only (c / x is not affine); c without zeros."""
     found = _operands(view)
-    if found is None or found[0] != 0 or not np.all(found[1]):
+    if found is None or found[0] != 0 or not np.all(found[1]) or in_gelu(view):
         return None
     return Affine(0, 1.0 / found[1], np.zeros(()))

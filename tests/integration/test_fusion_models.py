@@ -14,9 +14,10 @@ from support.oracle import random_feeds, run
 MIN_FUSED = {"plain_cnn": 3, "vgg_flatten_gemm": 0, "resnet_basic": 10, "resnet_bottleneck": 12, "densenet": 3,
              "inception": 8, "mobilenetv2": 16, "mobilenetv3": 10, "shufflenetv2": 13, "resnext": 8, "unet": 10,
              "yolo_neck": 41}
-# exported models with something to fuse: Identity nodes (TorchScript), the GELU's 0.5 before fc2,
-# RMSNorm weights before the q/k/v and gate/up projections
-EXPORTED = {"bert_ts": 13, "gpt2_ts": 5, "llama_dynamo": 5, "llama_ts": 5, "swin_ts": 14, "vit_ts": 13}
+# exported models with something to fuse: Identity nodes (TorchScript), RMSNorm weights before the
+# q/k/v and gate/up projections (the GELU's 0.5 before fc2 stays: onnxruntime fuses the whole GELU,
+# tests/engine/test_fusion_gelu.py)
+EXPORTED = {"bert_ts": 11, "gpt2_ts": 5, "llama_dynamo": 5, "llama_ts": 5, "swin_ts": 12, "vit_ts": 11}
 
 
 def assert_same_outputs(expected, actual, tol=1e-4):
