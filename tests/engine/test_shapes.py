@@ -3,22 +3,11 @@ from __future__ import annotations
 
 from onnxprune import onnx_in, shapes
 from support.small_models import conv_chain
-
-
-def _count_symbolic_runs(monkeypatch):
-    calls = []
-    real = shapes._ort_infer
-
-    def counting(model):
-        calls.append(model)
-        return real(model)
-
-    monkeypatch.setattr(shapes, "_ort_infer", counting)
-    return calls
+from support.symbolic_runs import count_symbolic_runs
 
 
 def test_static_and_batch_symbolic_cnns_need_no_symbolic_inference(monkeypatch):
-    calls = _count_symbolic_runs(monkeypatch)
+    calls = count_symbolic_runs(monkeypatch)
     for batch in (1, "N"):
         graph = onnx_in.from_model(conv_chain(batch=batch))
         assert tuple(int(d) for d in graph.shape("output")) == (1, 10)
@@ -28,7 +17,7 @@ def test_static_and_batch_symbolic_cnns_need_no_symbolic_inference(monkeypatch):
 def test_symbols_onnx_invents_send_the_model_to_symbolic_inference(monkeypatch):
     import onnx
     from pathlib import Path
-    calls = _count_symbolic_runs(monkeypatch)
+    calls = count_symbolic_runs(monkeypatch)
     model = onnx.load(str(Path(__file__).resolve().parents[1] / "models" / "bert_ts.onnx"))
     graph = onnx_in.from_model(model)
     assert calls, "BERT's run-time Reshape targets need onnxruntime's symbolic inference"

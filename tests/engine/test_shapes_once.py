@@ -10,20 +10,13 @@ import pytest
 from onnxprune import Pruner, shapes
 from onnxprune.options import PruneOptions
 from support.exported import by_name
+from support.symbolic_runs import count_symbolic_runs
 
 
 @pytest.fixture
 def symbolic_runs(monkeypatch):
-    calls = []
-    real = shapes._ort_infer
-
-    def counting(model):
-        calls.append(model)
-        return real(model)
-
-    monkeypatch.setattr(shapes, "_ort_infer", counting)
     monkeypatch.setattr(shapes, "_CACHE", {})  # analyse afresh: a cached analysis would hide the runs
-    return calls
+    return count_symbolic_runs(monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["bert_ts", "tv_vit_dynamo", "tv_swin_ts"])

@@ -2,7 +2,6 @@
 (MatMulNBitsQuantizer: every projection and the LM head become com.microsoft MatMulNBits), pruned by
 heads, MLP channels and hidden size: the pruned model is still int4 and onnxruntime runs it; pruning a
 group of heads or MLP channels equals setting their codes to the zero point in the original."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from onnxprune import Pruner, onnx_out
 from onnxprune.masking import mask_group
 from support.cli import call
 from support.oracle import prune_channels, run
+from support.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_llm.py"
 BLOCK = 32
@@ -23,10 +23,7 @@ BLOCK = 32
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     quantizer = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")
-    spec = importlib.util.spec_from_file_location("make_llm", SCRIPT)
-    make_llm = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = make_llm
-    spec.loader.exec_module(make_llm)
+    make_llm = load_script("make_llm")
     folder = tmp_path_factory.mktemp("llm")
     cfg = make_llm.Config(hidden=128, layers=1, heads=4, kv_heads=2, mlp=256, vocab=64)
     make_llm.build(cfg, folder / "llm.onnx")

@@ -1,5 +1,4 @@
 """Smoke test of scripts/bench_accuracy.py on the committed digits model (in-process, no plot)."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -7,16 +6,14 @@ from pathlib import Path
 import pytest
 
 from support import digits
+from support.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_accuracy.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script loads
-    spec.loader.exec_module(module)
+    module = load_script("bench_accuracy")
     return module
 
 

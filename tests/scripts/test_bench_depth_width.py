@@ -1,21 +1,17 @@
 """scripts/bench_depth_width.py's verdict: per model, the fastest width-only and depth prune within 1 point."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from support.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_depth_width.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_depth_width", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("bench_depth_width", on_path=True)
     return module
 
 

@@ -1,23 +1,20 @@
 """Smoke test of scripts/bench_latency_check.py: both figures, with their spreads, for a pair of files.
 
 Structure only: the figures themselves are timings of this machine (the goal lives in the benchmark)."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 from onnxprune import Pruner
 from support.small_models import conv_chain, save
+from support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bench_latency_check.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_latency_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("bench_latency_check")
     return module
 
 

@@ -1,17 +1,14 @@
 """Smoke test of scripts/bench_memory.py: a tiny model, every configuration runs and is measured."""
-import importlib.util
 import re
 import sys
 from pathlib import Path
+from support.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_memory.py"
 
 
 def test_every_configuration_runs_and_reports_its_peak(capsys):
-    spec = importlib.util.spec_from_file_location("bench_memory", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_memory")
     assert bench.main(["--mb", "2", "--width", "256"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if re.match(r"(analyze|prune)", line)]
     assert len(rows) == 3

@@ -1,18 +1,15 @@
 """Smoke test of scripts/bench_transformers.py (the architecture table) on two committed tiny exports."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
+from support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "bench_transformers.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_transformers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("bench_transformers")
     return module
 
 

@@ -1,6 +1,5 @@
 """scripts/make_llm.py: a LLaMA-shaped decoder that onnxruntime runs at any batch and length (causally),
 sized as asked, and that onnxprune prunes by heads, MLP channels and hidden size, external data kept."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,16 +10,14 @@ import onnxruntime as ort
 import pytest
 
 from support.cli import call
+from support.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_llm.py"
 
 
 @pytest.fixture(scope="module")
 def make_llm():
-    spec = importlib.util.spec_from_file_location("make_llm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("make_llm")
     return module
 
 

@@ -1,5 +1,4 @@
 """scripts/task_metrics.py: the task accuracies the benchmark reports."""
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -7,16 +6,14 @@ import numpy as np
 import pytest
 
 from support import digits
+from support.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "task_metrics.py"
 
 
 @pytest.fixture(scope="module")
 def tm():
-    spec = importlib.util.spec_from_file_location("task_metrics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("task_metrics")
     return module
 
 

@@ -1,11 +1,11 @@
 """scripts/text_data.py: BERT-uncased WordPiece tokenization and offline sentences from docstrings."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "text_data.py"
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "token", "##ization", "##s", "una", "##ffa", "##ble",
@@ -14,10 +14,7 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "token", "##ization", "##s",
 
 @pytest.fixture(scope="module")
 def text_data():
-    spec = importlib.util.spec_from_file_location("text_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("text_data")
     return module
 
 
