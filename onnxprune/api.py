@@ -170,7 +170,7 @@ class Pruner:
         return self.depgraph.group_of(node, channel, port)
 
     def params(self) -> int:
-        return count_params(reshare_params(self.graph, self._copies))
+        return count_params(reshare_params(self.graph, self._copies), self.registry)
 
     def macs(self) -> int:
         return count_macs(self.graph, self.registry)
@@ -477,8 +477,8 @@ class Pruner:
             base = count_macs(self.original_graph, self.registry)
             return lambda graph: count_macs(graph, self.registry) / base
         if metric == "params":
-            base = count_params(reshare_params(self.original_graph, self._copies))
-            return lambda graph: count_params(reshare_params(graph, self._copies)) / base
+            base = count_params(reshare_params(self.original_graph, self._copies), self.registry)
+            return lambda graph: count_params(reshare_params(graph, self._copies), self.registry) / base
         if graph_latency is not None:
             return lambda graph: graph_latency([graph])[0].median
         settings = options.latency

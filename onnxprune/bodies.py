@@ -324,10 +324,10 @@ def prunable_inside(graph: Graph, registry: Registry) -> int:
     return count
 
 
-def params_inside(graph: Graph) -> int:
+def params_inside(graph: Graph, registry: Registry | None = None) -> int:
     """Parameters of the subgraphs (their initializers and Constant nodes), nested ones included."""
     from .metrics import count_params  # late: metrics counts bodies through this module
-    return sum(count_params(body) for body in _bodies_of(graph))
+    return sum(count_params(body, registry) for body in _bodies_of(graph))
 
 
 def macs_inside(graph: Graph, registry: Registry) -> int:

@@ -8,15 +8,36 @@ from .registry import Registry
 from .rules import NodeView, call_rule
 
 
-def count_params(graph: Graph) -> int:
+def count_params(graph: Graph, registry: Registry | None = None) -> int:
     """Elements of weights: floating-point initializers (fp32, fp16, bf16, fp8), and narrow integers
     stored to be converted into a weight (weight-only int8/int4), never shape constants; those of
-    subgraphs too."""
+    subgraphs too. With the ``registry``: also the weights quantized layers read as codes
+    (QLinearConv, ConvInteger, MatMulNBits), as many as the float weights they stand for."""
     from .bodies import has_bodies, params_inside  # late: they import the dependency graph
     from .read_weights import storage_only
-    inside = params_inside(graph) if has_bodies(graph) else 0
-    return inside + int(sum(v.size for name, v in graph.params.items()
-                            if _floating(v.dtype) or (_narrow_int(v.dtype) and storage_only(graph, name))))
+    inside = params_inside(graph, registry) if has_bodies(graph) else 0
+    stored = int(sum(v.size for name, v in graph.params.items()
+                     if _floating(v.dtype) or (_narrow_int(v.dtype) and storage_only(graph, name))))
+    return inside + stored + (_read_as_codes(graph, registry) if registry is not None else 0)
+
+
+def _read_as_codes(graph: Graph, registry: Registry) -> int:
+    """Weight elements of the narrow-integer constants a layer reads as quantized codes itself
+    (``OpSpec.weight_elements``); scales and zero points are not weights."""
+    from .read_weights import storage_only
+    total = 0
+    for name, value in graph.params.items():
+        if not _narrow_int(value.dtype) or storage_only(graph, name):
+            continue
+        for node, slot in graph.consumers.get(name, []):
+            spec = registry.lookup(node.domain, node.op_type, graph.meta.opsets.get(node.domain, graph.opset))
+            if spec is None or spec.weight_elements is None or slot < 0:
+                continue
+            elements = call_rule("weight_elements", node, spec.weight_elements, NodeView(node, graph), slot)
+            if elements:
+                total += int(elements)
+                break
+    return total
 
 
 def _floating(dtype: np.dtype) -> bool:

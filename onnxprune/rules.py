@@ -356,6 +356,9 @@ class OpSpec:
     # ops that only build a tensor from their operands (fill, broadcast, repeat): with constant operands
     # feeding a layer's weights (zoo AlexNet style) they are folded into parameters, which then prune
     materializes: bool = False
+    # for layers reading a quantized weight as codes (see ``stored``): the weight elements the constant
+    # at a slot stands for (packed int4 codes unpacked), counted as parameters; None: not a weight
+    weight_elements: Callable[[NodeView, int], int | None] | None = None
     # False where removing a channel is not the same as zeroing it (statistics over
     # channels: LayerNorm, LRN); such groups are still valid to prune, and reported
     exact: bool = True

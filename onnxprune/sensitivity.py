@@ -249,7 +249,7 @@ def analyze(dg: DependencyGraph, original_graph, data: CalibrationSet, *, ratios
     by_id = {b.group: b for b in budgets}
     units = [u for u in units_of(dg, blocks) if only is None or set(u.groups) & only]
     macs0 = count_macs(dg.graph, dg.registry)
-    params0 = count_params(to_model_graph(dg.graph))
+    params0 = count_params(to_model_graph(dg.graph), dg.registry)
     names = [v.name for v in original_graph.outputs]
     reference = [{n: batch[n] for n in names} for batch in stream(original_graph, [], data, provider)]  # run once
     jobs = [(unit, ratio) for unit in units for ratio in ratios]
@@ -260,7 +260,7 @@ def analyze(dg: DependencyGraph, original_graph, data: CalibrationSet, *, ratios
             unit.points.append(Point(ratio, 0, 1.0, 0.0, 0.0, None, 1.0))
             continue
         pruned = apply_plan(dg, plan)
-        macs, params = count_macs(pruned, dg.registry), count_params(to_model_graph(pruned))
+        macs, params = count_macs(pruned, dg.registry), count_params(to_model_graph(pruned), dg.registry)
         if refit is not None:
             pruned = refit(plan, pruned)
         fidelity = _compare(reference, to_model_graph(pruned), data, provider)

@@ -154,7 +154,12 @@ def _layer(view: NodeView) -> Layer | None:
     return Layer(LayerKind.GEMM) if view.const(1) is not None else None
 
 
+def _weight_elements(view: NodeView, slot: int) -> int | None:
+    """B packs the K x N weight (padded to whole blocks): K * N parameters."""
+    return int(view.attr("K")) * int(view.attr("N")) if slot == 1 else None
+
+
 def register(registry) -> None:
     registry.register(OpSpec(("MatMulNBits",), couple, domain=MS, roots=_roots, rewrite=rewrite, macs=_macs,
                              param_roles={2: QUANT_PARAM, 3: QUANT_PARAM, 4: QUANT_PARAM}, stored=stored,
-                             layer=_layer, family="nbits"))
+                             weight_elements=_weight_elements, layer=_layer, family="nbits"))

@@ -169,9 +169,16 @@ def _stored(view: NodeView, slot: int):
     return codes(w, zero, scale)
 
 
+def _weight_elements(view: NodeView, slot: int) -> int | None:
+    """The weight's codes: one parameter each."""
+    w = view.const(slot) if slot == _kind(view).weight else None
+    return int(w.size) if w is not None else None
+
+
 def register(registry) -> None:
     for op, kind in KINDS.items():
         roles = {s: QUANT_PARAM for s in (*kind.activation_params, kind.weight_scale, kind.weight_zero)
                  if s is not None}
         registry.register(OpSpec((op,), couple, since=10, roots=_roots, rewrite=_rewrite, macs=_macs,
-                                 param_roles=roles, stored=_stored, layer=_layer, family="qlinear"))
+                                 param_roles=roles, stored=_stored, weight_elements=_weight_elements, layer=_layer,
+                                 family="qlinear"))

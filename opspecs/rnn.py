@@ -203,6 +203,12 @@ def _macs(view: NodeView) -> int:
     return int(x[0] * x[1] * (int(np.prod(w)) + int(np.prod(r))))
 
 
+def _weight_elements(view: NodeView, slot: int) -> int | None:
+    """DynamicQuantizeLSTM's W and R codes: one parameter each."""
+    value = view.const(slot) if IN(slot) in QUANT else None
+    return int(value.size) if value is not None else None
+
+
 def _stored(view: NodeView, slot: int):
     """DynamicQuantizeLSTM's W and R: int8 codes less their zero point, times their scale (per direction or
     per gate row, along the last axis)."""
@@ -222,4 +228,4 @@ def register(registry) -> None:
     registry.register(OpSpec(("LSTM", "GRU", "RNN"), couple, roots=roots, rewrite=rewrite, macs=_macs, family="rnn"))
     registry.register(OpSpec(("DynamicQuantizeLSTM",), couple, domain="com.microsoft", roots=roots, rewrite=rewrite,
                              macs=_macs, param_roles={s: QUANT_PARAM for s in range(8, 12)}, stored=_stored,
-                             family="rnn"))
+                             weight_elements=_weight_elements, family="rnn"))
