@@ -127,10 +127,10 @@ class Pruner:
             onnx_in.check_supported(model)
         registry = registry or builtin_registry()
         graph = onnx_in.to_graph(model, input_shapes, mapped)
-        passes = [FoldConstantWeights(registry)] + registry.passes() + (
-            [FoldShapeArithmetic(registry)] if onnx_in.declared_static(model) else [])
+        reading_shapes = registry.passes() + ([FoldShapeArithmetic(registry)] if onnx_in.declared_static(model) else [])
+        passes = [FoldConstantWeights(registry)] + reading_shapes
         folded, results = run_passes(graph, passes)
-        if input_shapes and any(r.changed for r in results[1:]):  # a pass that reads shapes changed something
+        if input_shapes and any(r.changed for r in results[len(passes) - len(reading_shapes):]):
             # again on the dims the file fixes: a size pinned from a dim --input-shape fixed (a Reshape
             # target's batch) would hold at that size alone, and the written model must run at every size
             # the file declares (only here: inference at the declared dims can be slow)
